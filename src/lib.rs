@@ -1,0 +1,21 @@
+//! Heapwatch: what is eating this process's memory?
+//!
+//! Module map:
+//! - [`memory`]: the allocation tracker (global allocator, stacks, snapshots, baselines).
+//! - [`system`]: process, host and cgroup memory from `sysinfo` and the kernel.
+//! - [`settings`]: typed settings from defaults, the options file and the environment.
+//! - [`logging`]: tracing to stdout and a rolling file.
+//! - [`commands`]: the command registry and handlers (the typed API transports call).
+//! - [`ws`]: the WebSocket protocol and sessions.
+//! - [`http`]: listeners, routing, authentication, the panel.
+//! - [`app`]: binds listeners, runs tasks, shuts down.
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod commands;
+pub mod http;
+pub mod logging;
+pub mod memory;
+pub mod settings;
+pub mod system;
+pub mod ws;

@@ -1,0 +1,3 @@
+//! The `heapwatch` binary.
+
+fn main() {}
