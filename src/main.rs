@@ -1,3 +1,98 @@
-//! The `heapwatch` binary.
+//! The `heapwatch` binary: parse the command line, load settings (a bad options file exits
+//! 78 before any port is bound), start logging, run the app until SIGTERM or SIGINT.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use heapwatch::app::{self, Limits};
+use heapwatch::settings::{DEFAULT_OPTIONS_PATH, OptionsSource, Settings};
+
+/// Exit status for a configuration error (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+/// Heapwatch: what is eating this process's memory?
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The options file the Supervisor writes [default: /data/options.json, or
+    /// ./data/options.json with --dev].
+    #[arg(long, value_name = "PATH")]
+    options: Option<PathBuf>,
+    /// Run on your own machine: ingress on 127.0.0.1:8099 with loopback trusted as the
+    /// ingress proxy, data under ./data.
+    #[arg(long)]
+    dev: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let options = cli.options.clone().unwrap_or_else(|| {
+        PathBuf::from(if cli.dev {
+            "./data/options.json"
+        } else {
+            DEFAULT_OPTIONS_PATH
+        })
+    });
+    let loaded = if cli.dev {
+        Settings::load_dev(&options)
+    } else {
+        Settings::load(&options)
+    };
+    let (settings, source) = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("heapwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (_log_guard, log_problem) =
+        heapwatch::logging::init(settings.log_level, &settings.data_dir);
+    if let Some(problem) = log_problem {
+        tracing::warn!("{problem}");
+    }
+    match source {
+        OptionsSource::File(p) => tracing::info!(path = %p.display(), "options loaded"),
+        OptionsSource::Missing(p) => {
+            tracing::info!(path = %p.display(), "no options file; using defaults")
+        }
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "heapwatch starting");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dev = cli.dev;
+    let result = runtime.block_on(async move {
+        let listeners = app::bind(&settings).await?;
+        if dev {
+            let addr = listeners
+                .ingress
+                .local_addr()
+                .map_err(app::AppError::LocalAddr)?;
+            println!("Heapwatch is running: open http://{addr}/ (Ctrl-C stops it)");
+        }
+        app::run(
+            settings,
+            listeners,
+            Limits::default(),
+            app::shutdown_signal(),
+        )
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("heapwatch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -82,6 +82,11 @@ impl MemoryMode {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
     /// The secret itself, for the one place that compares it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -276,6 +281,24 @@ impl Settings {
         options_path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Self, OptionsSource), SettingsError> {
+        Self::load_inner(options_path, env, false)
+    }
+
+    /// [`Settings::load`] for `--dev`: the ingress listener defaults to 127.0.0.1:8099,
+    /// loopback is the trusted proxy and data lives under `./data` (the file and the
+    /// environment still override these).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_dev(options_path: &Path) -> Result<(Self, OptionsSource), SettingsError> {
+        Self::load_inner(options_path, std::env::vars(), true)
+    }
+
+    fn load_inner(
+        options_path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        dev: bool,
+    ) -> Result<(Self, OptionsSource), SettingsError> {
         let (file_json, source) = read_options_file(options_path)?;
         let file_name = options_path.display().to_string();
         if let Some(obj) = &file_json {
@@ -303,7 +326,13 @@ impl Settings {
 
         let mut builder = Config::builder();
         for spec in KEYS {
-            if let Some(default) = spec.default {
+            let dev_default = match spec.name {
+                "ingress_listen" if dev => Some(DefaultValue::Str("127.0.0.1:8099")),
+                "trusted_proxies" if dev => Some(DefaultValue::StrList(&["127.0.0.1", "::1"])),
+                "data_dir" if dev => Some(DefaultValue::Str("./data")),
+                _ => None,
+            };
+            if let Some(default) = dev_default.or(spec.default) {
                 let value: config::Value = match default {
                     DefaultValue::Bool(b) => b.into(),
                     DefaultValue::Int(i) => i.into(),

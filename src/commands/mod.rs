@@ -1,1 +1,306 @@
-//! placeholder
+//! The command registry: every WebSocket command (and the HTTP endpoints that mirror one)
+//! is a name, a one-line summary and a handler taking typed arguments.
+//!
+//! Transports (`ws`, `http`) parse envelopes, then call [`dispatch`]; handlers reach state
+//! only through [`Shared`] and the typed APIs of `memory` and `system`. Adding a command is
+//! one file (or function) and one line in [`REGISTRY`].
+
+pub mod auth;
+pub mod debug;
+pub mod system;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::http::auth::AuthGate;
+use crate::memory::Baselines;
+use crate::settings::Settings;
+use crate::system::SystemSampler;
+
+/// The server's version, as reported everywhere.
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The boxed future every handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send>>;
+
+/// One registered command.
+#[derive(Clone, Copy)]
+pub struct Command {
+    /// `area/verb`, or one of the bare names `ping` and `auth`.
+    pub name: &'static str,
+    /// One line for `system/info` and the docs.
+    pub summary: &'static str,
+    /// Runs the command with its raw `args` object.
+    pub run: fn(Context, Value) -> HandlerFuture,
+}
+
+/// Every command, in the order `system/info` lists them.
+pub const REGISTRY: &[Command] = &[
+    system::PING,
+    auth::AUTH,
+    system::INFO,
+    debug::MEMORY_SNAPSHOT,
+    debug::MEMORY_RESET_PEAK,
+];
+
+/// Finds a command by name.
+pub fn find(name: &str) -> Option<&'static Command> {
+    REGISTRY.iter().find(|c| c.name == name)
+}
+
+/// What a command can fail with. Each variant is one wire error code; the details are
+/// written for the user and never carry internals (those are logged).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("{0}")]
+    InvalidMessage(String),
+    #[error("{0}")]
+    UnknownCommand(String),
+    #[error("{0}")]
+    InvalidArgs(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    NotAuthenticated(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// The string is logged; the client only sees a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl CommandError {
+    /// The lower-case wire code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidMessage(_) => "invalid_message",
+            Self::UnknownCommand(_) => "unknown_command",
+            Self::InvalidArgs(_) => "invalid_args",
+            Self::NotFound(_) => "not_found",
+            Self::PreconditionFailed(_) => "precondition_failed",
+            Self::NotAuthenticated(_) => "not_authenticated",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The details a client may see.
+    pub fn details(&self) -> String {
+        match self {
+            Self::Internal(_) => "internal error; the add-on log has the details".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Logs an internal error's details and returns it unchanged.
+    pub fn logged(self, command: &str) -> Self {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(command, detail = %detail, "command failed");
+        }
+        self
+    }
+}
+
+/// Which listener a connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Behind Home Assistant ingress: the peer is the trusted proxy.
+    Ingress,
+    /// The token-protected direct port.
+    Direct,
+}
+
+/// The Home Assistant user, as ingress reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct User {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// Where the listeners are bound.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundListeners {
+    pub ingress: SocketAddr,
+    pub direct: Option<SocketAddr>,
+}
+
+/// State shared by every connection and command.
+pub struct Shared {
+    pub settings: Settings,
+    pub started_at: Instant,
+    pub listeners: BoundListeners,
+    /// Whether the process runs under the Supervisor (`SUPERVISOR_TOKEN` is set).
+    pub ha_addon: bool,
+    pub auth: AuthGate,
+    /// std mutex: held only to read or change the map, never across `.await`.
+    pub baselines: std::sync::Mutex<Baselines>,
+    /// tokio mutex: serialises snapshot commands so two big snapshots never run at once
+    /// (each holds symbolization caches); held across the blocking task's `.await` on
+    /// purpose.
+    pub snapshot_lock: tokio::sync::Mutex<()>,
+    /// std mutex: the sampler is used inside `spawn_blocking` only.
+    pub system: std::sync::Mutex<SystemSampler>,
+    /// Set when shutdown begins; running commands get until this plus the command
+    /// deadline to reply.
+    pub shutdown_started: std::sync::OnceLock<Instant>,
+}
+
+/// Per-connection facts a handler may use.
+#[derive(Debug)]
+pub struct Session {
+    pub listener: ListenerKind,
+    pub peer: IpAddr,
+    pub user: Option<User>,
+    /// Set once the session proved it may run commands (always on ingress; after a good
+    /// bearer header or `auth` command on the direct listener).
+    pub authenticated: AtomicBool,
+    /// The session's bounded outbound queue for events (set by the WebSocket session).
+    pub events: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
+}
+
+impl Session {
+    /// Whether commands other than `auth` may run.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+}
+
+/// What a handler receives.
+#[derive(Clone)]
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub session: Arc<Session>,
+}
+
+/// Runs `name` with `args`: finds it, checks authentication, runs it.
+///
+/// # Errors
+/// `unknown_command`, `not_authenticated`, or whatever the handler returns.
+pub async fn dispatch(ctx: Context, name: &str, args: Value) -> Result<Value, CommandError> {
+    let command = find(name).ok_or_else(|| {
+        CommandError::UnknownCommand(format!(
+            "unknown command `{name}`; system/info lists the commands"
+        ))
+    })?;
+    if command.name != auth::AUTH.name && !ctx.session.is_authenticated() {
+        return Err(CommandError::NotAuthenticated(
+            "authenticate first: send `auth` with {\"token\": \"…\"}, or connect with an Authorization: Bearer header".into(),
+        ));
+    }
+    (command.run)(ctx, args)
+        .await
+        .map_err(|e| e.logged(command.name))
+}
+
+/// Deserializes a command's arguments; errors name the argument.
+///
+/// # Errors
+/// [`CommandError::InvalidArgs`] naming the offending argument.
+pub fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, CommandError> {
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            CommandError::InvalidArgs(inner)
+        } else {
+            CommandError::InvalidArgs(format!("argument `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Arguments of commands that take none: any argument is an error.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// Runs blocking work off the async worker threads.
+///
+/// # Errors
+/// [`CommandError::Internal`] when the task panicked.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CommandError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CommandError::Internal(format!("blocking task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_names_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for c in REGISTRY {
+            assert!(seen.insert(c.name), "duplicate command {}", c.name);
+            let bare = ["ping", "auth"].contains(&c.name);
+            let parts: Vec<_> = c.name.split('/').collect();
+            let well_formed = parts.len() == 2
+                && parts.iter().all(|p| {
+                    !p.is_empty() && p.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')
+                });
+            assert!(bare || well_formed, "{} is not area/verb", c.name);
+            assert!(
+                !c.summary.is_empty() && !c.summary.contains('\n'),
+                "{} needs a one-line summary",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_command_is_documented_in_api_md() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md"))
+            .expect("docs/API.md exists");
+        for c in REGISTRY {
+            let heading = format!("### `{}`", c.name);
+            assert!(
+                doc.contains(&heading),
+                "docs/API.md lacks a `{heading}` section"
+            );
+            let example = format!("\"command\": \"{}\"", c.name);
+            assert!(
+                doc.contains(&example),
+                "docs/API.md lacks an example request for {}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_are_lower_case_and_internal_details_hidden() {
+        let e = CommandError::Internal("secret path /x/y".into());
+        assert_eq!(e.code(), "internal_error");
+        assert!(!e.details().contains("/x/y"));
+        assert_eq!(CommandError::InvalidArgs("a".into()).details(), "a");
+    }
+
+    #[test]
+    fn parse_args_names_the_argument() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct A {
+            top_n: Option<u32>,
+        }
+        let e = parse_args::<A>(serde_json::json!({"top_n": "x"})).unwrap_err();
+        assert!(e.details().contains("top_n"), "{e:?}");
+        let e = parse_args::<A>(serde_json::json!({"bogus": 1})).unwrap_err();
+        assert!(e.details().contains("bogus"), "{e:?}");
+    }
+}
