@@ -50,6 +50,10 @@ pub struct Limits {
     pub command_deadline: Duration,
     /// On shutdown, everything must be done within this (the Supervisor kills after 10 s).
     pub shutdown_timeout: Duration,
+    /// Direct-listener authentication failures are counted over this window...
+    pub auth_window: Duration,
+    /// ...and an address over the limit is blocked for this long.
+    pub auth_block: Duration,
 }
 
 impl Default for Limits {
@@ -68,6 +72,8 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             command_deadline: Duration::from_secs(4),
             shutdown_timeout: Duration::from_millis(4_800),
+            auth_window: crate::http::auth::WINDOW,
+            auth_block: crate::http::auth::BLOCK,
         }
     }
 }
@@ -152,7 +158,7 @@ pub async fn run(
         }
     }
     let shared = Arc::new(Shared {
-        auth: AuthGate::new(settings.api_token.clone()),
+        auth: AuthGate::with_timing(settings.api_token.clone(), limits.auth_window, limits.auth_block),
         settings,
         started_at: Instant::now(),
         listeners: bound,
