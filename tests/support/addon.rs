@@ -1,6 +1,10 @@
 //! Shared helpers for the add-on packaging tests (`tests/addon_config.rs`,
 //! `tests/addon_rules.rs`): real reads of the files the Supervisor reads, from the
 //! repository root.
+#![allow(
+    dead_code,
+    reason = "each test file includes this module and uses a part of it"
+)]
 
 use std::path::PathBuf;
 
