@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 
 use serde_norway::Value;
-use support::{cargo_version, key_text, keys, parse_yaml, read_text, root};
+use support::{cargo_version, keys, parse_yaml, read_text, root, scalar_text};
 
 /// Keys the current Supervisor reads in config.yaml. Anything else is dropped without a
 /// word (`ingress_panel: true` does nothing), so an unknown key is a bug here.
@@ -193,7 +193,7 @@ fn config_problems(text: &str, cargo_version: &str) -> Vec<String> {
 
     if let Some(ports) = config["ports"].as_mapping() {
         for (k, v) in ports {
-            let port = key_text(k);
+            let port = scalar_text(k);
             if !matches!(k, Value::String(_)) || parse_port_key(&port).is_none() {
                 problems.push(format!("port `{port}` must be a string like \"8100/tcp\""));
             }
@@ -235,10 +235,10 @@ fn config_problems(text: &str, cargo_version: &str) -> Vec<String> {
             match v.as_str() {
                 Some(t) => {
                     if let Err(why) = check_option_type(t) {
-                        problems.push(format!("schema.{}: `{t}`: {why}", key_text(k)));
+                        problems.push(format!("schema.{}: `{t}`: {why}", scalar_text(k)));
                     }
                 }
-                None => problems.push(format!("schema.{}: expected a type string", key_text(k))),
+                None => problems.push(format!("schema.{}: expected a type string", scalar_text(k))),
             }
         }
     }
@@ -248,17 +248,6 @@ fn config_problems(text: &str, cargo_version: &str) -> Vec<String> {
         }
     }
     problems
-}
-
-/// A scalar as YAML would print it (`true`, `8099`, `auto`).
-fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other)
-            .expect("a YAML value serializes")
-            .trim()
-            .to_string(),
-    }
 }
 
 /// `8100/tcp` → 8100; `None` unless it is `N/tcp` or `N/udp` with N in 1–65535.

@@ -76,13 +76,14 @@ pub fn cargo_version() -> String {
 /// The keys of a YAML mapping as strings, in file order (empty when `v` is no mapping).
 pub fn keys(v: &Value) -> Vec<String> {
     v.as_mapping()
-        .map(|m| m.keys().map(key_text).collect())
+        .map(|m| m.keys().map(scalar_text).collect())
         .unwrap_or_default()
 }
 
-/// A mapping key as text (`8100/tcp`, or `8100` for a key YAML read as a number).
-pub fn key_text(k: &Value) -> String {
-    match k {
+/// A scalar as YAML prints it, strings unquoted: a mapping key (`8100/tcp`, or `8100`
+/// for a key YAML read as a number) or a value to compare with a default (`true`, `auto`).
+pub fn scalar_text(v: &Value) -> String {
+    match v {
         Value::String(s) => s.clone(),
         other => serde_norway::to_string(other)
             .expect("a scalar serializes")
