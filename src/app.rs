@@ -158,7 +158,11 @@ pub async fn run(
         }
     }
     let shared = Arc::new(Shared {
-        auth: AuthGate::with_timing(settings.api_token.clone(), limits.auth_window, limits.auth_block),
+        auth: AuthGate::with_timing(
+            settings.api_token.clone(),
+            limits.auth_window,
+            limits.auth_block,
+        ),
         settings,
         started_at: Instant::now(),
         listeners: bound,

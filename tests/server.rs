@@ -36,8 +36,15 @@ async fn healthz_404_and_path_normalisation() {
     let r = get(s.ingress, "/", &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    assert!(r.header("x-frame-options").is_none(), "ingress shows the panel in an iframe");
-    assert!(!r.header("content-security-policy").unwrap().contains("frame-ancestors"));
+    assert!(
+        r.header("x-frame-options").is_none(),
+        "ingress shows the panel in an iframe"
+    );
+    assert!(
+        !r.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors")
+    );
     assert!(r.header("content-encoding").is_none());
     let r = get(s.direct(), "/healthz", &[("authorization", &bearer())]).await;
     assert_eq!(r.status, 200);
@@ -51,9 +58,17 @@ async fn untrusted_ingress_peer_is_refused_even_with_forged_user() {
     assert_eq!(r.status, 403);
     let r = get_from(s.ingress, "/api/memory/snapshot", &[], OTHER_HOST).await;
     assert_eq!(r.status, 403);
-    assert_eq!(ws_refused(s.ingress, &[("x-remote-user-name", "admin")], OTHER_HOST).await, 403);
+    assert_eq!(
+        ws_refused(s.ingress, &[("x-remote-user-name", "admin")], OTHER_HOST).await,
+        403
+    );
     // The liveness probe answers anyone and says nothing.
-    assert_eq!(get_from(s.ingress, "/healthz", &[], OTHER_HOST).await.json(), json!({"status": "ok"}));
+    assert_eq!(
+        get_from(s.ingress, "/healthz", &[], OTHER_HOST)
+            .await
+            .json(),
+        json!({"status": "ok"})
+    );
     s.stop().await;
 }
 
@@ -73,7 +88,10 @@ async fn ingress_session_gets_user_and_server_info() {
     assert_eq!(data["ha_ingress"], true);
     assert_eq!(data["requires_auth"], false);
     assert_eq!(data["ha_addon"], false);
-    assert_eq!(data["user"], json!({"id": "abc123", "name": "ada", "display_name": "Ada Lovelace"}));
+    assert_eq!(
+        data["user"],
+        json!({"id": "abc123", "name": "ada", "display_name": "Ada Lovelace"})
+    );
     let r = ws.call("1", "ping", json!({})).await;
     assert_eq!(r, json!({"message_id": "1", "result": {"pong": true}}));
     let info = ws.call("2", "system/info", json!({})).await;
@@ -83,13 +101,25 @@ async fn ingress_session_gets_user_and_server_info() {
     assert_eq!(result["listeners"]["ingress"], s.ingress.to_string());
     assert_eq!(result["listeners"]["direct"], s.direct().to_string());
     assert_eq!(result["settings"]["api_token"], "**redacted**");
-    assert!(!info.to_string().contains(TOKEN), "the token never leaves the server");
+    assert!(
+        !info.to_string().contains(TOKEN),
+        "the token never leaves the server"
+    );
     assert_eq!(result["tracking"]["enabled"], false);
-    let names: Vec<&str> = result["commands"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = result["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     for c in heapwatch::commands::REGISTRY {
         assert!(names.contains(&c.name), "{} listed", c.name);
     }
-    assert!(result["commands"][0]["summary"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        result["commands"][0]["summary"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
     s.stop().await;
 }
 
@@ -101,32 +131,93 @@ async fn envelope_errors_echo_message_id_when_readable() {
         ("not json".into(), Value::Null, "invalid_message"),
         ("[1,2]".into(), Value::Null, "invalid_message"),
         ("\"str\"".into(), Value::Null, "invalid_message"),
-        (r#"{"command":"ping"}"#.into(), Value::Null, "invalid_message"),
-        (r#"{"message_id":"m1"}"#.into(), json!("m1"), "invalid_message"),
-        (r#"{"message_id":"m2","command":7}"#.into(), json!("m2"), "invalid_message"),
-        (r#"{"message_id":"m3","command":"ping","args":"x"}"#.into(), json!("m3"), "invalid_message"),
-        (r#"{"message_id":"","command":"ping"}"#.into(), json!(""), "invalid_message"),
-        (format!(r#"{{"message_id":"{}","command":"ping"}}"#, "x".repeat(65)), json!("x".repeat(65)), "invalid_message"),
-        (r#"{"message_id":"m4","command":"nope/nope"}"#.into(), json!("m4"), "unknown_command"),
-        (r#"{"message_id":"m5","command":"ping","args":{"x":1}}"#.into(), json!("m5"), "invalid_args"),
-        (r#"{"message_id":"m6","command":"auth","args":{}}"#.into(), json!("m6"), "invalid_args"),
-        (r#"{"message_id":"m7","command":"debug/memory_snapshot","args":{"top_n":true}}"#.into(), json!("m7"), "invalid_args"),
-        (format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)), Value::Null, "invalid_message"),
+        (
+            r#"{"command":"ping"}"#.into(),
+            Value::Null,
+            "invalid_message",
+        ),
+        (
+            r#"{"message_id":"m1"}"#.into(),
+            json!("m1"),
+            "invalid_message",
+        ),
+        (
+            r#"{"message_id":"m2","command":7}"#.into(),
+            json!("m2"),
+            "invalid_message",
+        ),
+        (
+            r#"{"message_id":"m3","command":"ping","args":"x"}"#.into(),
+            json!("m3"),
+            "invalid_message",
+        ),
+        (
+            r#"{"message_id":"","command":"ping"}"#.into(),
+            json!(""),
+            "invalid_message",
+        ),
+        (
+            format!(r#"{{"message_id":"{}","command":"ping"}}"#, "x".repeat(65)),
+            json!("x".repeat(65)),
+            "invalid_message",
+        ),
+        (
+            r#"{"message_id":"m4","command":"nope/nope"}"#.into(),
+            json!("m4"),
+            "unknown_command",
+        ),
+        (
+            r#"{"message_id":"m5","command":"ping","args":{"x":1}}"#.into(),
+            json!("m5"),
+            "invalid_args",
+        ),
+        (
+            r#"{"message_id":"m6","command":"auth","args":{}}"#.into(),
+            json!("m6"),
+            "invalid_args",
+        ),
+        (
+            r#"{"message_id":"m7","command":"debug/memory_snapshot","args":{"top_n":true}}"#.into(),
+            json!("m7"),
+            "invalid_args",
+        ),
+        (
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            Value::Null,
+            "invalid_message",
+        ),
     ];
     for (text, id, code) in cases {
         ws.send_text(text.clone()).await;
         let r = ws.recv().await;
         assert_eq!(r["message_id"], id, "{}", &text[..text.len().min(80)]);
-        assert_eq!(r["error_code"], code, "{}: {r}", &text[..text.len().min(80)]);
+        assert_eq!(
+            r["error_code"],
+            code,
+            "{}: {r}",
+            &text[..text.len().min(80)]
+        );
         assert!(r["details"].as_str().is_some_and(|d| !d.is_empty()));
     }
     let r = ws.call("a", "ping", json!({"x": 1})).await;
-    assert!(r["details"].as_str().unwrap().contains('x'), "details name the argument: {r}");
-    ws.stream.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert!(
+        r["details"].as_str().unwrap().contains('x'),
+        "details name the argument: {r}"
+    );
+    ws.stream
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .unwrap();
     let r = ws.recv().await;
-    assert_eq!((r["message_id"].clone(), r["error_code"].clone()), (Value::Null, json!("invalid_message")));
+    assert_eq!(
+        (r["message_id"].clone(), r["error_code"].clone()),
+        (Value::Null, json!("invalid_message"))
+    );
     // The socket still works.
-    assert_eq!(ws.call("z", "ping", json!({})).await["result"]["pong"], true);
+    assert_eq!(
+        ws.call("z", "ping", json!({})).await["result"]["pong"],
+        true
+    );
     s.stop().await;
 }
 
@@ -134,11 +225,17 @@ async fn envelope_errors_echo_message_id_when_readable() {
 async fn oversized_message_closes_1009_and_server_keeps_serving() {
     let s = TestServer::start().await;
     let mut ws = ws(s.ingress).await;
-    let big = format!(r#"{{"message_id":"1","command":"ping","args":{{"pad":"{}"}}}}"#, "x".repeat(1024 * 1024 + 10));
+    let big = format!(
+        r#"{{"message_id":"1","command":"ping","args":{{"pad":"{}"}}}}"#,
+        "x".repeat(1024 * 1024 + 10)
+    );
     ws.stream.send(Message::text(big)).await.unwrap();
     ws.expect_close(1009).await;
     let mut again = support::ws(s.ingress).await;
-    assert_eq!(again.call("p", "ping", json!({})).await["result"]["pong"], true);
+    assert_eq!(
+        again.call("p", "ping", json!({})).await["result"]["pong"],
+        true
+    );
     s.stop().await;
 }
 
@@ -146,23 +243,56 @@ async fn oversized_message_closes_1009_and_server_keeps_serving() {
 async fn direct_listener_requires_the_token() {
     let s = TestServer::start().await;
     let d = s.direct();
-    for headers in [vec![], vec![("authorization", "Bearer wrong")], vec![("authorization", "Basic abc")]] {
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong")],
+        vec![("authorization", "Basic abc")],
+    ] {
         let r = get(d, "/healthz", &headers).await;
         assert_eq!(r.status, 401, "{headers:?}");
         assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
         assert_eq!(r.json()["error_code"], "not_authenticated");
     }
     let b = bearer();
-    assert_eq!(get(d, "/healthz", &[("authorization", b.as_str())]).await.status, 200);
-    assert_eq!(get(d, "/healthz", &[("authorization", &format!("bearer {TOKEN}"))]).await.status, 200);
+    assert_eq!(
+        get(d, "/healthz", &[("authorization", b.as_str())])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(
+            d,
+            "/healthz",
+            &[("authorization", &format!("bearer {TOKEN}"))]
+        )
+        .await
+        .status,
+        200
+    );
     // Forged ingress headers mean nothing here.
-    let mut ws = ws_connect(d, &[("authorization", b.as_str()), ("x-remote-user-name", "mallory")], None).await.unwrap();
+    let mut ws = ws_connect(
+        d,
+        &[
+            ("authorization", b.as_str()),
+            ("x-remote-user-name", "mallory"),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(ws.info["data"]["user"], Value::Null);
     assert_eq!(ws.info["data"]["ha_ingress"], false);
     assert_eq!(ws.info["data"]["requires_auth"], false);
-    assert_eq!(ws.call("1", "ping", json!({})).await["result"]["pong"], true);
+    assert_eq!(
+        ws.call("1", "ping", json!({})).await["result"]["pong"],
+        true
+    );
     // A wrong header on the upgrade is refused outright.
-    assert_eq!(ws_refused(d, &[("authorization", "Bearer nope")], None).await, 401);
+    assert_eq!(
+        ws_refused(d, &[("authorization", "Bearer nope")], None).await,
+        401
+    );
     s.stop().await;
 }
 
@@ -171,13 +301,25 @@ async fn websocket_in_band_auth() {
     let s = TestServer::start().await;
     let mut ws = ws_connect(s.direct(), &[], None).await.unwrap();
     assert_eq!(ws.info["data"]["requires_auth"], true);
-    for (i, cmd) in ["ping", "system/info", "debug/memory_snapshot"].iter().enumerate() {
+    for (i, cmd) in ["ping", "system/info", "debug/memory_snapshot"]
+        .iter()
+        .enumerate()
+    {
         let r = ws.call(&format!("pre{i}"), cmd, json!({})).await;
         assert_eq!(r["error_code"], "not_authenticated", "{cmd}");
     }
-    let r = ws.call("a1", "auth", json!({"token": "wrong-token-wrong-token-wrong-token"})).await;
+    let r = ws
+        .call(
+            "a1",
+            "auth",
+            json!({"token": "wrong-token-wrong-token-wrong-token"}),
+        )
+        .await;
     assert_eq!(r["error_code"], "not_authenticated");
-    assert_eq!(ws.call("a2", "auth", json!({"token": TOKEN})).await["result"], json!({"authenticated": true}));
+    assert_eq!(
+        ws.call("a2", "auth", json!({"token": TOKEN})).await["result"],
+        json!({"authenticated": true})
+    );
     // Sent right after auth without waiting: auth runs first.
     ws.send("a3", "auth", json!({"token": TOKEN})).await;
     ws.send("p", "ping", json!({})).await;
@@ -192,20 +334,49 @@ async fn cross_origin_upgrade_is_refused_on_direct() {
     let s = TestServer::start().await;
     let d = s.direct();
     let b = bearer();
-    assert_eq!(ws_refused(d, &[("authorization", b.as_str()), ("origin", "http://evil.example")], None).await, 403);
+    assert_eq!(
+        ws_refused(
+            d,
+            &[
+                ("authorization", b.as_str()),
+                ("origin", "http://evil.example")
+            ],
+            None
+        )
+        .await,
+        403
+    );
     let same = format!("http://{d}");
-    let mut ws = ws_connect(d, &[("authorization", b.as_str()), ("origin", same.as_str())], None).await.unwrap();
-    assert_eq!(ws.call("1", "ping", json!({})).await["result"]["pong"], true);
+    let mut ws = ws_connect(
+        d,
+        &[("authorization", b.as_str()), ("origin", same.as_str())],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ws.call("1", "ping", json!({})).await["result"]["pong"],
+        true
+    );
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brute_force_is_rate_limited_then_recovers() {
-    let limits = Limits { auth_window: Duration::from_secs(60), auth_block: Duration::from_millis(1500), ..Limits::default() };
+    let limits = Limits {
+        auth_window: Duration::from_secs(60),
+        auth_block: Duration::from_millis(1500),
+        ..Limits::default()
+    };
     let s = TestServer::start_with(|_| {}, limits).await;
     let d = s.direct();
     for _ in 0..10 {
-        assert_eq!(get(d, "/healthz", &[("authorization", "Bearer guess")]).await.status, 401);
+        assert_eq!(
+            get(d, "/healthz", &[("authorization", "Bearer guess")])
+                .await
+                .status,
+            401
+        );
     }
     let r = get(d, "/healthz", &[("authorization", "Bearer guess")]).await;
     assert_eq!(r.status, 429);
@@ -213,26 +384,53 @@ async fn brute_force_is_rate_limited_then_recovers() {
     assert!(r.header("retry-after").is_some());
     // Blocked: even the right token, and the in-band path, are refused.
     let b = bearer();
-    assert_eq!(get(d, "/healthz", &[("authorization", b.as_str())]).await.status, 429);
+    assert_eq!(
+        get(d, "/healthz", &[("authorization", b.as_str())])
+            .await
+            .status,
+        429
+    );
     assert_eq!(ws_refused(d, &[], None).await, 429);
     // Another address is not affected.
-    assert_eq!(get_from(d, "/healthz", &[("authorization", b.as_str())], OTHER_HOST).await.status, 200);
+    assert_eq!(
+        get_from(d, "/healthz", &[("authorization", b.as_str())], OTHER_HOST)
+            .await
+            .status,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert_eq!(get(d, "/healthz", &[("authorization", b.as_str())]).await.status, 200);
+    assert_eq!(
+        get(d, "/healthz", &[("authorization", b.as_str())])
+            .await
+            .status,
+        200
+    );
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_band_auth_failures_count_too() {
-    let limits = Limits { auth_window: Duration::from_secs(60), auth_block: Duration::from_secs(60), ..Limits::default() };
+    let limits = Limits {
+        auth_window: Duration::from_secs(60),
+        auth_block: Duration::from_secs(60),
+        ..Limits::default()
+    };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut ws = ws_connect(s.direct(), &[], None).await.unwrap();
     for i in 0..10 {
-        let r = ws.call(&format!("f{i}"), "auth", json!({"token": "x"})).await;
+        let r = ws
+            .call(&format!("f{i}"), "auth", json!({"token": "x"}))
+            .await;
         assert_eq!(r["error_code"], "not_authenticated");
     }
-    assert_eq!(ws.call("f10", "auth", json!({"token": "x"})).await["error_code"], "rate_limited");
-    assert_eq!(ws.call("f11", "auth", json!({"token": TOKEN})).await["error_code"], "rate_limited");
+    assert_eq!(
+        ws.call("f10", "auth", json!({"token": "x"})).await["error_code"],
+        "rate_limited"
+    );
+    assert_eq!(
+        ws.call("f11", "auth", json!({"token": TOKEN})).await["error_code"],
+        "rate_limited"
+    );
     s.stop().await;
 }
 
@@ -249,7 +447,10 @@ async fn no_token_means_no_direct_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cap_answers_503_and_frees_slots() {
-    let limits = Limits { max_ws_sessions: 3, ..Limits::default() };
+    let limits = Limits {
+        max_ws_sessions: 3,
+        ..Limits::default()
+    };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -257,7 +458,11 @@ async fn session_cap_answers_503_and_frees_slots() {
     }
     assert_eq!(ws_refused(s.ingress, &[], None).await, 503);
     for w in &mut open {
-        assert_eq!(w.call("1", "ping", json!({})).await["result"]["pong"], true, "others unaffected");
+        assert_eq!(
+            w.call("1", "ping", json!({})).await["result"]["pong"],
+            true,
+            "others unaffected"
+        );
     }
     let mut first = open.remove(0);
     first.stream.close(None).await.unwrap();
@@ -278,7 +483,10 @@ async fn session_cap_answers_503_and_frees_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_cap_answers_rate_limited() {
-    let limits = Limits { max_in_flight: 1, ..Limits::default() };
+    let limits = Limits {
+        max_in_flight: 1,
+        ..Limits::default()
+    };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut ws = ws(s.ingress).await;
     // system/info runs on a task; a burst of them overlaps with a cap of one.
@@ -295,7 +503,10 @@ async fn in_flight_cap_answers_rate_limited() {
     let mut ids = std::collections::HashSet::new();
     for _ in 0..n {
         let r = ws.recv().await;
-        assert!(ids.insert(r["message_id"].as_str().unwrap().to_string()), "one reply per id");
+        assert!(
+            ids.insert(r["message_id"].as_str().unwrap().to_string()),
+            "one reply per id"
+        );
         match r["error_code"].as_str() {
             Some("rate_limited") => limited += 1,
             None => ok += 1,
@@ -310,7 +521,11 @@ async fn in_flight_cap_answers_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_is_closed_after_pong_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limits = Limits { ping_interval: Duration::from_millis(100), pong_timeout: Duration::from_millis(400), ..Limits::default() };
+    let limits = Limits {
+        ping_interval: Duration::from_millis(100),
+        pong_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
     let s = TestServer::start_with(|_| {}, limits).await;
     // A raw client that completes the handshake and then never answers a ping.
     let mut tcp = tcp_from(s.ingress, None).await;
@@ -323,11 +538,20 @@ async fn silent_client_is_closed_after_pong_timeout() {
     let mut chunk = [0u8; 4096];
     let started = std::time::Instant::now();
     let (pings, close_code) = loop {
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk)).await.expect("data in time").unwrap();
-        assert!(n > 0, "closed without a close frame: {:?}", String::from_utf8_lossy(&buf));
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("data in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without a close frame: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
         // Skip the HTTP response head, then walk the (unmasked) server frames.
-        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
         assert!(buf.starts_with(b"HTTP/1.1 101"), "upgrade accepted");
         let mut i = head_end + 4;
         let mut pings = 0;
@@ -359,13 +583,19 @@ async fn silent_client_is_closed_after_pong_timeout() {
     };
     assert_eq!(close_code, 1008);
     assert!(pings >= 2, "pinged before giving up ({pings})");
-    assert!(started.elapsed() >= Duration::from_millis(400), "not before the pong timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "not before the pong timeout"
+    );
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_never_reads_is_closed_and_others_are_unaffected() {
-    let limits = Limits { write_timeout: Duration::from_millis(300), ..Limits::default() };
+    let limits = Limits {
+        write_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut slow = ws(s.ingress).await;
     let mut fine = ws(s.ingress).await;
@@ -382,9 +612,15 @@ async fn client_that_never_reads_is_closed_and_others_are_unaffected() {
         }
         (false, i)
     });
-    let (closed, sent) = tokio::time::timeout(WAIT * 3, writer).await.expect("writer ends").unwrap();
+    let (closed, sent) = tokio::time::timeout(WAIT * 3, writer)
+        .await
+        .expect("writer ends")
+        .unwrap();
     assert!(closed, "the server dropped the slow client (sent {sent})");
-    assert_eq!(fine.call("1", "ping", json!({})).await["result"]["pong"], true);
+    assert_eq!(
+        fine.call("1", "ping", json!({})).await["result"]["pong"],
+        true
+    );
     s.stop().await;
 }
 
@@ -392,7 +628,9 @@ async fn client_that_never_reads_is_closed_and_others_are_unaffected() {
 async fn shutdown_closes_sessions_with_1001_quickly() {
     let s = TestServer::start().await;
     let mut a = ws(s.ingress).await;
-    let mut b = ws_connect(s.direct(), &[("authorization", &bearer())], None).await.unwrap();
+    let mut b = ws_connect(s.direct(), &[("authorization", &bearer())], None)
+        .await
+        .unwrap();
     // Commands in flight when shutdown starts still get their replies before the close;
     // requests the server had not read yet are not started.
     for i in 0..20 {
@@ -401,11 +639,20 @@ async fn shutdown_closes_sessions_with_1001_quickly() {
     let took = tokio::spawn(s.stop());
     let mut ids = std::collections::HashSet::new();
     loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut a.stream)).await.expect("in time") {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut a.stream))
+            .await
+            .expect("in time")
+        {
             Some(Ok(Message::Text(t))) => {
                 let r: Value = serde_json::from_str(t.as_str()).unwrap();
-                assert!(r["result"].is_object() || r["error_code"] == "unavailable", "{r}");
-                assert!(ids.insert(r["message_id"].as_str().unwrap().to_string()), "one reply per id");
+                assert!(
+                    r["result"].is_object() || r["error_code"] == "unavailable",
+                    "{r}"
+                );
+                assert!(
+                    ids.insert(r["message_id"].as_str().unwrap().to_string()),
+                    "one reply per id"
+                );
             }
             Some(Ok(Message::Close(Some(frame)))) => {
                 assert_eq!(u16::from(frame.code), 1001);
@@ -433,6 +680,9 @@ async fn snapshot_over_http_uses_the_same_errors() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error_code"], "not_found");
     // The direct listener needs the token for it.
-    assert_eq!(get(s.direct(), "/api/memory/snapshot", &[]).await.status, 401);
+    assert_eq!(
+        get(s.direct(), "/api/memory/snapshot", &[]).await.status,
+        401
+    );
     s.stop().await;
 }

@@ -39,8 +39,9 @@ pub struct TestServer {
 
 /// Settings for tests: loopback trusted, a temp data dir, optionally a token.
 pub fn test_settings(data_dir: &Path, token: bool) -> Settings {
-    let (mut s, _) = Settings::load_from(Path::new("/nonexistent/options.json"), std::iter::empty())
-        .expect("defaults load");
+    let (mut s, _) =
+        Settings::load_from(Path::new("/nonexistent/options.json"), std::iter::empty())
+            .expect("defaults load");
     s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     s.data_dir = data_dir.to_path_buf();
     s.ingress_listen = "127.0.0.1:0".parse().unwrap();
@@ -66,10 +67,21 @@ impl TestServer {
         let ingress = listeners.ingress.local_addr().unwrap();
         let direct = listeners.direct.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(app::run(settings, Listeners { ..listeners }, limits, async move {
-            let _ = rx.await;
-        }));
-        Self { ingress, direct, shutdown: Some(tx), handle, _data: data }
+        let handle = tokio::spawn(app::run(
+            settings,
+            Listeners { ..listeners },
+            limits,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            ingress,
+            direct,
+            shutdown: Some(tx),
+            handle,
+            _data: data,
+        }
     }
 
     pub fn direct(&self) -> SocketAddr {
@@ -82,7 +94,11 @@ impl TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        tokio::time::timeout(WAIT, &mut self.handle).await.expect("run returns").expect("no panic").expect("run ok");
+        tokio::time::timeout(WAIT, &mut self.handle)
+            .await
+            .expect("run returns")
+            .expect("no panic")
+            .expect("run ok");
         t.elapsed()
     }
 }
@@ -97,10 +113,13 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
     }
 }
 
@@ -119,29 +138,57 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Http
 }
 
 /// [`get`] from a chosen local address.
-pub async fn get_from(addr: SocketAddr, path: &str, headers: &[(&str, &str)], from: Option<IpAddr>) -> HttpResponse {
+pub async fn get_from(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    from: Option<IpAddr>,
+) -> HttpResponse {
     request(addr, "GET", path, headers, from).await
 }
 
 /// Any method.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], from: Option<IpAddr>) -> HttpResponse {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    from: Option<IpAddr>,
+) -> HttpResponse {
     let stream = tcp_from(addr, from).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("http handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http handshake");
     tokio::spawn(conn);
-    let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr.to_string());
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = tokio::time::timeout(WAIT, sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()))
-        .await
-        .expect("response in time")
-        .expect("response");
+    let resp = tokio::time::timeout(
+        WAIT,
+        sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
+    )
+    .await
+    .expect("response in time")
+    .expect("response");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-    HttpResponse { status, headers, body }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A WebSocket client.
@@ -161,7 +208,11 @@ pub async fn ws_refused(addr: SocketAddr, headers: &[(&str, &str)], from: Option
 }
 
 /// Opens `/ws` with extra headers.
-pub async fn ws_connect(addr: SocketAddr, headers: &[(&str, &str)], from: Option<IpAddr>) -> Result<Ws, tungstenite::Error> {
+pub async fn ws_connect(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    from: Option<IpAddr>,
+) -> Result<Ws, tungstenite::Error> {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     for (k, v) in headers {
         req.headers_mut().insert(
@@ -171,26 +222,39 @@ pub async fn ws_connect(addr: SocketAddr, headers: &[(&str, &str)], from: Option
     }
     let stream = tcp_from(addr, from).await;
     let (stream, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
-    let mut ws = Ws { stream, info: Value::Null };
+    let mut ws = Ws {
+        stream,
+        info: Value::Null,
+    };
     ws.info = ws.recv().await;
-    assert_eq!(ws.info["event"], "server_info", "first message is server_info: {}", ws.info);
+    assert_eq!(
+        ws.info["event"], "server_info",
+        "first message is server_info: {}",
+        ws.info
+    );
     Ok(ws)
 }
 
 /// Opens `/ws` on a trusted ingress listener.
 pub async fn ws(addr: SocketAddr) -> Ws {
-    ws_connect(addr, &[], None).await.expect("websocket connects")
+    ws_connect(addr, &[], None)
+        .await
+        .expect("websocket connects")
 }
 
 impl Ws {
     /// Sends a text frame.
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.stream.send(Message::text(text.into())).await.expect("send");
+        self.stream
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
     }
 
     /// Sends a request.
     pub async fn send(&mut self, id: &str, command: &str, args: Value) {
-        self.send_text(json!({"message_id": id, "command": command, "args": args}).to_string()).await;
+        self.send_text(json!({"message_id": id, "command": command, "args": args}).to_string())
+            .await;
     }
 
     /// The next text message as JSON (pings are answered by the client library).
@@ -202,7 +266,9 @@ impl Ws {
                 .expect("stream open")
                 .expect("no transport error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server sends JSON"),
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("server sends JSON");
+                }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected message {other:?}"),
             }
@@ -221,10 +287,17 @@ impl Ws {
     /// Expects the server to close the socket with `code`; returns the close frame.
     pub async fn expect_close(&mut self, code: u16) -> CloseFrame {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.stream.next()).await.expect("close in time");
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("close in time");
             match msg {
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    assert_eq!(u16::from(frame.code), code, "close code; reason {:?}", frame.reason);
+                    assert_eq!(
+                        u16::from(frame.code),
+                        code,
+                        "close code; reason {:?}",
+                        frame.reason
+                    );
                     return frame;
                 }
                 Some(Ok(Message::Close(None))) => panic!("closed without a code, wanted {code}"),
@@ -267,11 +340,18 @@ impl Binary {
         let path = dir.path().join("options.json");
         std::fs::write(&path, opts.to_string()).unwrap();
         let mut cmd = Command::new(binary_path());
-        cmd.arg("--options").arg(&path).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("--options").arg(&path);
+        cmd.env_remove("HEAPWATCH_DEBUG_MEMORY");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.env_remove("HEAPWATCH_DEBUG_MEMORY");
+        let want_direct = opts.get("api_token").is_some_and(|t| !t.is_null());
+        Self::launch(cmd, want_direct, dir)
+    }
+
+    /// Spawns `cmd` and waits until it reports its listeners on stdout.
+    pub fn launch(mut cmd: Command, want_direct: bool, dir: tempfile::TempDir) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn heapwatch");
         let out = child.stdout.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -286,23 +366,37 @@ impl Binary {
         });
         let mut ingress = None;
         let mut direct = None;
-        let want_direct = opts.get("api_token").is_some_and(|t| !t.is_null());
         let deadline = std::time::Instant::now() + WAIT;
         while ingress.is_none() || (want_direct && direct.is_none()) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("binary did not report its listeners: {:?}", lines.lock().unwrap()));
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "binary did not report its listeners: {:?}",
+                    lines.lock().unwrap()
+                )
+            });
             if line.contains("ingress listener up") {
                 ingress = Some(addr_in(&line));
             } else if line.contains("direct listener up") {
                 direct = Some(addr_in(&line));
             }
         }
-        Binary { child, ingress: ingress.unwrap(), direct, dir, stdout: lines }
+        Binary {
+            child,
+            ingress: ingress.unwrap(),
+            direct,
+            dir,
+            stdout: lines,
+        }
     }
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -TERM");
     }
 
@@ -327,6 +421,13 @@ impl Drop for Binary {
 }
 
 fn addr_in(line: &str) -> SocketAddr {
-    let i = line.find("addr=").unwrap_or_else(|| panic!("no addr= in {line}"));
-    line[i + 5..].split_whitespace().next().unwrap().parse().unwrap()
+    let i = line
+        .find("addr=")
+        .unwrap_or_else(|| panic!("no addr= in {line}"));
+    line[i + 5..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

@@ -1,0 +1,237 @@
+//! The real `heapwatch` binary as the Supervisor runs it: options file, environment, exit
+//! statuses, logs, SIGTERM.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// Runs the binary with `options_json` written to a file and waits for it to exit.
+fn run_with_options(options_text: Option<&str>, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("options.json");
+    if let Some(text) = options_text {
+        std::fs::write(&path, text).unwrap();
+    }
+    let mut cmd = Command::new(binary_path());
+    cmd.arg("--options")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("HEAPWATCH_DEBUG_MEMORY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let out = wait_output(child);
+    (
+        out.0,
+        out.1,
+        out.2.replace(&path.display().to_string(), "<OPTIONS>"),
+    )
+}
+
+fn wait_output(child: std::process::Child) -> (i32, String, String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx.recv_timeout(WAIT).expect("binary exits").unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_options_exit_78_with_one_clear_line_before_binding() {
+    let cases: &[(&str, &[&str])] = &[
+        ("{not json", &["<OPTIONS>", "not valid JSON"]),
+        ("[]", &["<OPTIONS>", "JSON object"]),
+        (
+            r#"{"debug_memory": "sure"}"#,
+            &["<OPTIONS>", "debug_memory", "true or false"],
+        ),
+        (
+            r#"{"debug_memory_frames": 65}"#,
+            &["<OPTIONS>", "debug_memory_frames", "from 1 to 64", "65"],
+        ),
+        (
+            r#"{"debug_memory_sample_kib": 2.5}"#,
+            &["<OPTIONS>", "debug_memory_sample_kib", "integer"],
+        ),
+        (
+            r#"{"debug_memory_mode": "fast"}"#,
+            &["<OPTIONS>", "debug_memory_mode", "sampled, exact"],
+        ),
+        (
+            r#"{"log_level": "verbose"}"#,
+            &["<OPTIONS>", "log_level", "warning"],
+        ),
+        (
+            r#"{"api_token": "abc"}"#,
+            &["<OPTIONS>", "api_token", "at least 32"],
+        ),
+        (
+            r#"{"surprise": true}"#,
+            &["<OPTIONS>", "unknown key `surprise`"],
+        ),
+    ];
+    for (text, needles) in cases {
+        // If the binary bound a port it would log "listener up" on stdout.
+        let (code, stdout, stderr) =
+            run_with_options(Some(text), &[("HEAPWATCH_INGRESS_LISTEN", "127.0.0.1:0")]);
+        assert_eq!(code, 78, "{text}: stderr {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        for n in *needles {
+            assert!(stderr.contains(n), "{text}: {stderr:?} lacks {n:?}");
+        }
+        assert!(
+            !stdout.contains("listener up"),
+            "{text}: bound a port: {stdout}"
+        );
+    }
+    let (code, _, stderr) = run_with_options(
+        Some("{}"),
+        &[
+            ("HEAPWATCH_DEBUG_MEMORY_FRAMES", "0"),
+            ("HEAPWATCH_INGRESS_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(code, 78);
+    assert!(stderr.contains("HEAPWATCH_DEBUG_MEMORY_FRAMES"), "{stderr}");
+}
+
+#[test]
+fn options_path_that_is_a_directory_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(binary_path())
+        .arg("--options")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = wait_output(child);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("directory"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_options_file_means_defaults_and_env_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(binary_path());
+    cmd.arg("--options")
+        .arg(dir.path().join("absent.json"))
+        .env("HEAPWATCH_INGRESS_LISTEN", "127.0.0.1:0")
+        .env("HEAPWATCH_TRUSTED_PROXIES", "127.0.0.1")
+        .env("HEAPWATCH_DATA_DIR", dir.path().join("data"))
+        .env("HEAPWATCH_LOG_LEVEL", "debug")
+        .env_remove("HEAPWATCH_DEBUG_MEMORY");
+    let data = dir.path().join("data/logs");
+    let bin = Binary::launch(cmd, false, dir);
+    let seen = bin.stdout.lock().unwrap().join("\n");
+    assert!(seen.contains("no options file; using defaults"), "{seen}");
+    assert!(seen.contains("direct listener off"), "{seen}");
+    let mut ws = ws(bin.ingress).await;
+    let info = ws.call("1", "system/info", json!({})).await["result"].clone();
+    assert_eq!(info["settings"]["log_level"], "debug");
+    assert_eq!(info["settings"]["debug_memory_frames"], 32);
+    assert_eq!(info["settings"]["trusted_proxies"], json!(["127.0.0.1"]));
+    // The rolling log file is under data_dir/logs.
+    let logs: Vec<_> = std::fs::read_dir(data).unwrap().collect();
+    assert_eq!(logs.len(), 1, "one daily log file");
+}
+
+#[test]
+fn sigterm_closes_sessions_1001_and_exits_0_within_5s() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut bin = Binary::start(json!({"api_token": TOKEN}), &[]);
+    let (ingress, direct) = (bin.ingress, bin.direct.unwrap());
+    let mut sessions = rt.block_on(async {
+        let mut v = vec![ws(ingress).await];
+        v.push(
+            ws_connect(
+                direct,
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                None,
+            )
+            .await
+            .unwrap(),
+        );
+        for w in &mut v {
+            assert_eq!(w.call("p", "ping", json!({})).await["result"]["pong"], true);
+        }
+        v
+    });
+    bin.sigterm();
+    rt.block_on(async {
+        for w in &mut sessions {
+            w.expect_close(1001).await;
+        }
+    });
+    let (status, took) = bin.wait();
+    assert_eq!(status.code(), Some(0), "exit 0");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let out = bin.stdout.lock().unwrap().join("\n");
+    assert!(out.contains("SIGTERM received"), "{out}");
+    assert!(!out.contains(TOKEN), "the token is never logged");
+}
+
+#[test]
+fn port_already_taken_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) =
+        run_with_options(Some(&json!({"ingress_listen": addr}).to_string()), &[]);
+    assert_ne!(code, 0);
+    assert_ne!(code, 78, "not a configuration error");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (ingress_listen)")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_data_dir_is_reported_once_and_serving_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let bin = Binary::start(
+        json!({"data_dir": file.join("sub").display().to_string()}),
+        &[],
+    );
+    let mut ws = ws(bin.ingress).await;
+    assert_eq!(
+        ws.call("p", "ping", json!({})).await["result"]["pong"],
+        true
+    );
+    let out = bin.stdout.lock().unwrap().join("\n");
+    assert_eq!(out.matches("cannot write logs under").count(), 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_gate_turns_tracking_on_at_boot_and_off_despite_the_option() {
+    for (env, option, want) in [
+        ("yes", false, true),
+        (" ON ", false, true),
+        ("nope", true, false),
+        ("0", true, false),
+    ] {
+        let bin = Binary::start(
+            json!({"debug_memory": option}),
+            &[("HEAPWATCH_DEBUG_MEMORY", env)],
+        );
+        let mut ws = ws(bin.ingress).await;
+        let info = ws.call("1", "system/info", json!({})).await;
+        assert_eq!(
+            info["result"]["tracking"]["enabled"], want,
+            "HEAPWATCH_DEBUG_MEMORY={env:?} option={option}"
+        );
+        assert_eq!(info["result"]["settings"]["debug_memory"], want);
+    }
+}
