@@ -31,6 +31,11 @@ use super::protocol;
 use crate::app::Limits;
 use crate::commands::{self, CommandError, Context};
 
+/// What a finished command task yields: its message id and outcome.
+type Outcome = (String, Result<Value, CommandError>);
+/// A joined command task.
+type Joined = Result<(tokio::task::Id, Outcome), tokio::task::JoinError>;
+
 /// The stream type of an upgraded hyper connection.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -65,7 +70,7 @@ struct Session {
     ctx: Context,
     limits: Arc<Limits>,
     cancel: CancellationToken,
-    in_flight: JoinSet<(String, Result<Value, CommandError>)>,
+    in_flight: JoinSet<Outcome>,
     in_flight_ids: HashMap<tokio::task::Id, String>,
     events_rx: mpsc::Receiver<String>,
     last_pong: Instant,
@@ -113,8 +118,10 @@ impl Session {
                     Some(Err(tungstenite::Error::Capacity(_))) => break End::TooLarge,
                     Some(Err(e)) => return Err(e),
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(reply) = self.request(text.as_str()) {
-                            if !self.send_or_slow(reply).await? { break End::SlowConsumer; }
+                        if let Some(reply) = self.request(text.as_str())
+                            && !self.send_or_slow(reply).await?
+                        {
+                            break End::SlowConsumer;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -176,13 +183,7 @@ impl Session {
         None
     }
 
-    fn finished(
-        &mut self,
-        joined: Result<
-            (tokio::task::Id, (String, Result<Value, CommandError>)),
-            tokio::task::JoinError,
-        >,
-    ) -> String {
+    fn finished(&mut self, joined: Joined) -> String {
         match joined {
             Ok((task, (message_id, outcome))) => {
                 self.in_flight_ids.remove(&task);
