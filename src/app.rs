@@ -146,41 +146,8 @@ pub async fn run(
             .transpose()
             .map_err(AppError::LocalAddr)?,
     };
-    if settings.debug_memory {
-        match memory::start(crate::commands::debug::tracking_config(&settings)) {
-            Ok(_) => {
-                tracing::info!(mode = ?settings.debug_memory_mode, frames = settings.debug_memory_frames, "allocation tracking on from boot")
-            }
-            Err(MemoryError::NotInstalled) => {
-                tracing::warn!("debug_memory is on, but the tracker is not the global allocator")
-            }
-            Err(e) => tracing::warn!(error = %e, "could not start allocation tracking"),
-        }
-    }
-    let shared = Arc::new(Shared {
-        auth: AuthGate::with_timing(
-            settings.api_token.clone(),
-            limits.auth_window,
-            limits.auth_block,
-        ),
-        settings,
-        started_at: Instant::now(),
-        listeners: bound,
-        ha_addon: std::env::var_os("SUPERVISOR_TOKEN").is_some(),
-        baselines: Mutex::new(Baselines::default()),
-        snapshot_lock: tokio::sync::Mutex::new(()),
-        system: Mutex::new(SystemSampler::new()),
-        shutdown_started: OnceLock::new(),
-    });
-    let limits = Arc::new(limits);
-    let server = Arc::new(Server {
-        shared: shared.clone(),
-        ws_slots: Arc::new(Semaphore::new(limits.max_ws_sessions)),
-        limits: limits.clone(),
-        cancel: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-        refused_log: Mutex::default(),
-    });
+    let server = build_server(settings, limits, bound);
+    let (shared, limits) = (server.shared.clone(), server.limits.clone());
 
     tracing::info!(addr = %bound.ingress, "ingress listener up");
     server.tasks.spawn(http::serve(
@@ -211,6 +178,46 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Builds the shared state and the server every connection uses, and starts tracking
+/// when the settings ask for it at boot. `run` calls it; the fuzz targets use it to serve
+/// in-memory connections.
+pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -> Arc<Server> {
+    if settings.debug_memory {
+        match memory::start(crate::commands::debug::tracking_config(&settings)) {
+            Ok(_) => {
+                tracing::info!(mode = ?settings.debug_memory_mode, frames = settings.debug_memory_frames, "allocation tracking on from boot")
+            }
+            Err(MemoryError::NotInstalled) => {
+                tracing::warn!("debug_memory is on, but the tracker is not the global allocator")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not start allocation tracking"),
+        }
+    }
+    let shared = Arc::new(Shared {
+        auth: AuthGate::with_timing(
+            settings.api_token.clone(),
+            limits.auth_window,
+            limits.auth_block,
+        ),
+        settings,
+        started_at: Instant::now(),
+        listeners: bound,
+        ha_addon: std::env::var_os("SUPERVISOR_TOKEN").is_some(),
+        baselines: Mutex::new(Baselines::default()),
+        snapshot_lock: tokio::sync::Mutex::new(()),
+        system: Mutex::new(SystemSampler::new()),
+        shutdown_started: OnceLock::new(),
+    });
+    Arc::new(Server {
+        shared,
+        ws_slots: Arc::new(Semaphore::new(limits.max_ws_sessions)),
+        limits: Arc::new(limits),
+        cancel: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        refused_log: Mutex::default(),
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -25,17 +25,27 @@ fn grow_known_site(n: usize) -> Vec<Box<[u8]>> {
 }
 
 fn rows(reply: &Value) -> &Vec<Value> {
-    reply["result"]["top_allocators"].as_array().unwrap_or_else(|| panic!("no rows: {reply}"))
+    reply["result"]["top_allocators"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows: {reply}"))
 }
 
 fn row_for<'a>(reply: &'a Value, function: &str) -> Option<&'a Value> {
-    rows(reply).iter().find(|r| r["traceback"][0].as_str().is_some_and(|f| f.contains(function)))
+    rows(reply).iter().find(|r| {
+        r["traceback"][0]
+            .as_str()
+            .is_some_and(|f| f.contains(function))
+    })
 }
 
 /// One test, in order, because tracking is process-wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lazy_enable_baselines_compare_and_http() {
-    let s = TestServer::start_with(|st| st.debug_memory_mode = MemoryMode::Exact, Limits::default()).await;
+    let s = TestServer::start_with(
+        |st| st.debug_memory_mode = MemoryMode::Exact,
+        Limits::default(),
+    )
+    .await;
     let mut ws = ws(s.ingress).await;
 
     // Tracking is off until the first snapshot.
@@ -57,16 +67,30 @@ async fn lazy_enable_baselines_compare_and_http() {
     ] {
         let r = ws.call("bad", "debug/memory_snapshot", args.clone()).await;
         assert_eq!(r["error_code"], "invalid_args", "{args}");
-        assert!(r["details"].as_str().unwrap().contains(field), "{args}: {r}");
+        assert!(
+            r["details"].as_str().unwrap().contains(field),
+            "{args}: {r}"
+        );
     }
-    let r = ws.call("nf", "debug/memory_snapshot", json!({"compare_with": "nothing"})).await;
+    let r = ws
+        .call(
+            "nf",
+            "debug/memory_snapshot",
+            json!({"compare_with": "nothing"}),
+        )
+        .await;
     assert_eq!(r["error_code"], "not_found");
     assert!(r["details"].as_str().unwrap().contains("none"), "{r}");
     let info = ws.call("i1", "system/info", json!({})).await;
-    assert_eq!(info["result"]["tracking"]["enabled"], false, "errors did not start tracking");
+    assert_eq!(
+        info["result"]["tracking"]["enabled"], false,
+        "errors did not start tracking"
+    );
 
     // The first valid call starts tracking, saves the empty starting point, and says so.
-    let r = ws.call("s1", "debug/memory_snapshot", json!({"save_as": "start"})).await;
+    let r = ws
+        .call("s1", "debug/memory_snapshot", json!({"save_as": "start"}))
+        .await;
     let res = &r["result"];
     assert!(res["note"].as_str().unwrap().contains("save_as"), "{r}");
     assert_eq!(res["tracking"]["enabled"], true);
@@ -81,7 +105,10 @@ async fn lazy_enable_baselines_compare_and_http() {
     assert!(res["allocator"]["current_bytes"].as_u64().unwrap() > 0);
     assert!(res["system"]["process"]["rss_bytes"].as_u64().unwrap() > 0);
     assert!(res["system"]["host"]["total_bytes"].as_u64().unwrap() > 0);
-    assert!(res["system"]["process"]["peak_rss_bytes"].as_u64() >= res["system"]["process"]["rss_bytes"].as_u64());
+    assert!(
+        res["system"]["process"]["peak_rss_bytes"].as_u64()
+            >= res["system"]["process"]["rss_bytes"].as_u64()
+    );
 
     // No note once tracking runs.
     let r = ws.call("s2", "debug/memory_snapshot", json!({})).await;
@@ -91,19 +118,39 @@ async fn lazy_enable_baselines_compare_and_http() {
 
     // Real growth from a known function, compared with the starting point: exact bytes.
     let held = grow_known_site(256);
-    let r = ws.call("c1", "debug/memory_snapshot", json!({"compare_with": "start", "top_n": 200})).await;
+    let r = ws
+        .call(
+            "c1",
+            "debug/memory_snapshot",
+            json!({"compare_with": "start", "top_n": 200}),
+        )
+        .await;
     assert_eq!(r["result"]["compared_with"], "start");
     let row = row_for(&r, "grow_known_site").unwrap_or_else(|| panic!("site missing: {r}"));
     assert_eq!(row["size_bytes"], 256 * 4096);
     assert_eq!(row["size_diff_bytes"], 256 * 4096);
     assert_eq!(row["count"], 256);
     assert_eq!(row["count_diff"], 256);
-    assert!(row["traceback"][0].as_str().unwrap().contains("ws_memory.rs:"), "file:line: {row}");
+    assert!(
+        row["traceback"][0]
+            .as_str()
+            .unwrap()
+            .contains("ws_memory.rs:"),
+        "file:line: {row}"
+    );
     let first = &rows(&r)[0];
-    assert!(first["size_diff_bytes"].as_i64().unwrap().abs() >= 256 * 4096, "sorted by |diff|: {r}");
+    assert!(
+        first["size_diff_bytes"].as_i64().unwrap().abs() >= 256 * 4096,
+        "sorted by |diff|: {r}"
+    );
 
     // The same over HTTP.
-    let http = get(s.ingress, "/api/memory/snapshot?compare_with=start&top_n=200&group_by=function", &[]).await;
+    let http = get(
+        s.ingress,
+        "/api/memory/snapshot?compare_with=start&top_n=200&group_by=function",
+        &[],
+    )
+    .await;
     assert_eq!(http.status, 200);
     let body = json!({"result": http.json()});
     let row = row_for(&body, "grow_known_site").expect("site over HTTP");
@@ -113,7 +160,13 @@ async fn lazy_enable_baselines_compare_and_http() {
     // Freeing half moves the diff by exactly half.
     let mut held = held;
     held.truncate(128);
-    let r = ws.call("c2", "debug/memory_snapshot", json!({"compare_with": "start", "top_n": 200})).await;
+    let r = ws
+        .call(
+            "c2",
+            "debug/memory_snapshot",
+            json!({"compare_with": "start", "top_n": 200}),
+        )
+        .await;
     let row = row_for(&r, "grow_known_site").unwrap();
     assert_eq!(row["size_diff_bytes"], 128 * 4096);
     assert_eq!(row["count_diff"], 128);
@@ -121,22 +174,51 @@ async fn lazy_enable_baselines_compare_and_http() {
 
     // Baseline cap: 8 names; overwriting is fine; a ninth is precondition_failed with names.
     for i in 1..8 {
-        let r = ws.call("b", "debug/memory_snapshot", json!({"save_as": format!("b{i}"), "top_n": 1})).await;
+        let r = ws
+            .call(
+                "b",
+                "debug/memory_snapshot",
+                json!({"save_as": format!("b{i}"), "top_n": 1}),
+            )
+            .await;
         assert!(r["result"].is_object(), "{r}");
     }
-    let r = ws.call("b", "debug/memory_snapshot", json!({"save_as": "b1", "top_n": 1})).await;
+    let r = ws
+        .call(
+            "b",
+            "debug/memory_snapshot",
+            json!({"save_as": "b1", "top_n": 1}),
+        )
+        .await;
     assert_eq!(r["result"]["baseline_names"].as_array().unwrap().len(), 8);
-    let r = ws.call("b9", "debug/memory_snapshot", json!({"save_as": "ninth"})).await;
+    let r = ws
+        .call("b9", "debug/memory_snapshot", json!({"save_as": "ninth"}))
+        .await;
     assert_eq!(r["error_code"], "precondition_failed");
     assert!(r["details"].as_str().unwrap().contains("\"b7\""), "{r}");
     let r = get(s.ingress, "/api/memory/snapshot?save_as=ninth", &[]).await;
     assert_eq!(r.status, 409);
     // Dropping one in the same call makes room.
-    let r = ws.call("b9", "debug/memory_snapshot", json!({"save_as": "ninth", "drop_baseline": "b3"})).await;
+    let r = ws
+        .call(
+            "b9",
+            "debug/memory_snapshot",
+            json!({"save_as": "ninth", "drop_baseline": "b3"}),
+        )
+        .await;
     let names = r["result"]["baseline_names"].as_array().unwrap();
-    assert!(names.contains(&json!("ninth")) && !names.contains(&json!("b3")), "{r}");
+    assert!(
+        names.contains(&json!("ninth")) && !names.contains(&json!("b3")),
+        "{r}"
+    );
     // An unknown compare_with lists the saved names; dropping an unknown name is fine.
-    let r = ws.call("nf", "debug/memory_snapshot", json!({"compare_with": "zzz", "drop_baseline": "nope"})).await;
+    let r = ws
+        .call(
+            "nf",
+            "debug/memory_snapshot",
+            json!({"compare_with": "zzz", "drop_baseline": "nope"}),
+        )
+        .await;
     assert_eq!(r["error_code"], "not_found");
     assert!(r["details"].as_str().unwrap().contains("\"start\""), "{r}");
     let r = get(s.ingress, "/api/memory/snapshot?compare_with=zzz", &[]).await;
@@ -145,14 +227,28 @@ async fn lazy_enable_baselines_compare_and_http() {
 
     // A baseline saved under one grouping compares under another.
     for g in ["function", "file", "traceback"] {
-        let r = ws.call("g", "debug/memory_snapshot", json!({"compare_with": "start", "group_by": g})).await;
+        let r = ws
+            .call(
+                "g",
+                "debug/memory_snapshot",
+                json!({"compare_with": "start", "group_by": g}),
+            )
+            .await;
         assert_eq!(r["result"]["group_by"], g, "{r}");
     }
 
     // reset_peak returns the allocator object with peak == current at that moment.
     let r = ws.call("rp", "debug/memory_reset_peak", json!({})).await;
     let a = &r["result"];
-    for k in ["current_bytes", "peak_bytes", "live_blocks", "total_allocations", "tracked_stacks", "dropped_stacks", "overhead_bytes"] {
+    for k in [
+        "current_bytes",
+        "peak_bytes",
+        "live_blocks",
+        "total_allocations",
+        "tracked_stacks",
+        "dropped_stacks",
+        "overhead_bytes",
+    ] {
         assert!(a[k].is_u64(), "{k} in {r}");
     }
     assert!(a["peak_bytes"].as_u64() >= a["current_bytes"].as_u64());

@@ -108,6 +108,15 @@ async fn serve_conn(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    serve_io(stream, conn, server).await;
+}
+
+/// Serves HTTP/1 (with upgrades) on any byte stream: a TCP connection, or an in-memory
+/// pipe in the fuzz targets.
+pub async fn serve_io<I>(io: I, conn: Conn, server: Arc<Server>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc_server = server.clone();
     let service = service_fn(move |req| {
         let server = svc_server.clone();
@@ -117,7 +126,7 @@ async fn serve_conn(
         .timer(TokioTimer::new())
         .header_read_timeout(server.limits.header_read_timeout)
         .max_buf_size(server.limits.max_header_bytes)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
