@@ -53,9 +53,10 @@ impl Frame {
         let Some(f) = self.function.as_deref() else {
             return false;
         };
-        const PREFIXES: [&str; 5] = [
+        const PREFIXES: [&str; 6] = [
             "heapwatch::memory::",
             "<heapwatch::memory::",
+            "__rustc::",
             "__rust_",
             "__rdl_",
             "__rg_",
