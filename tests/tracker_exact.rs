@@ -15,7 +15,9 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const EXACT: TrackingConfig = TrackingConfig {
@@ -75,8 +77,15 @@ fn two_sites_show_exact_bytes_counts_halving_and_baseline_growth() {
     let full = memory::take_snapshot();
     let rows = full.statistics(GroupBy::Site, 100);
     let p = row(&rows, "alloc_pages");
-    assert_eq!((p.size_bytes, p.count), ((PAGES * PAGE) as u64, PAGES as u64));
-    assert!(p.traceback[0].contains("tracker_exact.rs:"), "{:?}", p.traceback);
+    assert_eq!(
+        (p.size_bytes, p.count),
+        ((PAGES * PAGE) as u64, PAGES as u64)
+    );
+    assert!(
+        p.traceback[0].contains("tracker_exact.rs:"),
+        "{:?}",
+        p.traceback
+    );
     let b = row(&rows, "alloc_big");
     assert_eq!((b.size_bytes, b.count), ((BIGS * MIB) as u64, BIGS as u64));
     // Largest first.
@@ -100,16 +109,33 @@ fn two_sites_show_exact_bytes_counts_halving_and_baseline_growth() {
     let by_trace = full.statistics(GroupBy::Traceback, 1000);
     let (bytes, count) = by_trace
         .iter()
-        .filter(|r| r.traceback.iter().any(|t| t.starts_with("tracker_exact::alloc_pages (")))
+        .filter(|r| {
+            r.traceback
+                .iter()
+                .any(|t| t.starts_with("tracker_exact::alloc_pages ("))
+        })
         .fold((0, 0), |(b, c), r| (b + r.size_bytes, c + r.count));
     assert_eq!((bytes, count), (p.size_bytes, p.count));
     // Traceback rows start at the allocation (std plumbing included), then reach the site.
     let page_trace = by_trace
         .iter()
-        .find(|r| r.traceback.iter().any(|t| t.starts_with("tracker_exact::alloc_pages (")))
+        .find(|r| {
+            r.traceback
+                .iter()
+                .any(|t| t.starts_with("tracker_exact::alloc_pages ("))
+        })
         .expect("traceback row");
-    for own in ["heapwatch::memory", "__rustc::", "__rust_alloc", "__rg_alloc"] {
-        assert!(!page_trace.traceback[0].contains(own), "{:?}", page_trace.traceback);
+    for own in [
+        "heapwatch::memory",
+        "__rustc::",
+        "__rust_alloc",
+        "__rg_alloc",
+    ] {
+        assert!(
+            !page_trace.traceback[0].contains(own),
+            "{:?}",
+            page_trace.traceback
+        );
     }
 
     // Free half of each: exactly half remains.
@@ -118,16 +144,28 @@ fn two_sites_show_exact_bytes_counts_halving_and_baseline_growth() {
     let half = memory::take_snapshot();
     let rows = half.statistics(GroupBy::Site, 100);
     let p = row(&rows, "alloc_pages");
-    assert_eq!((p.size_bytes, p.count), ((PAGES / 2 * PAGE) as u64, (PAGES / 2) as u64));
+    assert_eq!(
+        (p.size_bytes, p.count),
+        ((PAGES / 2 * PAGE) as u64, (PAGES / 2) as u64)
+    );
     let b = row(&rows, "alloc_big");
-    assert_eq!((b.size_bytes, b.count), ((BIGS / 2 * MIB) as u64, (BIGS / 2) as u64));
+    assert_eq!(
+        (b.size_bytes, b.count),
+        ((BIGS / 2 * MIB) as u64, (BIGS / 2) as u64)
+    );
 
     // Against the baseline: exactly the growth, sorted by |size diff|.
     let diff = half.compare_to(&baseline, GroupBy::Site, 100);
     let p = row(&diff, "alloc_pages");
-    assert_eq!((p.size_diff_bytes, p.count_diff), ((PAGES / 2 * PAGE) as i64, (PAGES / 2) as i64));
+    assert_eq!(
+        (p.size_diff_bytes, p.count_diff),
+        ((PAGES / 2 * PAGE) as i64, (PAGES / 2) as i64)
+    );
     let b = row(&diff, "alloc_big");
-    assert_eq!((b.size_diff_bytes, b.count_diff), ((BIGS / 2 * MIB) as i64, (BIGS / 2) as i64));
+    assert_eq!(
+        (b.size_diff_bytes, b.count_diff),
+        ((BIGS / 2 * MIB) as i64, (BIGS / 2) as i64)
+    );
     assert_eq!(diff[0].traceback[0], b.traceback[0]);
     // And against the full snapshot: the shrink, by function this time.
     let shrink = half.compare_to(&full, GroupBy::Function, 100);
@@ -208,7 +246,11 @@ fn frames_limit_keeps_that_many_frames_after_trimming() {
     // 2 physical frames from the allocation: the tracker's own never count, so the first
     // frame is std's allocation plumbing, not heapwatch::memory.
     for r in &rows {
-        assert!(!r.traceback[0].contains("heapwatch::memory"), "{:?}", r.traceback);
+        assert!(
+            !r.traceback[0].contains("heapwatch::memory"),
+            "{:?}",
+            r.traceback
+        );
         assert!(!r.traceback[0].contains("__rust"), "{:?}", r.traceback);
     }
     assert!(snap.truncated_stacks() > 0);

@@ -36,7 +36,10 @@ fn baselines_hold_at_most_eight_names() {
     }
     let names: Vec<String> = (0..Baselines::MAX).map(|i| format!("b{i}")).collect();
     let listed = baselines.list();
-    assert_eq!(listed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), names);
+    assert_eq!(
+        listed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        names
+    );
     assert_eq!(listed[3].1, snapshot_at(3).taken_at);
 
     // A ninth new name is refused with the sorted names.
@@ -51,13 +54,18 @@ fn baselines_hold_at_most_eight_names() {
 
     // Overwriting a saved name is fine.
     baselines.save("b2", snapshot_at(42)).expect("overwrite");
-    assert_eq!(baselines.get("b2").and_then(|s| s.taken_at), snapshot_at(42).taken_at);
+    assert_eq!(
+        baselines.get("b2").and_then(|s| s.taken_at),
+        snapshot_at(42).taken_at
+    );
     assert_eq!(baselines.list().len(), 8);
 
     // Removing makes room.
     assert!(baselines.remove("b5"));
     assert!(!baselines.remove("b5"));
-    baselines.save("a-ninth", snapshot_at(99)).expect("room again");
+    baselines
+        .save("a-ninth", snapshot_at(99))
+        .expect("room again");
     assert_eq!(baselines.list()[0].0, "a-ninth");
     assert_eq!(baselines.len(), 8);
 }

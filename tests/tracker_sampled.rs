@@ -16,7 +16,9 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const KIB: u64 = 1024;
@@ -58,6 +60,8 @@ fn hold_mixed(sizes: &[usize], into: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// Each 16-byte block must be its own allocation, hence the boxes.
+#[allow(clippy::vec_box)]
 #[inline(never)]
 fn hold_tiny(blocks: usize, into: &mut Vec<Box<[u8; 16]>>) {
     for i in 0..blocks {
@@ -137,13 +141,21 @@ fn at_512_kib_mixed_is_within_35_percent_and_tiny_blocks_are_not_missed() {
     let rows = snap.statistics(GroupBy::Site, 1000);
     let mixed = site(&rows, "hold_mixed").expect("hold_mixed sampled");
     // σ ≤ sqrt(512 KiB · 100 MiB) = 7.1% of 100 MiB: ±35% is ~5σ.
-    assert_within(mixed.size_bytes, 100 * MIB, 0.35, "100 MiB mixed at 512 KiB");
+    assert_within(
+        mixed.size_bytes,
+        100 * MIB,
+        0.35,
+        "100 MiB mixed at 512 KiB",
+    );
 
     // 10 MiB of 16-byte blocks: Poisson(20) samples, each standing for ≈ 512 KiB.
     // Missing the site entirely has probability e^-20. The estimate is sane: between
     // 5 and 45 samples' worth (P < 2e-5 outside).
     let t = site(&rows, "hold_tiny").expect("a 10 MiB site of 16-byte blocks is seen");
-    assert!(t.size_bytes >= 10 * MIB / 4 && t.size_bytes <= 10 * MIB * 9 / 4, "{t:?}");
+    assert!(
+        t.size_bytes >= 10 * MIB / 4 && t.size_bytes <= 10 * MIB * 9 / 4,
+        "{t:?}"
+    );
     // Counts follow the bytes: every sample of a 16-byte block weighs the same.
     let per_sample = t.size_bytes as f64 / t.count as f64;
     assert!((per_sample - 16.0).abs() < 0.01, "{t:?}");

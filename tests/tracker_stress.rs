@@ -17,7 +17,9 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const THREADS: usize = 8;
@@ -184,7 +186,9 @@ fn run(config: TrackingConfig) -> (Vec<Block>, usize) {
 fn expected(held: &[Block], site: Site) -> (u64, u64) {
     held.iter()
         .filter(|b| b.site == site)
-        .fold((0, 0), |(bytes, n), b| (bytes + b.data.capacity() as u64, n + 1))
+        .fold((0, 0), |(bytes, n), b| {
+            (bytes + b.data.capacity() as u64, n + 1)
+        })
 }
 
 #[test]
@@ -224,7 +228,10 @@ fn exact_mode_survives_eight_threads_and_matches_what_is_held() {
     drop(held);
     let empty = memory::take_snapshot().statistics(GroupBy::Site, 1000);
     for function in ["stress_alloc", "stress_grow", "stress_shrink"] {
-        assert!(row(&empty, function).is_none(), "{function} after freeing all");
+        assert!(
+            row(&empty, function).is_none(),
+            "{function} after freeing all"
+        );
     }
     memory::stop();
 }
@@ -248,7 +255,10 @@ fn sampled_mode_survives_eight_threads_and_returns_to_zero() {
     drop(held);
     let empty = memory::take_snapshot().statistics(GroupBy::Site, 1000);
     for function in ["stress_alloc", "stress_grow", "stress_shrink"] {
-        assert!(row(&empty, function).is_none(), "{function} after freeing all");
+        assert!(
+            row(&empty, function).is_none(),
+            "{function} after freeing all"
+        );
     }
     memory::stop();
 }

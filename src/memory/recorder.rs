@@ -55,19 +55,16 @@ impl Session {
         let size = (size as u64).min(table::MAX_SIZE);
         let truncated = walk.depth > frames.len();
         let id = self.stacks.intern(frames, walk.depth, truncated);
-        match self.blocks.insert(addr as u64, table::pack(size, id)) {
-            Ok(stale) => {
-                if let Some(stale) = stale {
-                    // A record whose free we never saw (cannot happen in a correct
-                    // program; be safe): retire it before counting the new block.
-                    self.retire(addr, stale);
-                }
-                let (bytes, count) = self.weigh(size);
-                self.stacks.add(id, bytes, count);
-                filter::add(addr);
+        // Err: the table cannot grow (System out of memory); the block goes unrecorded.
+        if let Ok(stale) = self.blocks.insert(addr as u64, table::pack(size, id)) {
+            if let Some(stale) = stale {
+                // A record whose free we never saw (cannot happen in a correct program;
+                // be safe): retire it before counting the new block.
+                self.retire(addr, stale);
             }
-            // The table cannot grow (System out of memory): the block goes unrecorded.
-            Err(()) => {}
+            let (bytes, count) = self.weigh(size);
+            self.stacks.add(id, bytes, count);
+            filter::add(addr);
         }
     }
 

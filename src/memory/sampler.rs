@@ -106,7 +106,10 @@ pub(crate) fn weigh(size: u64, interval: Option<u64>) -> (u64, u64) {
             // p = 1 − exp(−S/R), computed with expm1 so small S/R keeps its precision.
             let p = -(-s / r as f64).exp_m1();
             let w = 1.0 / p;
-            ((s * w).round() as u64, (w * COUNT_ONE as f64).round() as u64)
+            (
+                (s * w).round() as u64,
+                (w * COUNT_ONE as f64).round() as u64,
+            )
         }
     }
 }
@@ -138,6 +141,9 @@ mod tests {
         }
         // p = 1 - exp(-64/4096) = 0.015504; expected 15,504 hits, sd ≈ 123 (6 sd = 740).
         let expected = n as f64 * -(-64.0f64 / 4096.0).exp_m1();
-        assert!((hits as f64 - expected).abs() < 740.0, "{hits} vs {expected}");
+        assert!(
+            (hits as f64 - expected).abs() < 740.0,
+            "{hits} vs {expected}"
+        );
     }
 }

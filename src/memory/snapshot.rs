@@ -55,12 +55,20 @@ impl Snapshot {
 
     /// Estimated bytes of all tracked live blocks.
     pub fn total_bytes(&self) -> u64 {
-        self.stacks.iter().map(|s| s.bytes).fold(0, u64::wrapping_add)
+        self.stacks
+            .iter()
+            .map(|s| s.bytes)
+            .fold(0, u64::wrapping_add)
     }
 
     /// Estimated number of tracked live blocks.
     pub fn total_count(&self) -> u64 {
-        round_count(self.stacks.iter().map(|s| s.count).fold(0, u64::wrapping_add))
+        round_count(
+            self.stacks
+                .iter()
+                .map(|s| s.count)
+                .fold(0, u64::wrapping_add),
+        )
     }
 
     /// Stacks whose walk was cut at the frame limit (their true depth was larger).
@@ -71,7 +79,11 @@ impl Snapshot {
     /// The deepest stack's true depth in frames (counted up to 128; includes the up to
     /// 8 frames of the tracker itself that tracebacks trim).
     pub fn max_depth(&self) -> u32 {
-        self.stacks.iter().map(|s| u32::from(s.depth)).max().unwrap_or(0)
+        self.stacks
+            .iter()
+            .map(|s| u32::from(s.depth))
+            .max()
+            .unwrap_or(0)
     }
 
     pub(crate) fn raw_frames(&self, stack: &StackTotals) -> &[u64] {

@@ -68,7 +68,9 @@ pub(crate) struct StackTable {
 fn hash(frames: &[usize]) -> u64 {
     let mut h = 0xCBF2_9CE4_8422_2325u64 ^ frames.len() as u64;
     for &f in frames {
-        h = (h ^ f as u64).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(23);
+        h = (h ^ f as u64)
+            .wrapping_mul(0x0000_0100_0000_01B3)
+            .rotate_left(23);
     }
     h ^ (h >> 29)
 }
@@ -129,7 +131,8 @@ impl StackTable {
             if id == 0 {
                 break;
             }
-            if self.records.as_slice()[id][HASH] == h && Self::frames_eq(self.frames_of(id), frames) {
+            if self.records.as_slice()[id][HASH] == h && Self::frames_eq(self.frames_of(id), frames)
+            {
                 return id as u16;
             }
             pos = (pos + 1) & mask;

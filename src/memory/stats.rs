@@ -92,7 +92,11 @@ fn groups(snap: &Snapshot, group_by: GroupBy, symbols: &Symbols) -> HashMap<Stri
                         .collect::<Vec<_>>()
                         .join("\n"),
                 };
-                let from = if group_by == GroupBy::Traceback { 0 } else { site };
+                let from = if group_by == GroupBy::Traceback {
+                    0
+                } else {
+                    site
+                };
                 (key, frames[from..].iter().map(|f| f.render()).collect())
             }
         };
@@ -113,7 +117,10 @@ fn groups(snap: &Snapshot, group_by: GroupBy, symbols: &Symbols) -> HashMap<Stri
 }
 
 fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> Symbols {
-    let mut addrs: Vec<u64> = snaps.into_iter().flat_map(|s| s.frames.iter().copied()).collect();
+    let mut addrs: Vec<u64> = snaps
+        .into_iter()
+        .flat_map(|s| s.frames.iter().copied())
+        .collect();
     addrs.sort_unstable();
     addrs.dedup();
     resolve_all(addrs)
@@ -145,7 +152,12 @@ fn diff(new: u64, old: u64) -> i64 {
     })
 }
 
-pub(crate) fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+pub(crate) fn compare(
+    new: &Snapshot,
+    old: &Snapshot,
+    group_by: GroupBy,
+    top_n: usize,
+) -> Vec<Statistic> {
     super::allocator::untracked(|| {
         let symbols = symbols_of([new, old]);
         let mut new_groups = groups(new, group_by, &symbols);
@@ -182,7 +194,12 @@ pub(crate) fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: 
             ));
         }
         rows.sort_by(|a, b| {
-            let key = |s: &Statistic| (Reverse(s.size_diff_bytes.unsigned_abs()), Reverse(s.size_bytes));
+            let key = |s: &Statistic| {
+                (
+                    Reverse(s.size_diff_bytes.unsigned_abs()),
+                    Reverse(s.size_bytes),
+                )
+            };
             key(&a.1).cmp(&key(&b.1)).then_with(|| a.0.cmp(&b.0))
         });
         rows.truncate(top_n);

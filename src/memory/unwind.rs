@@ -120,7 +120,7 @@ pub(crate) fn capture(out: &mut [usize]) -> Walk {
     let mut walk = Walk::default();
     while walk.depth < MAX_DEPTH {
         let in_bounds = fp >= low && high.checked_sub(RECORD_BYTES).is_some_and(|top| fp <= top);
-        if fp == 0 || fp % FP_ALIGN != 0 || !in_bounds {
+        if fp == 0 || !fp.is_multiple_of(FP_ALIGN) || !in_bounds {
             break;
         }
         // SAFETY: fp is aligned and the record [fp, fp + 16) lies inside this thread's
