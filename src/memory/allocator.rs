@@ -18,6 +18,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use super::recorder;
 
+/// This file as the compiler names it: frames in it are the tracker's own (see
+/// `symbolize::OWN_SOURCES`).
+pub(crate) const SOURCE: &str = file!();
+
 /// Live bytes handed out by the allocator (requested sizes, not malloc's rounding).
 pub(crate) static CURRENT: AtomicU64 = AtomicU64::new(0);
 /// Highest `CURRENT` seen since start or the last `reset_peak`.

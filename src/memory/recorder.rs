@@ -22,6 +22,10 @@ use super::table::{self, BlockTable};
 use super::unwind;
 use super::{Mode, Totals, TrackingConfig, TrackingStatus, filter};
 
+/// This file as the compiler names it: frames in it are the tracker's own (see
+/// `symbolize::OWN_SOURCES`).
+pub(crate) const SOURCE: &str = file!();
+
 /// Raw frames recorded beyond the user's `frames`: the tracker's own frames (this
 /// module, the `GlobalAlloc` impl, `__rg_alloc`/`__rust_alloc`) sit at the top of every
 /// walk and are trimmed at symbolization. Measured: 3 in release, up to 5 in debug.

@@ -12,6 +12,21 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 
+use super::{allocator, filter, lock, recorder, sampler, unwind};
+
+/// Source files of the allocation path. Frames located in them are the tracker's own
+/// whatever their names: with `debug = "line-tables-only"` (our release profile) debug
+/// info holds short names like `on_alloc` without the module path, so names alone cannot
+/// tell. `file!()` matches the debug info's path (which may be absolute) as a suffix.
+const OWN_SOURCES: [&str; 6] = [
+    allocator::SOURCE,
+    recorder::SOURCE,
+    unwind::SOURCE,
+    lock::SOURCE,
+    sampler::SOURCE,
+    filter::SOURCE,
+];
+
 /// One (possibly inlined) frame.
 #[derive(Clone, Debug)]
 pub(crate) struct Frame {
@@ -50,6 +65,11 @@ impl Frame {
 
     /// The tracker's own frames, trimmed from the top of every traceback.
     pub(crate) fn is_tracker_internal(&self) -> bool {
+        if let Some(file) = self.file.as_deref()
+            && OWN_SOURCES.iter().any(|own| file.ends_with(own))
+        {
+            return true;
+        }
         let Some(f) = self.function.as_deref() else {
             return false;
         };
@@ -73,6 +93,8 @@ impl Frame {
             return true;
         }
         if let Some(f) = self.function.as_deref() {
+            // Full paths (debug info with linkage names). Release builds with line tables
+            // only give short names; the file test below covers those.
             const PREFIXES: [&str; 10] = [
                 "alloc::",
                 "core::",

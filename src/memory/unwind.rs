@@ -16,6 +16,10 @@
 
 use std::cell::Cell;
 
+/// This file as the compiler names it: frames in it are the tracker's own (see
+/// `symbolize::OWN_SOURCES`).
+pub(crate) const SOURCE: &str = file!();
+
 /// Frames counted (not recorded) when measuring the true depth of a stack. Deeper stacks
 /// report this depth; 128 is beyond any useful traceback and keeps the walk bounded.
 pub(crate) const MAX_DEPTH: usize = 128;
