@@ -8,6 +8,9 @@ use clap::Parser;
 use heapwatch::app::{self, Limits};
 use heapwatch::settings::{DEFAULT_OPTIONS_PATH, OptionsSource, Settings};
 
+#[global_allocator]
+static GLOBAL: heapwatch::memory::Tracker = heapwatch::memory::Tracker::new();
+
 /// Exit status for a configuration error (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 

@@ -14,12 +14,23 @@ use tokio_tungstenite::tungstenite::Message;
 static GLOBAL: heapwatch::memory::Tracker = heapwatch::memory::Tracker::new();
 
 async fn still_alive(ws: &mut Ws) {
-    assert_eq!(ws.call("alive", "ping", json!({})).await["result"]["pong"], true);
+    assert_eq!(
+        ws.call("alive", "ping", json!({})).await["result"]["pong"],
+        true
+    );
 }
 
 /// Values of the wrong JSON type for an argument of type `kind`.
 fn wrong_types(kind: &str) -> Vec<Value> {
-    let all = vec![json!(null), json!(true), json!(1), json!(1.5), json!("s"), json!([]), json!({})];
+    let all = vec![
+        json!(null),
+        json!(true),
+        json!(1),
+        json!(1.5),
+        json!("s"),
+        json!([]),
+        json!({}),
+    ];
     all.into_iter()
         .filter(|v| match kind {
             "int" => !v.is_i64() && !v.is_null(),
@@ -51,14 +62,24 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
     ("debug/memory_reset_peak", &[]),
     (
         "debug/memory_snapshot",
-        &[("top_n", "int"), ("group_by", "string"), ("save_as", "string"), ("compare_with", "string"), ("drop_baseline", "string")],
+        &[
+            ("top_n", "int"),
+            ("group_by", "string"),
+            ("save_as", "string"),
+            ("compare_with", "string"),
+            ("drop_baseline", "string"),
+        ],
     ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_argument_of_every_command() {
     for c in heapwatch::commands::REGISTRY {
-        assert!(ARGS.iter().any(|(name, _)| *name == c.name), "{} is not covered by this corpus", c.name);
+        assert!(
+            ARGS.iter().any(|(name, _)| *name == c.name),
+            "{} is not covered by this corpus",
+            c.name
+        );
     }
     let s = TestServer::start().await;
     let mut ws = ws(s.ingress).await;
@@ -66,32 +87,62 @@ async fn every_argument_of_every_command() {
         // An unknown argument, for every command.
         let r = ws.call("u", command, json!({"unexpected": 1})).await;
         assert_eq!(r["error_code"], "invalid_args", "{command}: {r}");
-        assert!(r["details"].as_str().unwrap().contains("unexpected"), "{command}: {r}");
+        assert!(
+            r["details"].as_str().unwrap().contains("unexpected"),
+            "{command}: {r}"
+        );
         for (arg, kind) in *args {
             for bad in wrong_types(kind) {
                 let r = ws.call("t", command, json!({ *arg: bad })).await;
-                assert_eq!(r["error_code"], "invalid_args", "{command} {arg}={bad}: {r}");
-                assert!(r["details"].as_str().unwrap().contains(arg), "{command} {arg}={bad}: {r}");
+                assert_eq!(
+                    r["error_code"], "invalid_args",
+                    "{command} {arg}={bad}: {r}"
+                );
+                assert!(
+                    r["details"].as_str().unwrap().contains(arg),
+                    "{command} {arg}={bad}: {r}"
+                );
             }
             if *kind == "int" {
-                for bad in [json!(0), json!(-1), json!(201), json!(i64::MAX), json!(u64::MAX), json!(1e300)] {
+                for bad in [
+                    json!(0),
+                    json!(-1),
+                    json!(201),
+                    json!(i64::MAX),
+                    json!(u64::MAX),
+                    json!(1e300),
+                ] {
                     let r = ws.call("r", command, json!({ *arg: bad })).await;
-                    assert_eq!(r["error_code"], "invalid_args", "{command} {arg}={bad}: {r}");
+                    assert_eq!(
+                        r["error_code"], "invalid_args",
+                        "{command} {arg}={bad}: {r}"
+                    );
                     assert!(r["details"].as_str().unwrap().contains(arg));
                 }
             }
             if *kind == "string" {
                 for bad in odd_strings() {
                     let r = ws.call("s", command, json!({ *arg: bad })).await;
-                    assert_eq!(r["error_code"], "invalid_args", "{command} {arg}={:?}: {r}", &bad[..bad.len().min(20)]);
+                    assert_eq!(
+                        r["error_code"],
+                        "invalid_args",
+                        "{command} {arg}={:?}: {r}",
+                        &bad[..bad.len().min(20)]
+                    );
                     let d = r["details"].as_str().unwrap();
                     assert!(d.contains(arg), "{d}");
-                    assert!(d.len() < 400, "a 10 KB value is not echoed whole: {} bytes", d.len());
+                    assert!(
+                        d.len() < 400,
+                        "a 10 KB value is not echoed whole: {} bytes",
+                        d.len()
+                    );
                 }
                 // Odd but printable Unicode is a valid name.
                 if *arg != "group_by" {
                     for ok in ["\u{202e}rtl", "名前", "emoji \u{1f600}", "\u{fffd}"] {
-                        let r = ws.call("ok", command, json!({ *arg: ok, "top_n": 1 })).await;
+                        let r = ws
+                            .call("ok", command, json!({ *arg: ok, "top_n": 1 }))
+                            .await;
                         assert!(
                             r.get("result").is_some() || r["error_code"] == "not_found",
                             "{command} {arg}={ok}: {r}"
@@ -114,7 +165,13 @@ async fn every_argument_of_every_command() {
     let mut saved = 0;
     let mut refused = 0;
     for i in 0..1000 {
-        let r = ws.call("b", "debug/memory_snapshot", json!({"save_as": format!("b{i}"), "top_n": 1})).await;
+        let r = ws
+            .call(
+                "b",
+                "debug/memory_snapshot",
+                json!({"save_as": format!("b{i}"), "top_n": 1}),
+            )
+            .await;
         if r.get("result").is_some() {
             saved += 1;
         } else {
@@ -123,7 +180,9 @@ async fn every_argument_of_every_command() {
         }
     }
     // "ok"-named baselines from the Unicode round above may hold some of the 8 places.
-    let r = ws.call("n", "debug/memory_snapshot", json!({"top_n": 1})).await;
+    let r = ws
+        .call("n", "debug/memory_snapshot", json!({"top_n": 1}))
+        .await;
     assert_eq!(r["result"]["baseline_names"].as_array().unwrap().len(), 8);
     assert_eq!(saved + refused, 1000);
     assert!(refused >= 992, "{refused}");
@@ -135,11 +194,26 @@ async fn every_argument_of_every_command() {
 async fn direct_listener_tokens_of_every_shape() {
     let s = TestServer::start().await;
     let mut ws = ws_connect(s.direct(), &[], None).await.unwrap();
-    for odd in ["", "short", &"x".repeat(10_000), "a\u{0}b", &TOKEN[..TOKEN.len() - 1], &format!("{TOKEN} ")] {
+    for odd in [
+        "",
+        "short",
+        &"x".repeat(10_000),
+        "a\u{0}b",
+        &TOKEN[..TOKEN.len() - 1],
+        &format!("{TOKEN} "),
+    ] {
         let r = ws.call("tok", "auth", json!({"token": odd})).await;
-        assert_eq!(r["error_code"], "not_authenticated", "{:?}", &odd[..odd.len().min(20)]);
+        assert_eq!(
+            r["error_code"],
+            "not_authenticated",
+            "{:?}",
+            &odd[..odd.len().min(20)]
+        );
     }
-    assert_eq!(ws.call("ok", "auth", json!({"token": TOKEN})).await["result"]["authenticated"], true);
+    assert_eq!(
+        ws.call("ok", "auth", json!({"token": TOKEN})).await["result"]["authenticated"],
+        true
+    );
     still_alive(&mut ws).await;
     s.stop().await;
 }
@@ -171,14 +245,36 @@ async fn malformed_frames() {
     for f in &frames {
         ws.send_text(f.clone()).await;
         let r = ws.recv().await;
-        assert_eq!(r["error_code"], "invalid_message", "{}: {r}", &f[..f.len().min(60)]);
+        assert_eq!(
+            r["error_code"],
+            "invalid_message",
+            "{}: {r}",
+            &f[..f.len().min(60)]
+        );
     }
-    for cmd in ["", "PING", "ping ", "system/", "/info", "debug/memory_snapshot/x", "../ping", &"a/".repeat(5000)] {
+    for cmd in [
+        "",
+        "PING",
+        "ping ",
+        "system/",
+        "/info",
+        "debug/memory_snapshot/x",
+        "../ping",
+        &"a/".repeat(5000),
+    ] {
         let r = ws.call("c", cmd, json!({})).await;
-        let want = if cmd.is_empty() { "invalid_message" } else { "unknown_command" };
+        let want = if cmd.is_empty() {
+            "invalid_message"
+        } else {
+            "unknown_command"
+        };
         assert_eq!(r["error_code"], want, "{:?}", &cmd[..cmd.len().min(20)]);
     }
-    for payload in [vec![], vec![0u8; 10], b"{\"message_id\":\"1\",\"command\":\"ping\"}".to_vec()] {
+    for payload in [
+        vec![],
+        vec![0u8; 10],
+        b"{\"message_id\":\"1\",\"command\":\"ping\"}".to_vec(),
+    ] {
         ws.stream.send(Message::binary(payload)).await.unwrap();
         let r = ws.recv().await;
         assert_eq!(r["error_code"], "invalid_message");

@@ -154,7 +154,10 @@ async fn lazy_enable_baselines_compare_and_http() {
     assert_eq!(http.status, 200);
     let body = json!({"result": http.json()});
     let row = row_for(&body, "grow_known_site").expect("site over HTTP");
-    assert_eq!(row["size_diff_bytes"], 256 * 4096);
+    // By function, the blocks and the Vec holding them (256 boxed-slice pointers of 16
+    // bytes) are one group.
+    assert_eq!(row["size_diff_bytes"], 256 * 4096 + 256 * 16);
+    assert_eq!(row["count_diff"], 257);
     assert_eq!(body["result"]["group_by"], "function");
 
     // Freeing half moves the diff by exactly half.

@@ -1,0 +1,153 @@
+//! Poisson sampling by bytes and the weights that make the estimates unbiased.
+//!
+//! Sampling points fall on the stream of allocated bytes as a Poisson process of rate
+//! 1/R (R = `sample_interval_bytes`). Each thread keeps a countdown to its next point,
+//! drawn from an exponential distribution, `-ln(U)·R`, with a per-thread xorshift
+//! generator. A block of S bytes is sampled when the point falls inside it, with
+//! probability p = 1 − exp(−S/R); the process is memoryless, so after a sampled block a
+//! fresh draw starts at the block's end and the sampled blocks are exactly a Poisson
+//! thinning. Weighting each sampled block by w = 1/p makes Σ S·w and Σ w unbiased
+//! estimates of the site's bytes and blocks (jemalloc and Go scale the same way).
+//!
+//! Weights are turned into integers once ([`weigh`]): bytes rounded to whole bytes and
+//! counts in 1/65536 units. The same (S, R) always gives the same integers, so removing a
+//! block subtracts exactly what adding it added and totals never drift.
+//!
+//! The thread-locals are const-initialised `Cell`s of integers: no destructor, no
+//! allocation, safe to touch from any allocation.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// This file as the compiler names it: frames in it are the tracker's own (see
+/// `symbolize::OWN_SOURCES`).
+pub(crate) const SOURCE: &str = file!();
+
+/// Counts are kept in 1/65536 units: fine enough that rounding a weight costs < 0.002%
+/// of one block, coarse enough that 2^48 blocks still fit in a u64.
+pub(crate) const COUNT_ONE: u64 = 1 << 16;
+
+/// The mean interval the countdowns are drawn with (set by `recorder::start`).
+static INTERVAL: AtomicU64 = AtomicU64::new(512 * 1024);
+/// Bumped at every start so threads redraw countdowns drawn with an old interval.
+static EPOCH: AtomicU32 = AtomicU32::new(0);
+/// Seeds distinct per-thread generators.
+static SEEDS: AtomicU64 = AtomicU64::new(0x2545_F491_4F6C_DD1D);
+
+thread_local! {
+    /// Bytes left before this thread's next sampling point (floor of the real distance).
+    static COUNTDOWN: Cell<u64> = const { Cell::new(0) };
+    /// xorshift64* state; 0 means not seeded yet.
+    static RNG: Cell<u64> = const { Cell::new(0) };
+    /// The EPOCH the countdown was drawn in; 0 means never.
+    static DRAWN_IN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Sets the interval for a new tracking session; threads redraw lazily.
+pub(crate) fn configure(interval: u64) {
+    INTERVAL.store(interval, Relaxed);
+    // Skip 0 so a thread that never drew (DRAWN_IN = 0) always redraws.
+    let next = EPOCH.load(Relaxed).wrapping_add(1).max(1);
+    EPOCH.store(next, Relaxed);
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn next_random() -> u64 {
+    let mut x = RNG.get();
+    if x == 0 {
+        let local = &x as *const u64 as u64;
+        x = splitmix(SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed) ^ local) | 1;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    RNG.set(x);
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// A distance to the next sampling point: floor(−ln(U)·R), U uniform in (0, 1].
+fn draw(interval: u64) -> u64 {
+    // 53 random bits, shifted to (0, 1]: never 0, so ln is finite (at most 36.7).
+    let u = ((next_random() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    (-u.ln() * interval as f64) as u64
+}
+
+/// Advances this thread's countdown by a block of `size` bytes; true if the block holds
+/// a sampling point.
+#[inline]
+pub(crate) fn should_sample(size: usize) -> bool {
+    let epoch = EPOCH.load(Relaxed);
+    let interval = INTERVAL.load(Relaxed);
+    if DRAWN_IN.get() != epoch {
+        DRAWN_IN.set(epoch);
+        COUNTDOWN.set(draw(interval));
+    }
+    let left = COUNTDOWN.get();
+    let size = size as u64;
+    // The point at real distance x lies in the block iff x < S iff floor(x) < S.
+    if size > left {
+        COUNTDOWN.set(draw(interval));
+        true
+    } else {
+        COUNTDOWN.set(left - size);
+        false
+    }
+}
+
+/// The integer (estimated bytes, estimated count × [`COUNT_ONE`]) one recorded block of
+/// `size` bytes stands for. `interval` is `None` in exact mode (weight 1).
+pub(crate) fn weigh(size: u64, interval: Option<u64>) -> (u64, u64) {
+    match interval {
+        None => (size, COUNT_ONE),
+        Some(r) => {
+            let s = size.max(1) as f64;
+            // p = 1 − exp(−S/R), computed with expm1 so small S/R keeps its precision.
+            let p = -(-s / r as f64).exp_m1();
+            let w = 1.0 / p;
+            (
+                (s * w).round() as u64,
+                (w * COUNT_ONE as f64).round() as u64,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_one_for_huge_blocks_and_r_over_s_for_tiny_ones() {
+        assert_eq!(weigh(100, None), (100, COUNT_ONE));
+        let (bytes, count) = weigh(1 << 30, Some(512 * 1024));
+        assert_eq!((bytes, count), (1 << 30, COUNT_ONE));
+        let (bytes, count) = weigh(16, Some(512 * 1024));
+        // w = 1/(1 - exp(-16/524288)) = 32768.5 (to 5 digits)
+        assert_eq!(bytes, 524_296);
+        assert_eq!(count, (32_768.5 * COUNT_ONE as f64).round() as u64);
+    }
+
+    #[test]
+    fn sampling_rate_matches_the_interval() {
+        configure(4096);
+        let mut hits = 0u64;
+        let n = 1_000_000u64;
+        for _ in 0..n {
+            if should_sample(64) {
+                hits += 1;
+            }
+        }
+        // p = 1 - exp(-64/4096) = 0.015504; expected 15,504 hits, sd ≈ 123 (6 sd = 740).
+        let expected = n as f64 * -(-64.0f64 / 4096.0).exp_m1();
+        assert!(
+            (hits as f64 - expected).abs() < 740.0,
+            "{hits} vs {expected}"
+        );
+    }
+}

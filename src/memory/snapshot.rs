@@ -1,0 +1,113 @@
+//! [`Snapshot`]: per-stack totals at one moment, the compact form both live views and
+//! saved baselines use.
+//!
+//! A snapshot holds, per distinct stack with live tracked blocks, the raw return
+//! addresses (unsymbolized), the true depth, a truncated flag and the estimated bytes and
+//! count. Never per-block data: a snapshot of a large heap is kilobytes. It is filled by
+//! `recorder::snapshot` under the tracker lock; `stats` symbolizes and groups it.
+
+use std::time::SystemTime;
+
+use super::sampler::COUNT_ONE;
+use super::{GroupBy, Statistic, stats};
+
+/// The totals of one stack in a [`Snapshot`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StackTotals {
+    /// Index of the first frame in `Snapshot::frames`.
+    pub start: u32,
+    /// Raw frames recorded (tracker frames included; trimmed at symbolization).
+    pub len: u16,
+    /// Frames the walk saw in all (up to the walk's cap of 128).
+    pub depth: u16,
+    /// More frames existed than were recorded.
+    pub truncated: bool,
+    /// The overflow bucket (stack table was full).
+    pub overflow: bool,
+    /// Estimated bytes.
+    pub bytes: u64,
+    /// Estimated blocks, in 1/65536 units.
+    pub count: u64,
+}
+
+/// Per-stack totals at one moment: the compact form snapshots and baselines share.
+///
+/// Cheap to clone (kilobytes: one entry per distinct allocation stack, no per-block
+/// data). Take one with [`super::take_snapshot`]; turn it into rows with
+/// [`Snapshot::statistics`] or diff two with [`Snapshot::compare_to`].
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// When it was taken; `None` only for `Snapshot::default()`.
+    pub taken_at: Option<SystemTime>,
+    /// True when the numbers are sampled estimates.
+    pub estimated: bool,
+    pub(crate) stacks: Vec<StackTotals>,
+    pub(crate) frames: Vec<u64>,
+    /// The session's `frames` setting: tracebacks keep this many frames after trimming.
+    pub(crate) frame_limit: u32,
+}
+
+impl Snapshot {
+    /// Distinct stacks with live tracked blocks (the overflow bucket counts as one).
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// Estimated bytes of all tracked live blocks.
+    pub fn total_bytes(&self) -> u64 {
+        self.stacks
+            .iter()
+            .map(|s| s.bytes)
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Estimated number of tracked live blocks.
+    pub fn total_count(&self) -> u64 {
+        round_count(
+            self.stacks
+                .iter()
+                .map(|s| s.count)
+                .fold(0, u64::wrapping_add),
+        )
+    }
+
+    /// Stacks whose walk was cut at the frame limit (their true depth was larger).
+    pub fn truncated_stacks(&self) -> usize {
+        self.stacks.iter().filter(|s| s.truncated).count()
+    }
+
+    /// The deepest stack's true depth in frames (counted up to 128; includes the up to
+    /// 8 frames of the tracker itself that tracebacks trim).
+    pub fn max_depth(&self) -> u32 {
+        self.stacks
+            .iter()
+            .map(|s| u32::from(s.depth))
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn raw_frames(&self, stack: &StackTotals) -> &[u64] {
+        let start = stack.start as usize;
+        &self.frames[start..start + usize::from(stack.len)]
+    }
+
+    /// Symbolized top-`top_n` statistics grouped by `group_by`, largest size first
+    /// (ties by name). `size_diff_bytes`/`count_diff` are 0. See [`GroupBy`] for what
+    /// each row's `traceback` holds. Runs symbolization: call it off async worker threads.
+    pub fn statistics(&self, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+        stats::statistics(self, group_by, top_n)
+    }
+
+    /// tracemalloc's `compare_to`: per group size and count with their differences from
+    /// `old`, sorted by absolute size difference, then size. Groups present on one side
+    /// only appear with the other side as 0. Symbolizes both snapshots (off async
+    /// threads).
+    pub fn compare_to(&self, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+        stats::compare(self, old, group_by, top_n)
+    }
+}
+
+/// 1/65536 units to whole blocks, rounding to nearest.
+pub(crate) fn round_count(fixed: u64) -> u64 {
+    fixed.saturating_add(COUNT_ONE / 2) / COUNT_ONE
+}

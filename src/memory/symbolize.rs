@@ -1,0 +1,160 @@
+//! Turning raw return addresses into "function (file:line)" frames.
+//!
+//! Runs only from `statistics`/`compare_to` (never in the allocation path): each distinct
+//! address is resolved once (at `addr − 1`, inside the call instruction), inline frames
+//! expanded innermost first, then `backtrace::clear_symbol_cache()` drops the DWARF
+//! caches, which otherwise keep tens of MiB for the life of the process. Everything runs
+//! with recording suppressed, so symbolization's own allocations never become sites.
+//!
+//! Also decides which frames are the tracker's own (trimmed from tracebacks) and which
+//! are allocation plumbing (std/alloc/core/hashbrown: skipped when picking a site).
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use super::{allocator, filter, lock, recorder, sampler, unwind};
+
+/// Source files of the allocation path. Frames located in them are the tracker's own
+/// whatever their names: with `debug = "line-tables-only"` (our release profile) debug
+/// info holds short names like `on_alloc` without the module path, so names alone cannot
+/// tell. `file!()` matches the debug info's path (which may be absolute) as a suffix.
+const OWN_SOURCES: [&str; 6] = [
+    allocator::SOURCE,
+    recorder::SOURCE,
+    unwind::SOURCE,
+    lock::SOURCE,
+    sampler::SOURCE,
+    filter::SOURCE,
+];
+
+/// One (possibly inlined) frame.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    pub addr: u64,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl Frame {
+    /// "function (file:line)", or "0x… (unknown)" when nothing resolved.
+    pub(crate) fn render(&self) -> String {
+        let name = match &self.function {
+            Some(f) => f.clone(),
+            None => format!("{:#x}", self.addr),
+        };
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!("{name} ({file}:{line})"),
+            (Some(file), None) => format!("{name} ({file})"),
+            (None, _) => format!("{name} (unknown)"),
+        }
+    }
+
+    /// The function name, or the address when unresolved.
+    pub(crate) fn function_key(&self) -> String {
+        match &self.function {
+            Some(f) => f.clone(),
+            None => format!("{:#x}", self.addr),
+        }
+    }
+
+    /// The file, or "unknown".
+    pub(crate) fn file_key(&self) -> String {
+        self.file.clone().unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// The tracker's own frames, trimmed from the top of every traceback.
+    pub(crate) fn is_tracker_internal(&self) -> bool {
+        if let Some(file) = self.file.as_deref()
+            && OWN_SOURCES.iter().any(|own| file.ends_with(own))
+        {
+            return true;
+        }
+        let Some(f) = self.function.as_deref() else {
+            return false;
+        };
+        const PREFIXES: [&str; 6] = [
+            "heapwatch::memory::",
+            "<heapwatch::memory::",
+            "__rustc::",
+            "__rust_",
+            "__rdl_",
+            "__rg_",
+        ];
+        PREFIXES.iter().any(|p| f.starts_with(p))
+            || f.starts_with("<std::alloc::System as core::alloc::global::GlobalAlloc>")
+            || f.starts_with("std::alloc::System")
+    }
+
+    /// Allocation plumbing: the standard library, hashbrown, allocator shims. The site of
+    /// a stack is its first frame that is not plumbing.
+    pub(crate) fn is_plumbing(&self) -> bool {
+        if self.is_tracker_internal() {
+            return true;
+        }
+        if let Some(f) = self.function.as_deref() {
+            // Full paths (debug info with linkage names). Release builds with line tables
+            // only give short names; the file test below covers those.
+            const PREFIXES: [&str; 10] = [
+                "alloc::",
+                "core::",
+                "std::",
+                "<alloc::",
+                "<core::",
+                "<std::",
+                "hashbrown::",
+                "<hashbrown::",
+                "__rust",
+                "__rdl",
+            ];
+            if PREFIXES.iter().any(|p| f.starts_with(p)) {
+                return true;
+            }
+        }
+        if let Some(file) = self.file.as_deref() {
+            // Standard library sources (as shipped: /rustc/<hash>/library/…) and the
+            // hashbrown crate behind std's HashMap.
+            return file.starts_with("/rustc/")
+                || file.contains("/library/alloc/src/")
+                || file.contains("/library/core/src/")
+                || file.contains("/library/std/src/")
+                || file.contains("/hashbrown-");
+        }
+        false
+    }
+}
+
+/// Resolves every distinct address once; frees the symbol caches afterwards.
+pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, Vec<Frame>> {
+    super::allocator::untracked(|| {
+        let mut out: HashMap<u64, Vec<Frame>> = HashMap::new();
+        for addr in addrs {
+            if out.contains_key(&addr) {
+                continue;
+            }
+            let mut frames = Vec::new();
+            // A return address points after the call; addr - 1 is inside it, so the
+            // line (and inline frames) are the call's.
+            let pc = addr.saturating_sub(1) as usize as *mut c_void;
+            backtrace::resolve(pc, |sym| {
+                frames.push(Frame {
+                    addr,
+                    function: sym.name().map(|n| format!("{n:#}")),
+                    file: sym.filename().map(|p| p.display().to_string()),
+                    line: sym.lineno(),
+                });
+            });
+            if frames.is_empty() {
+                frames.push(Frame {
+                    addr,
+                    function: None,
+                    file: None,
+                    line: None,
+                });
+            }
+            out.insert(addr, frames);
+        }
+        backtrace::clear_symbol_cache();
+        out
+    })
+}

@@ -1,0 +1,346 @@
+//! Exact mode with the tracker as this process's global allocator: known sites show
+//! exactly the bytes and blocks they hold, frees and baselines move them exactly, the
+//! frame-pointer walk sees callers, and the always-on totals move by exact amounts.
+//!
+//! Tests in this file share the global tracker, so each takes `SERIAL` first.
+
+use std::hint::black_box;
+use std::sync::{Mutex, MutexGuard};
+
+use heapwatch::memory::{self, GroupBy, Mode, Statistic, TrackingConfig};
+
+#[global_allocator]
+static GLOBAL: memory::Tracker = memory::Tracker::new();
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const EXACT: TrackingConfig = TrackingConfig {
+    mode: Mode::Exact,
+    frames: 32,
+    sample_interval_bytes: 512 * 1024,
+};
+
+const PAGE: usize = 4096;
+const PAGES: usize = 1000;
+const MIB: usize = 1 << 20;
+const BIGS: usize = 10;
+
+#[inline(never)]
+fn alloc_pages(into: &mut Vec<Vec<u8>>) {
+    for _ in 0..PAGES {
+        into.push(black_box(vec![0u8; PAGE]));
+    }
+}
+
+#[inline(never)]
+fn alloc_big(into: &mut Vec<Vec<u8>>) {
+    for _ in 0..BIGS {
+        into.push(black_box(vec![1u8; MIB]));
+    }
+}
+
+/// The row whose first traceback line is in `function` (a function of this file).
+fn row<'a>(rows: &'a [Statistic], function: &str) -> &'a Statistic {
+    let prefix = format!("tracker_exact::{function} (");
+    let found: Vec<&Statistic> = rows
+        .iter()
+        .filter(|r| r.traceback.first().is_some_and(|t| t.starts_with(&prefix)))
+        .collect();
+    assert_eq!(found.len(), 1, "one row for {function} in {rows:#?}");
+    found[0]
+}
+
+#[test]
+fn two_sites_show_exact_bytes_counts_halving_and_baseline_growth() {
+    let _serial = serial();
+    // Containers allocated before tracking starts are never attributed.
+    let mut pages: Vec<Vec<u8>> = Vec::with_capacity(PAGES);
+    let mut bigs: Vec<Vec<u8>> = Vec::with_capacity(BIGS);
+    assert_eq!(memory::start(EXACT), Ok(true));
+    let status = memory::status();
+    assert!(status.enabled);
+    assert_eq!((status.mode, status.frames), (Mode::Exact, 32));
+    assert_eq!(status.sample_interval_bytes, None);
+    assert!(status.since.is_some());
+
+    let baseline = memory::take_snapshot();
+    assert!(!baseline.estimated);
+    alloc_pages(&mut pages);
+    alloc_big(&mut bigs);
+
+    let full = memory::take_snapshot();
+    let rows = full.statistics(GroupBy::Site, 100);
+    let p = row(&rows, "alloc_pages");
+    assert_eq!(
+        (p.size_bytes, p.count),
+        ((PAGES * PAGE) as u64, PAGES as u64)
+    );
+    assert!(
+        p.traceback[0].contains("tracker_exact.rs:"),
+        "{:?}",
+        p.traceback
+    );
+    let b = row(&rows, "alloc_big");
+    assert_eq!((b.size_bytes, b.count), ((BIGS * MIB) as u64, BIGS as u64));
+    // Largest first.
+    let pos = |name: &str| rows.iter().position(|r| r.traceback[0].contains(name));
+    assert!(pos("alloc_big") < pos("alloc_pages"));
+
+    // Same numbers by function, by file (the file's rows add up) and by traceback.
+    let by_function = full.statistics(GroupBy::Function, 100);
+    let f = by_function
+        .iter()
+        .find(|r| r.traceback[0].starts_with("tracker_exact::alloc_pages ("))
+        .expect("function row");
+    assert_eq!((f.size_bytes, f.count), (p.size_bytes, p.count));
+    let by_file = full.statistics(GroupBy::File, 100);
+    let file_row = by_file
+        .iter()
+        .find(|r| r.traceback[0].contains("tracker_exact.rs"))
+        .expect("file row");
+    assert!(file_row.size_bytes >= p.size_bytes + b.size_bytes);
+    assert!(file_row.count >= p.count + b.count);
+    let by_trace = full.statistics(GroupBy::Traceback, 1000);
+    let (bytes, count) = by_trace
+        .iter()
+        .filter(|r| {
+            r.traceback
+                .iter()
+                .any(|t| t.starts_with("tracker_exact::alloc_pages ("))
+        })
+        .fold((0, 0), |(b, c), r| (b + r.size_bytes, c + r.count));
+    assert_eq!((bytes, count), (p.size_bytes, p.count));
+    // Traceback rows start at the allocation (std plumbing included), then reach the site.
+    let page_trace = by_trace
+        .iter()
+        .find(|r| {
+            r.traceback
+                .iter()
+                .any(|t| t.starts_with("tracker_exact::alloc_pages ("))
+        })
+        .expect("traceback row");
+    for own in [
+        "heapwatch::memory",
+        "__rustc::",
+        "__rust_alloc",
+        "__rg_alloc",
+    ] {
+        assert!(
+            !page_trace.traceback[0].contains(own),
+            "{:?}",
+            page_trace.traceback
+        );
+    }
+
+    // Free half of each: exactly half remains.
+    pages.truncate(PAGES / 2);
+    bigs.truncate(BIGS / 2);
+    let half = memory::take_snapshot();
+    let rows = half.statistics(GroupBy::Site, 100);
+    let p = row(&rows, "alloc_pages");
+    assert_eq!(
+        (p.size_bytes, p.count),
+        ((PAGES / 2 * PAGE) as u64, (PAGES / 2) as u64)
+    );
+    let b = row(&rows, "alloc_big");
+    assert_eq!(
+        (b.size_bytes, b.count),
+        ((BIGS / 2 * MIB) as u64, (BIGS / 2) as u64)
+    );
+
+    // Against the baseline: exactly the growth, sorted by |size diff|.
+    let diff = half.compare_to(&baseline, GroupBy::Site, 100);
+    let p = row(&diff, "alloc_pages");
+    assert_eq!(
+        (p.size_diff_bytes, p.count_diff),
+        ((PAGES / 2 * PAGE) as i64, (PAGES / 2) as i64)
+    );
+    let b = row(&diff, "alloc_big");
+    assert_eq!(
+        (b.size_diff_bytes, b.count_diff),
+        ((BIGS / 2 * MIB) as i64, (BIGS / 2) as i64)
+    );
+    assert_eq!(diff[0].traceback[0], b.traceback[0]);
+    // And against the full snapshot: the shrink, by function this time.
+    let shrink = half.compare_to(&full, GroupBy::Function, 100);
+    let p = row(&shrink, "alloc_pages");
+    assert_eq!(p.size_diff_bytes, -((PAGES / 2 * PAGE) as i64));
+    assert_eq!(p.count_diff, -((PAGES / 2) as i64));
+
+    // Everything freed: the sites disappear from statistics, and the diff shows them at 0.
+    pages.clear();
+    bigs.clear();
+    let empty = memory::take_snapshot();
+    let rows = empty.statistics(GroupBy::Site, 100);
+    assert!(!rows.iter().any(|r| r.traceback[0].contains("alloc_pages")));
+    let gone = empty.compare_to(&full, GroupBy::Site, 100);
+    let p = row(&gone, "alloc_pages");
+    assert_eq!((p.size_bytes, p.count), (0, 0));
+    assert_eq!(p.size_diff_bytes, -((PAGES * PAGE) as i64));
+    memory::stop();
+    assert!(!memory::status().enabled);
+}
+
+#[inline(never)]
+fn allocate_deep() -> Vec<u8> {
+    black_box(Vec::with_capacity(12_345))
+}
+
+#[inline(never)]
+fn level_c() -> Vec<u8> {
+    black_box(allocate_deep())
+}
+
+#[inline(never)]
+fn level_b() -> Vec<u8> {
+    black_box(level_c())
+}
+
+#[inline(never)]
+fn level_a() -> Vec<u8> {
+    black_box(level_b())
+}
+
+#[test]
+fn frame_pointer_walk_sees_callers_several_frames_up() {
+    let _serial = serial();
+    assert_eq!(memory::start(EXACT), Ok(true));
+    let held = level_a();
+    let snap = memory::take_snapshot();
+    memory::stop();
+    let rows = snap.statistics(GroupBy::Site, 100);
+    let site = row(&rows, "allocate_deep");
+    if std::env::var_os("SHOW").is_some() {
+        eprintln!("{rows:#?}\n{:#?}", snap.statistics(GroupBy::Traceback, 3));
+    }
+    assert_eq!((site.size_bytes, site.count), (12_345, 1));
+    let position = |name: &str| {
+        let prefix = format!("tracker_exact::{name} (");
+        site.traceback
+            .iter()
+            .position(|t| t.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{name} in {:#?}", site.traceback))
+    };
+    assert_eq!(position("allocate_deep"), 0);
+    assert!(position("allocate_deep") < position("level_c"));
+    assert!(position("level_c") < position("level_b"));
+    assert!(position("level_b") < position("level_a"));
+    drop(held);
+}
+
+#[test]
+fn frames_limit_keeps_that_many_frames_after_trimming() {
+    let _serial = serial();
+    let config = TrackingConfig { frames: 2, ..EXACT };
+    assert_eq!(memory::start(config), Ok(true));
+    let held = level_a();
+    let snap = memory::take_snapshot();
+    memory::stop();
+    let rows = snap.statistics(GroupBy::Traceback, 1000);
+    // 2 physical frames from the allocation: the tracker's own never count, so the first
+    // frame is std's allocation plumbing, not heapwatch::memory.
+    for r in &rows {
+        assert!(
+            !r.traceback[0].contains("heapwatch::memory"),
+            "{:?}",
+            r.traceback
+        );
+        assert!(!r.traceback[0].contains("__rust"), "{:?}", r.traceback);
+    }
+    assert!(snap.truncated_stacks() > 0);
+    drop(held);
+}
+
+/// Runs `attempt` until one run sees no other thread's allocations (a quiet window):
+/// under nextest this test has the process to itself and the first attempt passes; under
+/// `cargo test` the harness thread may allocate in between.
+fn in_quiet_window(attempt: impl Fn() -> Result<(), String>) {
+    let mut errors = Vec::new();
+    for _ in 0..20 {
+        match attempt() {
+            Ok(()) => return,
+            Err(e) => errors.push(e),
+        }
+    }
+    panic!("never a clean window: {errors:#?}");
+}
+
+const SIZE: u64 = 3 * 1024 * 1024 + 17;
+
+#[inline(never)]
+fn check_totals() -> Result<(), String> {
+    let reset = memory::reset_peak();
+    if reset.peak_bytes != reset.current_bytes {
+        return Err(format!("reset_peak: {reset:?}"));
+    }
+    let t0 = memory::totals();
+    let mut v: Vec<u8> = black_box(Vec::with_capacity(SIZE as usize));
+    let t1 = memory::totals();
+    v.reserve_exact(SIZE as usize + 1000); // realloc: one allocation, same live blocks
+    let t2 = memory::totals();
+    drop(black_box(v));
+    let t3 = memory::totals();
+    let got = (
+        t1.current_bytes.wrapping_sub(t0.current_bytes),
+        t1.live_blocks.wrapping_sub(t0.live_blocks),
+        t1.total_allocations.wrapping_sub(t0.total_allocations),
+        t1.peak_bytes,
+        t2.current_bytes.wrapping_sub(t1.current_bytes),
+        t2.live_blocks.wrapping_sub(t1.live_blocks),
+        t2.total_allocations.wrapping_sub(t1.total_allocations),
+        t2.peak_bytes,
+        t3.current_bytes,
+        t3.live_blocks,
+        t3.total_allocations,
+        t3.peak_bytes,
+    );
+    // realloc is one call: the peak is the new size, never old + new.
+    let want = (
+        SIZE,
+        1,
+        1,
+        t0.current_bytes + SIZE,
+        1000,
+        0,
+        1,
+        t0.current_bytes + SIZE + 1000,
+        t0.current_bytes,
+        t0.live_blocks,
+        t2.total_allocations,
+        t2.peak_bytes,
+    );
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("got {got:?}\nwant {want:?}"))
+    }
+}
+
+#[test]
+fn totals_move_by_exact_amounts_with_tracking_off_and_on() {
+    let _serial = serial();
+    assert!(!memory::status().enabled);
+    in_quiet_window(check_totals);
+    assert_eq!(memory::totals().overhead_bytes, 0);
+    assert_eq!(memory::start(EXACT), Ok(true));
+    // A second start keeps the running configuration.
+    let sampled = TrackingConfig {
+        mode: Mode::Sampled,
+        ..EXACT
+    };
+    assert_eq!(memory::start(sampled), Ok(false));
+    assert_eq!(memory::status().mode, Mode::Exact);
+    in_quiet_window(check_totals);
+    let t = memory::totals();
+    assert!(t.overhead_bytes > 0);
+    assert!(t.tracked_stacks > 0);
+    assert_eq!(t.dropped_stacks, 0);
+    memory::stop();
+    assert_eq!(memory::totals().tracked_stacks, 0);
+}
