@@ -24,6 +24,8 @@ fn serial() -> MutexGuard<'static, ()> {
 
 const THREADS: usize = 8;
 const OPS_PER_THREAD: usize = 20_000;
+/// Snapshots the main thread takes before any worker passes its halfway point.
+const SNAPSHOTS_MIDWAY: usize = 5;
 /// Blocks a thread holds at most before it frees instead of allocating.
 const MAX_HELD: usize = 1_500;
 
@@ -79,11 +81,19 @@ fn worker(
     to_next: mpsc::Sender<Block>,
     from_prev: mpsc::Receiver<Block>,
     allocations: Arc<AtomicUsize>,
+    snapshots: Arc<AtomicUsize>,
 ) -> Vec<Block> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
     let mut held: Vec<Block> = Vec::with_capacity(MAX_HELD + 64);
     let mut allocs = 0usize;
-    for _ in 0..OPS_PER_THREAD {
+    for op in 0..OPS_PER_THREAD {
+        if op == OPS_PER_THREAD / 2 {
+            // Halfway, wait until the main thread has taken a few snapshots: snapshots
+            // then surely overlap the workload, however the scheduler runs the threads.
+            while snapshots.load(Ordering::Relaxed) < SNAPSHOTS_MIDWAY {
+                std::thread::yield_now();
+            }
+        }
         let pick = rng.next(100);
         if held.is_empty() || (pick < 40 && held.len() < MAX_HELD) {
             held.push(Block {
@@ -147,6 +157,7 @@ fn row<'a>(rows: &'a [Statistic], function: &str) -> Option<&'a Statistic> {
 fn run(config: TrackingConfig) -> (Vec<Block>, usize) {
     assert_eq!(memory::start(config), Ok(true));
     let allocations = Arc::new(AtomicUsize::new(0));
+    let taken = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for _ in 0..THREADS {
@@ -159,27 +170,32 @@ fn run(config: TrackingConfig) -> (Vec<Block>, usize) {
         let to_next = senders[(id + 1) % THREADS].take().expect("one sender each");
         let from_prev = receivers[id].take().expect("one receiver each");
         let allocations = Arc::clone(&allocations);
+        let taken = Arc::clone(&taken);
         handles.push(std::thread::spawn(move || {
-            worker(id, to_next, from_prev, allocations)
+            worker(id, to_next, from_prev, allocations, taken)
         }));
     }
     let mut snapshots = 0;
-    while !handles.iter().all(|h| h.is_finished()) {
+    // At least SNAPSHOTS_MIDWAY rounds (the workers wait for them), then until all finish.
+    while snapshots < SNAPSHOTS_MIDWAY || !handles.iter().all(|h| h.is_finished()) {
         let snap = memory::take_snapshot();
         let totals = memory::totals();
         assert!(totals.peak_bytes >= totals.current_bytes);
         assert!(snap.stack_count() <= memory::MAX_STACKS + 1);
-        if snapshots == 10 {
-            // One symbolized report mid-run, while the threads keep allocating.
-            assert!(!snap.statistics(GroupBy::Site, 5).is_empty());
+        if snapshots == 2 {
+            // One symbolized report mid-run, while the threads keep allocating: grouping
+            // neither loses nor invents bytes.
+            let rows = snap.statistics(GroupBy::Site, usize::MAX);
+            let sum: u64 = rows.iter().map(|r| r.size_bytes).sum();
+            assert_eq!(sum, snap.total_bytes());
         }
         snapshots += 1;
+        taken.store(snapshots, Ordering::Relaxed);
     }
     let mut held = Vec::new();
     for h in handles {
         held.extend(h.join().expect("worker panicked"));
     }
-    assert!(snapshots > 0);
     (held, allocations.load(Ordering::Relaxed))
 }
 

@@ -26,11 +26,28 @@ pub(crate) const SOURCE: &str = file!();
 pub(crate) static CURRENT: AtomicU64 = AtomicU64::new(0);
 /// Highest `CURRENT` seen since start or the last `reset_peak`.
 pub(crate) static PEAK: AtomicU64 = AtomicU64::new(0);
-/// Live blocks.
-pub(crate) static LIVE: AtomicU64 = AtomicU64::new(0);
-/// Allocations since process start (a realloc counts as one). Non-zero also proves this
-/// allocator is the global one: see [`installed`].
-pub(crate) static TOTAL: AtomicU64 = AtomicU64::new(0);
+// Block counts are kept as three monotonic counters rather than "live" and "total", so a
+// free costs one RMW fewer: live = allocs − frees, total = allocs + reallocs.
+/// `alloc`/`alloc_zeroed` calls since process start. Non-zero also proves this allocator
+/// is the global one: see [`installed`].
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// `dealloc` calls since process start.
+static FREES: AtomicU64 = AtomicU64::new(0);
+/// Successful `realloc` calls since process start.
+static REALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// Live blocks (allocations minus frees).
+pub(crate) fn live_blocks() -> u64 {
+    // Frees first: counters only grow, so reading allocs afterwards cannot see fewer
+    // allocations than the frees just read; saturate anyway (relaxed loads may reorder).
+    let frees = FREES.load(Relaxed);
+    ALLOCS.load(Relaxed).saturating_sub(frees)
+}
+
+/// Allocations since process start; a realloc counts as one.
+pub(crate) fn total_allocations() -> u64 {
+    ALLOCS.load(Relaxed).wrapping_add(REALLOCS.load(Relaxed))
+}
 
 /// Site tracking off.
 pub(crate) const MODE_OFF: u8 = 0;
@@ -102,7 +119,7 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
 pub(crate) fn installed() -> bool {
     let probe = std::hint::black_box(Box::new(0u8));
     drop(probe);
-    TOTAL.load(Relaxed) > 0
+    ALLOCS.load(Relaxed) > 0
 }
 
 #[inline(always)]
@@ -116,8 +133,7 @@ fn raise_current(by: u64) {
 #[inline(always)]
 fn counted_alloc(size: usize) {
     raise_current(size as u64);
-    LIVE.fetch_add(1, Relaxed);
-    TOTAL.fetch_add(1, Relaxed);
+    ALLOCS.fetch_add(1, Relaxed);
 }
 
 /// The global allocator: wraps [`System`], keeps always-on totals and, when started,
@@ -182,7 +198,7 @@ unsafe impl GlobalAlloc for Tracker {
         // SAFETY: forwarded unchanged.
         unsafe { System.dealloc(ptr, layout) };
         CURRENT.fetch_sub(layout.size() as u64, Relaxed);
-        LIVE.fetch_sub(1, Relaxed);
+        FREES.fetch_add(1, Relaxed);
     }
 
     #[inline]
@@ -204,7 +220,7 @@ unsafe impl GlobalAlloc for Tracker {
                 CURRENT.fetch_sub(old - grown, Relaxed);
             }
             // A realloc is one allocation in total_allocations; live blocks do not change.
-            TOTAL.fetch_add(1, Relaxed);
+            REALLOCS.fetch_add(1, Relaxed);
             let mode = MODE.load(Relaxed);
             if mode != MODE_OFF {
                 recorder::on_alloc(new as usize, new_size, mode);

@@ -11,8 +11,8 @@
 use std::time::SystemTime;
 
 use super::allocator::{
-    CURRENT, Guard, GuardLevel, LIVE, MODE, MODE_EXACT, MODE_OFF, MODE_SAMPLED, PEAK, TOTAL,
-    guard_level,
+    CURRENT, Guard, GuardLevel, MODE, MODE_EXACT, MODE_OFF, MODE_SAMPLED, PEAK, guard_level,
+    live_blocks, total_allocations,
 };
 use super::lock::SpinLock;
 use super::sampler;
@@ -209,8 +209,8 @@ pub(crate) fn totals() -> Totals {
     let mut totals = Totals {
         current_bytes: CURRENT.load(Relaxed),
         peak_bytes: PEAK.load(Relaxed),
-        live_blocks: LIVE.load(Relaxed),
-        total_allocations: TOTAL.load(Relaxed),
+        live_blocks: live_blocks(),
+        total_allocations: total_allocations(),
         ..Totals::default()
     };
     // Loads of different counters race with other threads; keep the report coherent.
