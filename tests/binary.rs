@@ -241,13 +241,23 @@ async fn refused_peers_are_logged_with_their_address_but_rate_limited() {
     let bin = Binary::start(json!({}), &[]);
     let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     for _ in 0..20 {
-        assert_eq!(get_from(bin.ingress, "/", &[], Some(other)).await.status, 403);
+        assert_eq!(
+            get_from(bin.ingress, "/", &[], Some(other)).await.status,
+            403
+        );
     }
     // The trusted peer still works, and its requests are not logged as refused.
     assert_eq!(get(bin.ingress, "/", &[]).await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = bin.stdout.lock().unwrap().join("\n");
-    let refused: Vec<&str> = out.lines().filter(|l| l.contains("refused request")).collect();
+    let refused: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("refused request"))
+        .collect();
     assert_eq!(refused.len(), 1, "one line for a burst: {refused:?}");
-    assert!(refused[0].contains("127.0.0.2") && refused[0].contains("WARN"), "{}", refused[0]);
+    assert!(
+        refused[0].contains("127.0.0.2") && refused[0].contains("WARN"),
+        "{}",
+        refused[0]
+    );
 }

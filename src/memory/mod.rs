@@ -219,6 +219,7 @@ pub fn start(config: TrackingConfig) -> Result<bool, MemoryError> {
 /// [`start`] may be called again afterwards.
 pub fn stop() {
     recorder::stop();
+    symbolize::clear_memo();
 }
 
 /// The current tracking state.

@@ -3,7 +3,8 @@
 //! Runs only from `statistics`/`compare_to` (never in the allocation path): each distinct
 //! address is resolved once (at `addr − 1`, inside the call instruction), inline frames
 //! expanded innermost first, then `backtrace::clear_symbol_cache()` drops the DWARF
-//! caches, which otherwise keep tens of MiB for the life of the process. Everything runs
+//! caches, which otherwise keep tens of MiB for the life of the process. The resolved
+//! frames themselves are memoised (bounded), so repeated snapshots skip the debug info. Everything runs
 //! with recording suppressed, so symbolization's own allocations never become sites.
 //!
 //! Also decides which frames are the tracker's own (trimmed from tracebacks) and which
@@ -11,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::Mutex;
 
 use super::{allocator, filter, lock, recorder, sampler, unwind};
 
@@ -124,14 +126,43 @@ impl Frame {
     }
 }
 
-/// Resolves every distinct address once; frees the symbol caches afterwards.
+/// Resolved frames kept between snapshots, so a snapshot whose addresses were all seen
+/// before needs no debug info at all (loading it costs tens of milliseconds and tens of
+/// MiB, and is dropped again after every resolve). The memo holds only the rendered
+/// frames of addresses that appeared in a stack, at most [`MEMO_MAX_ADDRS`] of them (a few
+/// MiB at worst): past that it is cleared and refilled. `stop()` clears it too.
+static MEMO: Mutex<Option<HashMap<u64, Vec<Frame>>>> = Mutex::new(None);
+
+/// The memo's bound: 16,384 stacks of up to 72 frames share most of their addresses, so
+/// real programs stay far below this.
+pub(crate) const MEMO_MAX_ADDRS: usize = 65_536;
+
+/// Forgets every memoised frame (with recording suppressed, so the free is not tracked
+/// as growth).
+pub(crate) fn clear_memo() {
+    super::allocator::untracked(|| {
+        let old = MEMO.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+    });
+}
+
+/// Resolves every distinct address once: from the memo when it was seen before, else from
+/// the debug info, whose caches are freed afterwards.
 pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, Vec<Frame>> {
     super::allocator::untracked(|| {
+        let mut memo_guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        let memo = memo_guard.get_or_insert_with(HashMap::new);
         let mut out: HashMap<u64, Vec<Frame>> = HashMap::new();
+        let mut loaded = false;
         for addr in addrs {
             if out.contains_key(&addr) {
                 continue;
             }
+            if let Some(frames) = memo.get(&addr) {
+                out.insert(addr, frames.clone());
+                continue;
+            }
+            loaded = true;
             let mut frames = Vec::new();
             // A return address points after the call; addr - 1 is inside it, so the
             // line (and inline frames) are the call's.
@@ -152,9 +183,15 @@ pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, 
                     line: None,
                 });
             }
+            if memo.len() >= MEMO_MAX_ADDRS {
+                memo.clear();
+            }
+            memo.insert(addr, frames.clone());
             out.insert(addr, frames);
         }
-        backtrace::clear_symbol_cache();
+        if loaded {
+            backtrace::clear_symbol_cache();
+        }
         out
     })
 }
