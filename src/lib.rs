@@ -19,3 +19,8 @@ pub mod memory;
 pub mod settings;
 pub mod system;
 pub mod ws;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
