@@ -17,7 +17,10 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 const THREADS: usize = 8;
 
 fn soak_duration() -> Duration {
-    let secs = std::env::var("HEAPWATCH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs = std::env::var("HEAPWATCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     Duration::from_secs(secs)
 }
 
@@ -39,7 +42,13 @@ fn soak_shrink(v: &mut Vec<u8>) {
     v.shrink_to(keep.max(1));
 }
 
-fn worker(seed: u64, stop: Arc<AtomicBool>, give: mpsc::SyncSender<Vec<u8>>, take: mpsc::Receiver<Vec<u8>>, ops: Arc<AtomicU64>) {
+fn worker(
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    give: mpsc::SyncSender<Vec<u8>>,
+    take: mpsc::Receiver<Vec<u8>>,
+    ops: Arc<AtomicU64>,
+) {
     let mut rng = seed | 1;
     let mut next = move |below: usize| {
         rng ^= rng << 13;
@@ -96,7 +105,12 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn soak(mode: Mode) {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let heap_before = memory::totals().current_bytes;
-    memory::start(TrackingConfig { mode, frames: 32, sample_interval_bytes: 64 * 1024 }).expect("tracker installed");
+    memory::start(TrackingConfig {
+        mode,
+        frames: 32,
+        sample_interval_bytes: 64 * 1024,
+    })
+    .expect("tracker installed");
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
@@ -111,7 +125,9 @@ fn soak(mode: Mode) {
         let give = senders[(id + 1) % THREADS].take().unwrap();
         let take = receivers[id].take().unwrap();
         let (stop, ops) = (stop.clone(), ops.clone());
-        handles.push(std::thread::spawn(move || worker(0x9e37_79b9 * (id as u64 + 1), stop, give, take, ops)));
+        handles.push(std::thread::spawn(move || {
+            worker(0x9e37_79b9 * (id as u64 + 1), stop, give, take, ops)
+        }));
     }
     let until = Instant::now() + soak_duration();
     let mut snapshots = 0u64;
@@ -135,12 +151,18 @@ fn soak(mode: Mode) {
     // Quiet: every soak site is back to exactly zero.
     let rows = memory::take_snapshot().statistics(GroupBy::Function, 200);
     for row in rows.iter().filter(|r| r.traceback[0].contains("soak_")) {
-        panic!("{mode:?}: soak site still holds {} B / {} blocks: {}", row.size_bytes, row.count, row.traceback[0]);
+        panic!(
+            "{mode:?}: soak site still holds {} B / {} blocks: {}",
+            row.size_bytes, row.count, row.traceback[0]
+        );
     }
     memory::stop();
     let heap_after = memory::totals().current_bytes;
     // What remains is this thread's own bookkeeping (channels are gone, threads joined).
-    assert!(heap_after < heap_before + 256 * 1024, "{mode:?}: heap {heap_before} → {heap_after}");
+    assert!(
+        heap_after < heap_before + 256 * 1024,
+        "{mode:?}: heap {heap_before} → {heap_after}"
+    );
     let t = memory::totals();
     assert!(t.peak_bytes >= t.current_bytes);
 }
