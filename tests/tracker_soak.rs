@@ -134,7 +134,7 @@ fn soak(mode: Mode) {
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
         let snap = memory::take_snapshot();
-        if snapshots % 10 == 0 {
+        if snapshots.is_multiple_of(10) {
             let rows = snap.statistics(GroupBy::Site, 25);
             assert!(rows.len() <= 25);
         }
@@ -150,7 +150,7 @@ fn soak(mode: Mode) {
 
     // Quiet: every soak site is back to exactly zero.
     let rows = memory::take_snapshot().statistics(GroupBy::Function, 200);
-    for row in rows.iter().filter(|r| r.traceback[0].contains("soak_")) {
+    if let Some(row) = rows.iter().find(|r| r.traceback[0].contains("soak_")) {
         panic!(
             "{mode:?}: soak site still holds {} B / {} blocks: {}",
             row.size_bytes, row.count, row.traceback[0]
