@@ -156,6 +156,19 @@ impl Default for Tracker {
     }
 }
 
+/// The bookkeeping after a new block (from `alloc` or `alloc_zeroed`): the always-on
+/// counters, then, only when tracking, the recording path.
+#[inline(always)]
+fn after_alloc(ptr: *mut u8, size: usize) {
+    if !ptr.is_null() {
+        counted_alloc(size);
+        let mode = MODE.load(Relaxed);
+        if mode != MODE_OFF {
+            recorder::on_alloc(ptr as usize, size, mode);
+        }
+    }
+}
+
 // SAFETY: every method forwards to System with the caller's arguments, which satisfy
 // GlobalAlloc's contract for System exactly as for us; the bookkeeping around the calls
 // never touches the blocks' memory and never allocates through the global allocator.
@@ -164,13 +177,7 @@ unsafe impl GlobalAlloc for Tracker {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged (see the impl's SAFETY comment).
         let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            counted_alloc(layout.size());
-            let mode = MODE.load(Relaxed);
-            if mode != MODE_OFF {
-                recorder::on_alloc(ptr as usize, layout.size(), mode);
-            }
-        }
+        after_alloc(ptr, layout.size());
         ptr
     }
 
@@ -178,13 +185,7 @@ unsafe impl GlobalAlloc for Tracker {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged.
         let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            counted_alloc(layout.size());
-            let mode = MODE.load(Relaxed);
-            if mode != MODE_OFF {
-                recorder::on_alloc(ptr as usize, layout.size(), mode);
-            }
-        }
+        after_alloc(ptr, layout.size());
         ptr
     }
 
