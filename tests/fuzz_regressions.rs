@@ -88,3 +88,22 @@ async fn ws_request_regressions() {
     }
     s.stop().await;
 }
+
+#[test]
+fn snapshot_args_regressions() {
+    use heapwatch::commands::debug::SnapshotArgs;
+    for (path, bytes) in inputs("snapshot_args") {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if let Err(e) = SnapshotArgs::parse(value) {
+            assert_eq!(e.code(), "invalid_args", "{}", path.display());
+            assert!(
+                e.details().len() < 1024,
+                "{}: details of {} bytes",
+                path.display(),
+                e.details().len()
+            );
+        }
+    }
+}

@@ -111,16 +111,7 @@ fn bad_group_by(v: &Value) -> CommandError {
 
 /// A JSON value shortened for an error message (never echoes a 10 KB string whole).
 fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 40 {
-        format!(
-            "{}… ({} characters)",
-            s.chars().take(40).collect::<String>(),
-            s.chars().count()
-        )
-    } else {
-        s
-    }
+    super::shorten(&v.to_string(), 40)
 }
 
 fn name_arg(field: &str, v: Option<Value>) -> Result<Option<String>, CommandError> {

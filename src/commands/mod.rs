@@ -212,14 +212,31 @@ pub async fn dispatch(ctx: Context, name: &str, args: Value) -> Result<Value, Co
 /// [`CommandError::InvalidArgs`] naming the offending argument.
 pub fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, CommandError> {
     serde_path_to_error::deserialize(args).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let path = shorten(&e.path().to_string(), DETAIL_PART_MAX_CHARS);
+        // serde quotes the offending value or field name: keep a 10 KB one out of replies.
+        let inner = shorten(&e.into_inner().to_string(), DETAIL_PART_MAX_CHARS);
         if path == "." || path.is_empty() {
             CommandError::InvalidArgs(inner)
         } else {
             CommandError::InvalidArgs(format!("argument `{path}`: {inner}"))
         }
     })
+}
+
+/// Longest piece of client input quoted back in an error's details, in characters.
+pub const DETAIL_PART_MAX_CHARS: usize = 160;
+
+/// `s` cut to `max` characters, with an ellipsis and the full length when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        s.to_string()
+    } else {
+        format!(
+            "{}… ({n} characters)",
+            s.chars().take(max).collect::<String>()
+        )
+    }
 }
 
 /// Arguments of commands that take none: any argument is an error.
@@ -302,5 +319,13 @@ mod tests {
         assert!(e.details().contains("top_n"), "{e:?}");
         let e = parse_args::<A>(serde_json::json!({"bogus": 1})).unwrap_err();
         assert!(e.details().contains("bogus"), "{e:?}");
+        let long = "k".repeat(10_000);
+        let e = parse_args::<A>(serde_json::json!({ long.clone(): 1 })).unwrap_err();
+        assert!(
+            e.details().len() < 400 && e.details().contains("kkkk"),
+            "{e:?}"
+        );
+        let e = parse_args::<A>(serde_json::Value::String(long)).unwrap_err();
+        assert!(e.details().len() < 400, "{e:?}");
     }
 }
