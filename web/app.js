@@ -196,16 +196,26 @@
     showBanner('error', `${err.message || err}${code}`);
   }
 
+  let countdown = null;
+
   function setConn(kind, attempt, at) {
     document.body.dataset.conn = kind;
     const text = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' }[kind];
     $('conn-text').textContent = text;
     $('conn').className = `chip conn ${kind}`;
+    // Commands need the socket: their buttons wait for it.
+    for (const b of document.querySelectorAll('[data-needs-socket]')) b.disabled = kind !== 'live';
+    clearInterval(countdown);
+    countdown = null;
     if (kind === 'live') {
       $('reconnect').hidden = true;
     } else if (kind === 'reconnecting') {
-      const secs = Math.max(1, Math.round((at - Date.now()) / 1000));
-      showBanner('reconnect', `Connection to the add-on lost. Reconnecting in ${secs} s (attempt ${attempt})…`);
+      const tick = () => {
+        const secs = Math.max(1, Math.ceil((at - Date.now()) / 1000));
+        showBanner('reconnect', `Connection to the add-on lost. Reconnecting in ${secs} s (attempt ${attempt})…`);
+      };
+      tick();
+      countdown = setInterval(tick, 1000);
     } else if (attempt > 0) {
       showBanner('reconnect', `Connection to the add-on lost. Reconnecting now (attempt ${attempt})…`);
     }
@@ -321,6 +331,8 @@
       root.append(svg('path', { class: 'line rss', d: path('rss') }));
       if (state.samples.some((s) => s.heap > 0)) root.append(svg('path', { class: 'line heap', d: path('heap') }));
       const last = state.samples[state.samples.length - 1];
+      root.append(svg('circle', { class: 'dot rss', cx: x(last.t), cy: y(last.rss), r: 3.5 }));
+      if (last.heap > 0) root.append(svg('circle', { class: 'dot heap', cx: x(last.t), cy: y(last.heap), r: 3.5 }));
       $('chart-summary').textContent =
         `${state.samples.length} samples over the last 15 minutes; now process RSS ${bytes(last.rss)}, tracked heap ${last.heap ? bytes(last.heap) : 'unknown'}.`;
     }
