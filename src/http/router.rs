@@ -6,6 +6,9 @@
 //! - Direct listener: `Authorization: Bearer <api_token>` on every request, except a
 //!   WebSocket upgrade without the header, which may authenticate in-band with `auth`.
 //!
+//! Routes: `/healthz`, `/ws` (the upgrade), `/` and `/assets/…` (the panel),
+//! `/api/memory/snapshot` and `/api/report` (a JSON download); all GET or HEAD.
+//!
 //! Every error body is `{"error_code": "…", "details": "…"}`; [`status_for`] is the one
 //! mapping from error code to HTTP status.
 
