@@ -375,8 +375,10 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// The binary on a fixed loopback port (so a restart comes back at the same address).
-fn start_binary(port: u16) -> Binary {
-    Binary::start(json!({"ingress_listen": format!("127.0.0.1:{port}")}), &[])
+fn start_binary(port: u16, options: &Value) -> Binary {
+    let mut opts = options.clone();
+    opts["ingress_listen"] = json!(format!("127.0.0.1:{port}"));
+    Binary::start(opts, &[])
 }
 
 /// Runs one driver scenario; `STOP`/`START` requests restart the binary.
@@ -386,6 +388,7 @@ fn drive(
     url: &str,
     allowed_prefix: &str,
     port: u16,
+    options: &Value,
     bin: &mut Option<Binary>,
 ) {
     let out = screenshot_dir();
@@ -425,7 +428,7 @@ fn drive(
                 writeln!(stdin, "STOPPED").unwrap();
             }
             "START" => {
-                *bin = Some(start_binary(port));
+                *bin = Some(start_binary(port, options));
                 writeln!(stdin, "STARTED").unwrap();
             }
             "OK" => ok = true,
@@ -448,10 +451,10 @@ fn drive(
     );
 }
 
-fn through_ingress(scenario: &str) {
+fn through_ingress(scenario: &str, options: Value) {
     let Some(tools) = tools() else { return };
     let port = free_port();
-    let mut bin = Some(start_binary(port));
+    let mut bin = Some(start_binary(port, &options));
     let token = token();
     let proxy = Proxy::start(
         &tools.nginx,
@@ -459,14 +462,14 @@ fn through_ingress(scenario: &str) {
         &token,
     );
     let url = format!("http://{}/api/hassio_ingress/{token}/", proxy.addr);
-    drive(&tools, scenario, &url, &url, port, &mut bin);
+    drive(&tools, scenario, &url, &url, port, &options, &mut bin);
 }
 
 /// Header, user, cards, chart, report, keyboard, themes, phone width and reconnecting
 /// after a restart, through the ingress proxy. Does not need the tracker.
 #[test]
 fn panel_through_ingress_proxy() {
-    through_ingress("ingress");
+    through_ingress("ingress", json!({}));
 }
 
 /// Start tracking, save a baseline, make the add-on allocate (forty more sessions), compare,
@@ -474,7 +477,8 @@ fn panel_through_ingress_proxy() {
 /// binary's global allocator.
 #[test]
 fn panel_tracks_growth_through_ingress_proxy() {
-    through_ingress("tracking");
+    // Exact mode: every allocation counts, so the growth is not a sampling accident.
+    through_ingress("tracking", json!({"debug_memory_mode": "exact"}));
 }
 
 /// The same page at `/`, straight from the add-on, with no proxy and no prefix.
@@ -482,7 +486,7 @@ fn panel_tracks_growth_through_ingress_proxy() {
 fn panel_at_root_without_prefix() {
     let Some(tools) = tools() else { return };
     let port = free_port();
-    let mut bin = Some(start_binary(port));
+    let mut bin = Some(start_binary(port, &json!({})));
     let url = format!("http://127.0.0.1:{port}/");
-    drive(&tools, "root", &url, &url, port, &mut bin);
+    drive(&tools, "root", &url, &url, port, &json!({}), &mut bin);
 }

@@ -221,11 +221,12 @@ const scenarios = {
 
     const report = await downloadReport(page);
     check(report.snapshot && report.snapshot.compared_with === 'before', 'report carries the diff');
-    const grown = [...report.snapshot.top_allocators].sort((a, b) => b.size_diff_bytes - a.size_diff_bytes)[0];
-    check(grown.size_diff_bytes > 0, 'something grew');
+    const grown = [...report.snapshot.top_allocators].sort((a, b) => b.size_diff_bytes - a.size_diff_bytes);
+    check(grown[0].size_diff_bytes > 0, 'something grew');
+    // The report is a moment later than the table, so allow the top few to trade places.
     const site = (await first.locator('.fn').first().textContent()).trim();
-    const reportSite = grown.traceback[0].replace(/ \([^()]*\)$/, '');
-    check(site === reportSite, `the table's top growth (${site}) is the report's (${reportSite})`);
+    const reportSites = grown.slice(0, 3).map((r) => r.traceback[0].replace(/ \([^()]*\)$/, ''));
+    check(reportSites.includes(site), `the table's top growth (${site}) is among the report's (${reportSites.join(', ')})`);
 
     await page.mouse.move(0, 0);
     await page.emulateMedia({ colorScheme: 'light' });
