@@ -50,6 +50,9 @@ pub struct Limits {
     pub command_deadline: Duration,
     /// On shutdown, everything must be done within this (the Supervisor kills after 10 s).
     pub shutdown_timeout: Duration,
+    /// The memory stream's clock: `debug/memory_subscribe`'s `interval_s` counts these
+    /// ticks. One second in production; tests shorten it to exercise the queue bound fast.
+    pub stream_tick: Duration,
     /// Direct-listener authentication failures are counted over this window...
     pub auth_window: Duration,
     /// ...and an address over the limit is blocked for this long.
@@ -71,6 +74,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             command_deadline: Duration::from_secs(4),
+            stream_tick: Duration::from_secs(1),
             shutdown_timeout: Duration::from_millis(4_800),
             auth_window: crate::http::auth::WINDOW,
             auth_block: crate::http::auth::BLOCK,
@@ -209,6 +213,7 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
         snapshot_lock: tokio::sync::Mutex::new(()),
         system: Mutex::new(SystemSampler::new()),
         shutdown_started: OnceLock::new(),
+        memory_stream: crate::commands::stream::Hub::new(limits.stream_tick),
     });
     Arc::new(Server {
         shared,

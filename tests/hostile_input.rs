@@ -60,6 +60,11 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
     ("auth", &[("token", "required_string")]),
     ("system/info", &[]),
     ("debug/memory_reset_peak", &[]),
+    ("debug/memory_subscribe", &[("interval_s", "int")]),
+    (
+        "debug/memory_unsubscribe",
+        &[("subscription", "required_string")],
+    ),
     (
         "debug/memory_snapshot",
         &[
@@ -151,11 +156,17 @@ async fn every_argument_of_every_command() {
                 }
             }
             if *kind == "required_string" {
-                // Empty, huge and odd tokens are simply wrong tokens on ingress: accepted
-                // because ingress is already authenticated; on the direct listener they fail.
                 for odd in odd_strings() {
-                    let r = ws.call("tok", command, json!({ *arg: odd })).await;
-                    assert_eq!(r["result"]["authenticated"], true, "{r}");
+                    let r = ws.call("odd", command, json!({ *arg: odd })).await;
+                    if *command == "auth" {
+                        // Odd tokens on ingress: accepted, because ingress is already
+                        // authenticated; the direct listener refuses them (test below).
+                        assert_eq!(r["result"]["authenticated"], true, "{r}");
+                    } else {
+                        // No subscription has such a name.
+                        assert_eq!(r["error_code"], "not_found", "{r}");
+                        assert!(r["details"].as_str().unwrap().len() < 400);
+                    }
                 }
             }
         }

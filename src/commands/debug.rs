@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::{Command, CommandError, Context, NoArgs, blocking, parse_args};
+use std::sync::Arc;
+
+use super::{Command, CommandError, NoArgs, Shared, blocking, parse_args};
 use crate::memory::{
     self, Baselines, GroupBy, MemoryError, Mode, Statistic, Totals, TrackingConfig,
 };
@@ -27,7 +29,12 @@ pub const NAME_MAX_CHARS: usize = 100;
 pub const MEMORY_SNAPSHOT: Command = Command {
     name: "debug/memory_snapshot",
     summary: "Top-N allocation sites, optionally compared with a saved baseline; starts tracking if it is off.",
-    run: |ctx, args| Box::pin(memory_snapshot(ctx, args)),
+    run: |ctx, args| {
+        Box::pin(async move {
+            let args = SnapshotArgs::parse(args)?;
+            snapshot(ctx.shared, args, Tracking::StartIfOff).await
+        })
+    },
 };
 
 /// `debug/memory_reset_peak`.
@@ -214,14 +221,46 @@ fn names_of(b: &Baselines) -> Vec<String> {
     b.list().into_iter().map(|(n, _)| n).collect()
 }
 
+/// The saved baselines with when each was taken, sorted by name.
+fn baselines_json(b: &Baselines) -> Value {
+    b.list()
+        .into_iter()
+        .map(|(name, taken_at)| json!({"name": name, "taken_at": taken_at.map(rfc3339)}))
+        .collect()
+}
+
+/// Whether taking a snapshot may start tracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracking {
+    /// `debug/memory_snapshot`'s lazy enable.
+    StartIfOff,
+    /// Reports only look: with tracking off they get `unavailable`.
+    MustBeOn,
+}
+
 /// The note on the call that started tracking.
 pub const STARTED_NOTE: &str = "Allocation tracking started now; it only sees memory allocated from now on. \
 Run the workload you suspect, then call debug/memory_snapshot again with save_as to keep a baseline, \
 and later with compare_with to see what grew since.";
 
-async fn memory_snapshot(ctx: Context, args: Value) -> Result<Value, CommandError> {
-    let args = SnapshotArgs::parse(args)?;
-    let shared = ctx.shared.clone();
+/// Takes a snapshot, compares it, saves or drops baselines as `args` ask: the result of
+/// `debug/memory_snapshot`.
+///
+/// # Errors
+/// `not_found` (unknown `compare_with`), `precondition_failed` (a ninth baseline),
+/// `unavailable` (the tracker is not installed, or it is off and `tracking` is
+/// [`Tracking::MustBeOn`]).
+pub async fn snapshot(
+    shared: Arc<Shared>,
+    args: SnapshotArgs,
+    tracking: Tracking,
+) -> Result<Value, CommandError> {
+    if tracking == Tracking::MustBeOn && !memory::status().enabled {
+        return Err(CommandError::Unavailable(
+            "allocation tracking is off; start it from the panel or with debug/memory_snapshot"
+                .into(),
+        ));
+    }
     // One snapshot at a time: the lock is async because the blocking work is awaited.
     let _serial = shared.snapshot_lock.lock().await;
 
@@ -295,7 +334,7 @@ async fn memory_snapshot(ctx: Context, args: Value) -> Result<Value, CommandErro
     .await?;
 
     let taken_at = snapshot.taken_at.unwrap_or_else(SystemTime::now);
-    let names = {
+    let (names, listed) = {
         let mut baselines = shared.baselines.lock().expect("baselines lock poisoned");
         if let Some(name) = &args.save_as {
             baselines.save(name, snapshot).map_err(|e| match e {
@@ -303,7 +342,7 @@ async fn memory_snapshot(ctx: Context, args: Value) -> Result<Value, CommandErro
                 other => CommandError::Internal(other.to_string()),
             })?;
         }
-        names_of(&baselines)
+        (names_of(&baselines), baselines_json(&baselines))
     };
 
     let mut result = json!({
@@ -320,6 +359,7 @@ async fn memory_snapshot(ctx: Context, args: Value) -> Result<Value, CommandErro
         "compared_with": args.compare_with,
         "top_allocators": rows.iter().map(statistic_json).collect::<Vec<_>>(),
         "baseline_names": names,
+        "baselines": listed,
     });
     if started_now {
         result["note"] = Value::String(STARTED_NOTE.into());

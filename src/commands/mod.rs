@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod debug;
+pub mod report;
+pub mod stream;
 pub mod system;
 
 use std::future::Future;
@@ -48,6 +50,8 @@ pub const REGISTRY: &[Command] = &[
     system::INFO,
     debug::MEMORY_SNAPSHOT,
     debug::MEMORY_RESET_PEAK,
+    stream::MEMORY_SUBSCRIBE,
+    stream::MEMORY_UNSUBSCRIBE,
 ];
 
 /// Finds a command by name.
@@ -157,6 +161,8 @@ pub struct Shared {
     /// Set when shutdown begins; running commands get until this plus the command
     /// deadline to reply.
     pub shutdown_started: std::sync::OnceLock<Instant>,
+    /// The one memory sampler behind every `debug/memory_subscribe`.
+    pub memory_stream: stream::Hub,
 }
 
 /// Per-connection facts a handler may use.
@@ -170,6 +176,9 @@ pub struct Session {
     pub authenticated: AtomicBool,
     /// The session's bounded outbound queue for events (set by the WebSocket session).
     pub events: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
+    /// Cancelled by an event producer that found `events` full: the client fell behind,
+    /// and the session closes with 1008 instead of buffering more for it.
+    pub slow_consumer: tokio_util::sync::CancellationToken,
 }
 
 impl Session {
@@ -184,6 +193,9 @@ impl Session {
 pub struct Context {
     pub shared: Arc<Shared>,
     pub session: Arc<Session>,
+    /// The request's `message_id` on a WebSocket (streaming commands send their events
+    /// on it); `None` over HTTP.
+    pub message_id: Option<String>,
 }
 
 /// Runs `name` with `args`: finds it, checks authentication, runs it.

@@ -48,6 +48,7 @@ fn info(ctx: &Context) -> Value {
         },
         "settings": shared.settings.redacted_json(),
         "tracking": tracking_json(),
+        "streams": shared.memory_stream.status(),
         "commands": commands,
     })
 }

@@ -6,6 +6,9 @@
 //! - Direct listener: `Authorization: Bearer <api_token>` on every request, except a
 //!   WebSocket upgrade without the header, which may authenticate in-band with `auth`.
 //!
+//! Routes: `/healthz`, `/ws` (the upgrade), `/` and `/assets/…` (the panel),
+//! `/api/memory/snapshot` and `/api/report` (a JSON download); all GET or HEAD.
+//!
 //! Every error body is `{"error_code": "…", "details": "…"}`; [`status_for`] is the one
 //! mapping from error code to HTTP status.
 
@@ -79,22 +82,29 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
             user: user.clone(),
             authenticated: AtomicBool::new(trusted),
             events: std::sync::OnceLock::new(),
+            slow_consumer: tokio_util::sync::CancellationToken::new(),
         })
+    };
+    let context = || Context {
+        shared: server.shared.clone(),
+        session: session(),
+        message_id: None,
     };
 
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let asset = panel::asset(&path);
     match path.as_str() {
-        "/healthz" | "/ws" | "/" | "/api/memory/snapshot" if !is_get => method_not_allowed(),
+        "/healthz" | "/ws" | "/" | "/api/memory/snapshot" | "/api/report" if !is_get => {
+            method_not_allowed()
+        }
+        _ if asset.is_some() && !is_get => method_not_allowed(),
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/ws" => upgrade::handle(req, conn, session(), server),
-        "/" => panel::index(&req),
-        "/api/memory/snapshot" => {
-            let ctx = Context {
-                shared: server.shared.clone(),
-                session: session(),
-            };
-            snapshot(&req, ctx).await
-        }
+        // X-Ingress-Path is believed only from the trusted ingress proxy.
+        "/" => panel::index(&req, conn.kind == ListenerKind::Ingress && trusted),
+        "/api/memory/snapshot" => snapshot(&req, context()).await,
+        "/api/report" => report(&req, context()).await,
+        _ if asset.is_some() => panel::serve(asset.expect("checked above")),
         _ => error(
             &CommandError::NotFound(format!("no such path: {}", truncate(&path, 200))),
             None,
@@ -109,6 +119,34 @@ async fn snapshot(req: &Request<Incoming>, ctx: Context) -> Resp {
     };
     match commands::dispatch(ctx, commands::debug::MEMORY_SNAPSHOT.name, args).await {
         Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => error(&e, None),
+    }
+}
+
+/// `GET /api/report`: the report as a JSON download.
+async fn report(req: &Request<Incoming>, ctx: Context) -> Resp {
+    let args = match query_args(req.uri().query().unwrap_or("")) {
+        Ok(a) => a,
+        Err(e) => return error(&e, None),
+    };
+    match commands::report::build(ctx.shared, args).await {
+        Ok(v) => {
+            let body = serde_json::to_vec_pretty(&v).expect("a JSON value always serializes");
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            let name = commands::report::file_name(std::time::SystemTime::now());
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+                    .expect("the file name is ASCII letters, digits, '-' and '.'"),
+            );
+            resp
+        }
         Err(e) => error(&e, None),
     }
 }

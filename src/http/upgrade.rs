@@ -73,6 +73,7 @@ pub fn handle(
     let ctx = Context {
         shared: server.shared.clone(),
         session,
+        message_id: None,
     };
     server.tasks.spawn(async move {
         let _permit = permit;

@@ -4,9 +4,10 @@
 //! Bounds, and what happens at each:
 //! - inbound message larger than `max_message_bytes` → close 1009;
 //! - more than `max_in_flight` commands running → that request gets `rate_limited`;
-//! - events queued beyond `outbound_queue`, or a write that cannot complete within
-//!   `write_timeout` (the client stopped reading) → close 1008; the server never buffers
-//!   more than that for a slow consumer;
+//! - events queued beyond `outbound_queue` (a producer that finds the queue full cancels
+//!   `Session::slow_consumer`, which also interrupts a write in progress), or a write that
+//!   cannot complete within `write_timeout` (the client stopped reading) → close 1008; the
+//!   server never buffers more than that for a slow consumer;
 //! - no pong for `pong_timeout` → close 1008;
 //! - shutdown → stop reading, let running commands finish until `command_deadline` from
 //!   the shutdown's start (later ones get `unavailable`), then close 1001.
@@ -102,6 +103,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break End::Shutdown,
+                () = self.ctx.session.slow_consumer.cancelled() => break End::SlowConsumer,
                 Some(joined) = self.in_flight.join_next_with_id() => {
                     let reply = self.finished(joined);
                     if !self.send_or_slow(reply).await? { break End::SlowConsumer; }
@@ -173,7 +175,8 @@ impl Session {
             ));
             return Some(protocol::error(&Value::String(req.message_id), &e));
         }
-        let ctx = self.ctx.clone();
+        let mut ctx = self.ctx.clone();
+        ctx.message_id = Some(req.message_id.clone());
         let id = req.message_id.clone();
         let handle = self.in_flight.spawn(async move {
             let outcome = commands::dispatch(ctx, &req.command, req.args).await;
@@ -258,11 +261,17 @@ impl Session {
         self.send_or_slow_msg(Message::text(text)).await
     }
 
+    /// Like [`Self::send_or_slow`]; a write stuck behind a client that stopped reading
+    /// also ends early when an event producer found the queue full.
     async fn send_or_slow_msg(&mut self, msg: Message) -> Result<bool, tungstenite::Error> {
-        match tokio::time::timeout(self.limits.write_timeout, self.socket.send(msg)).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Ok(false),
+        let slow = self.ctx.session.slow_consumer.clone();
+        tokio::select! {
+            sent = tokio::time::timeout(self.limits.write_timeout, self.socket.send(msg)) => match sent {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(false),
+            },
+            () = slow.cancelled() => Ok(false),
         }
     }
 }

@@ -1,0 +1,262 @@
+// Drives the Heapwatch panel in headless Chromium for tests/panel.rs.
+//
+// Usage: node driver.mjs '<json config>'
+//   config: { scenario, url, outDir, userDataDir, chromium, expectUser, allowedPrefix }
+// Talks to the Rust test over stdio: prints `STOP` and waits for `STOPPED`, prints `START`
+// and waits for `STARTED` (the test restarts the add-on in between). Prints `OK` at the
+// end; any failure exits non-zero with the reason on stderr.
+
+import { chromium } from 'playwright-core';
+import { readFile, mkdir, rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+
+const cfg = JSON.parse(process.argv[2]);
+const WAIT = 20000;
+
+const lines = createInterface({ input: process.stdin });
+const waiting = [];
+lines.on('line', (l) => {
+  const w = waiting.shift();
+  if (w) w(l.trim());
+});
+function ask(what, answer) {
+  return new Promise((resolve, reject) => {
+    waiting.push((l) => (l === answer ? resolve() : reject(new Error(`wanted ${answer}, got ${l}`))));
+    console.log(what);
+  });
+}
+
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+}
+
+const problems = [];
+
+async function main() {
+  await mkdir(cfg.outDir, { recursive: true });
+  await rm(cfg.userDataDir, { recursive: true, force: true });
+  const context = await chromium.launchPersistentContext(cfg.userDataDir, {
+    executablePath: cfg.chromium,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+    viewport: { width: 1280, height: 900 },
+    acceptDownloads: true,
+  });
+  try {
+    const page = context.pages()[0] || (await context.newPage());
+    page.setDefaultTimeout(WAIT);
+    page.on('console', (m) => {
+      if (m.type() === 'error' || /Content Security Policy|Refused to/.test(m.text())) {
+        // The reconnect scenario expects failed socket connections while the add-on is down.
+        if (!/WebSocket connection to .* failed/.test(m.text())) problems.push(`console: ${m.text()}`);
+      }
+    });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('request', (r) => {
+      if (!r.url().startsWith(cfg.allowedPrefix) && !r.url().startsWith(cfg.allowedPrefix.replace(/^http/, 'ws'))) {
+        problems.push(`request outside the add-on's prefix: ${r.url()}`);
+      }
+    });
+    page.on('requestfailed', (r) => {
+      const why = r.failure()?.errorText || '';
+      // A download ends its request as "aborted" in Chromium; sockets fail while the add-on is down.
+      if (r.url().includes('/ws') || (r.url().includes('api/report') && why.includes('ABORTED'))) return;
+      problems.push(`request failed: ${r.url()} ${why}`);
+    });
+    await page.goto(cfg.url);
+    await live(page);
+    await scenarios[cfg.scenario](page);
+    check(problems.length === 0, `no console errors, CSP violations or stray requests:\n${problems.join('\n')}`);
+  } finally {
+    await context.close();
+  }
+  console.log('OK');
+  process.exit(0);
+}
+
+async function live(page) {
+  await page.waitForFunction(() => document.body.dataset.conn === 'live');
+  await page.waitForFunction(() => !document.querySelector('#tile-rss .value').textContent.includes('—'));
+}
+
+async function text(page, sel) {
+  return (await page.locator(sel).textContent()).trim();
+}
+
+async function shoot(page, name, opts = {}) {
+  await page.screenshot({ path: `${cfg.outDir}/${name}.png`, fullPage: true, ...opts });
+}
+
+async function downloadReport(page) {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#report')]);
+  check(/^heapwatch-report-\d{8}T\d{6}Z\.json$/.test(download.suggestedFilename()), `file name ${download.suggestedFilename()}`);
+  const report = JSON.parse(await readFile(await download.path(), 'utf8'));
+  check(report.report === 'heapwatch' && report.format === 1, 'report header');
+  check(typeof report.server_version === 'string', 'report version');
+  check(report.settings && report.settings.log_level, 'report settings');
+  check(report.system.process.rss_bytes > 0, 'report system totals');
+  check(report.allocator && 'current_bytes' in report.allocator, 'report allocator totals');
+  check(Array.isArray(report.logs.lines) && report.logs.lines.length > 0, 'report log lines');
+  check(report.logs.lines.some((l) => l.includes('heapwatch')), 'report logs are the add-on\'s');
+  return report;
+}
+
+async function waitForPoints(page, n) {
+  await page.waitForFunction((k) => Number(document.getElementById('chart').dataset.points) >= k, n);
+}
+
+async function tabTo(page, id, max = 40) {
+  for (let i = 0; i < max; i += 1) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate((want) => document.activeElement && document.activeElement.id === want, id)) return;
+  }
+  throw new Error(`#${id} cannot be reached with Tab`);
+}
+
+const scenarios = {
+  // Through the ingress proxy, tracker not needed: header, cards, chart, report,
+  // keyboard, themes, phone width, and reconnecting after the add-on restarts.
+  async ingress(page) {
+    check((await text(page, '#version')).startsWith('version '), 'version shown');
+    check((await text(page, '#user')) === cfg.expectUser, `user shown: ${await text(page, '#user')}`);
+    check((await text(page, '#conn-text')) === 'Live', 'live');
+    const base = await page.evaluate(() => document.baseURI);
+    check(base === cfg.url, `base ${base} is the ingress prefix ${cfg.url}`);
+    const tracking = await text(page, '#tracking');
+    check(tracking.startsWith('Tracking:'), `tracking state: ${tracking}`);
+    if (tracking === 'Tracking: off') check(await page.isVisible('#start-tracking'), 'Start tracking offered');
+    check(/\d (B|KiB|MiB|GiB)$/.test(await text(page, '#tile-rss .value')), 'RSS in human units');
+    check(/of .* total/.test(await text(page, '#tile-host .sub')), 'host total');
+    await waitForPoints(page, 3);
+    check(await page.locator('#chart-svg path.line.rss').count() === 1, 'RSS line drawn');
+    const href = await page.evaluate(() => document.getElementById('report').href);
+    check(href.startsWith(`${cfg.url}api/report`), `report link under the prefix: ${href}`);
+    const report = await downloadReport(page);
+    check(report.settings.api_token === null || report.settings.api_token === '**redacted**', 'token redacted');
+
+    // Keyboard only: the controls are reachable with Tab.
+    await page.locator('body').focus();
+    await tabTo(page, 'take-snapshot');
+    await tabTo(page, 'save-baseline');
+
+    await page.mouse.move(0, 0);
+    await page.evaluate(() => document.activeElement && document.activeElement.blur());
+    await page.emulateMedia({ colorScheme: 'light' });
+    await shoot(page, 'ingress-light');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shoot(page, 'ingress-dark');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `no sideways scrolling at phone width (${overflow}px too wide)`);
+    await shoot(page, 'ingress-phone-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    await shoot(page, 'ingress-phone-light');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // The add-on restarts: the panel says it is reconnecting, then comes back by itself.
+    await ask('STOP', 'STOPPED');
+    await page.waitForFunction(() => document.body.dataset.conn !== 'live');
+    await page.waitForSelector('#reconnect', { state: 'visible' });
+    check(/Reconnecting/.test(await text(page, '#reconnect-text')), 'reconnect banner');
+    await shoot(page, 'ingress-reconnecting', { fullPage: false });
+    const before = Number(await page.getAttribute('#chart', 'data-points'));
+    await ask('START', 'STARTED');
+    await page.waitForFunction(() => document.body.dataset.conn === 'live', null, { timeout: 30000 });
+    await page.waitForSelector('#reconnect', { state: 'hidden' });
+    await waitForPoints(page, before + 2);
+  },
+
+  // Through the ingress proxy with the tracker: start tracking, baseline, real growth,
+  // compare, the table, keyboard expansion, the report with the diff.
+  async tracking(page) {
+    check(await page.isVisible('#start-tracking'), 'tracking starts off');
+    await page.click('#start-tracking');
+    await page.waitForFunction(() => !/off|…/.test(document.getElementById('tracking').textContent));
+    check(await page.isHidden('#start-tracking'), 'Start tracking hidden once on');
+    check(await page.isVisible('#note'), 'the lazy-enable note is shown');
+
+    // Save a baseline by keyboard alone.
+    await page.focus('#baseline-name');
+    await page.keyboard.type('before');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('.baseline-name:text-is("before")');
+    check(/taken/.test(await text(page, '.baseline .secondary')), 'baseline shows when it was taken');
+
+    // Make the add-on allocate for real: hold a few dozen more sessions, each streaming.
+    await page.evaluate(async (n) => {
+      const url = new URL('ws', document.baseURI);
+      url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      window.heldSockets = [];
+      await Promise.all(Array.from({ length: n }, (_, i) => new Promise((resolve, reject) => {
+        const w = new WebSocket(url);
+        w.onmessage = () => {
+          w.onmessage = null;
+          w.send(JSON.stringify({ message_id: `held${i}`, command: 'debug/memory_subscribe', args: { interval_s: 60 } }));
+          resolve();
+        };
+        w.onerror = () => reject(new Error('extra socket failed'));
+        window.heldSockets.push(w);
+      })));
+    }, 40);
+    await page.waitForTimeout(1500);
+
+    await page.selectOption('#compare-with', 'before');
+    await page.click('#take-snapshot');
+    await page.waitForSelector('#table:not([hidden]) tbody tr.row');
+    check(/compared with “before”/.test(await text(page, '#snapshot-meta')), 'compared');
+    const first = page.locator('tbody tr.row').first();
+    check(await first.evaluate((r) => r.classList.contains('growth')), 'the top row is growth, highlighted');
+    check((await first.locator('td.diff').first().textContent()).startsWith('+'), 'growth is positive');
+
+    // Expand the top row by keyboard.
+    await first.locator('button.expand').focus();
+    await page.keyboard.press('Enter');
+    check((await first.locator('button.expand').getAttribute('aria-expanded')) === 'true', 'expanded');
+    const frames = await page.locator('tbody tr.detail:not([hidden]) ol.traceback li').count();
+    check(frames >= 1, 'the traceback is shown');
+
+    const report = await downloadReport(page);
+    check(report.snapshot && report.snapshot.compared_with === 'before', 'report carries the diff');
+    const grown = [...report.snapshot.top_allocators].sort((a, b) => b.size_diff_bytes - a.size_diff_bytes);
+    check(grown[0].size_diff_bytes > 0, 'something grew');
+    // The report is a moment later than the table, so allow the top few to trade places.
+    const site = (await first.locator('.fn').first().textContent()).trim();
+    const reportSites = grown.slice(0, 3).map((r) => r.traceback[0].replace(/ \([^()]*\)$/, ''));
+    check(reportSites.includes(site), `the table's top growth (${site}) is among the report's (${reportSites.join(', ')})`);
+
+    await page.mouse.move(0, 0);
+    await page.emulateMedia({ colorScheme: 'light' });
+    await shoot(page, 'tracking-light');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shoot(page, 'tracking-dark');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shoot(page, 'tracking-phone-dark');
+
+    // Drop the baseline.
+    await page.click('button[aria-label="Drop baseline before"]');
+    await page.waitForSelector('#baseline-empty', { state: 'visible' });
+  },
+
+  // Served at `/` with no proxy and no prefix.
+  async root(page) {
+    check((await text(page, '#conn-text')) === 'Live', 'live');
+    check(await page.isHidden('#user'), 'no user without ingress');
+    const base = await page.evaluate(() => document.baseURI);
+    check(base === cfg.url, `base ${base}`);
+    await waitForPoints(page, 2);
+    const href = await page.evaluate(() => document.getElementById('report').href);
+    check(href.startsWith(`${cfg.url}api/report`), `report link: ${href}`);
+    await downloadReport(page);
+    await shoot(page, 'root-light');
+  },
+};
+
+main().catch((e) => {
+  console.error(e.stack || String(e));
+  if (problems.length) console.error(problems.join('\n'));
+  process.exit(1);
+});

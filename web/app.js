@@ -1,0 +1,531 @@
+// Heapwatch panel: live memory figures, a 15-minute chart, snapshots and baselines.
+//
+// Everything talks to the add-on over one WebSocket at `ws` relative to the page (so it
+// works under Home Assistant's ingress prefix and at `/`), except the report, which is a
+// plain relative download link. The socket reconnects by itself with backoff.
+'use strict';
+
+(() => {
+  const WINDOW_MS = 15 * 60 * 1000;
+  const STREAM_INTERVAL_S = 2;
+  const RECONNECT_MIN_MS = 1000;
+  const RECONNECT_MAX_MS = 15000;
+  const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---- formatting -------------------------------------------------------------------
+
+  function bytes(n) {
+    if (n === null || n === undefined || Number.isNaN(n)) return '—';
+    let v = Math.abs(n);
+    let u = 0;
+    while (v >= 1024 && u < UNITS.length - 1) {
+      v /= 1024;
+      u += 1;
+    }
+    const digits = u === 0 || v >= 100 ? 0 : 1;
+    return `${n < 0 ? '−' : ''}${v.toFixed(digits)} ${UNITS[u]}`;
+  }
+
+  function signedBytes(n) {
+    if (!n) return '±0';
+    return n > 0 ? `+${bytes(n)}` : bytes(n);
+  }
+
+  function signedCount(n) {
+    if (!n) return '±0';
+    return n > 0 ? `+${n.toLocaleString()}` : `−${Math.abs(n).toLocaleString()}`;
+  }
+
+  function clock(iso) {
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString();
+  }
+
+  function ago(iso) {
+    const s = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
+    if (!Number.isFinite(s)) return '';
+    if (s < 45) return 'just now';
+    if (s < 90 * 60) return `${Math.round(s / 60)} min ago`;
+    if (s < 36 * 3600) return `${Math.round(s / 3600)} h ago`;
+    return `${Math.round(s / 86400)} d ago`;
+  }
+
+  // "function (file:line)" → { fn, where }
+  function splitFrame(frame) {
+    const m = /^(.*) \(([^()]*)\)$/.exec(frame);
+    return m ? { fn: m[1], where: m[2] } : { fn: frame, where: '' };
+  }
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === false || v === null || v === undefined) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : v);
+    }
+    for (const c of children) if (c !== null && c !== undefined) e.append(c);
+    return e;
+  }
+
+  // ---- the connection ---------------------------------------------------------------
+
+  class Connection {
+    constructor(handlers) {
+      this.handlers = handlers;
+      this.ws = null;
+      this.nextId = 1;
+      this.pending = new Map();
+      this.streams = new Map();
+      this.attempt = 0;
+      this.timer = null;
+    }
+
+    socketUrl() {
+      // document.baseURI is the page itself, or the ingress base the server put in <base>.
+      const u = new URL('ws', document.baseURI);
+      u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      return u.href;
+    }
+
+    connect() {
+      clearTimeout(this.timer);
+      this.timer = null;
+      this.handlers.state('connecting', this.attempt);
+      let ws;
+      try {
+        ws = new WebSocket(this.socketUrl());
+      } catch (e) {
+        this.scheduleReconnect();
+        return;
+      }
+      this.ws = ws;
+      ws.addEventListener('message', (ev) => this.onMessage(ev));
+      ws.addEventListener('close', (ev) => {
+        if (this.ws !== ws) return;
+        this.ws = null;
+        this.failAll(new Error('the connection was lost'));
+        this.handlers.closed(ev.code, ev.reason);
+        this.scheduleReconnect();
+      });
+    }
+
+    scheduleReconnect() {
+      const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
+      this.attempt += 1;
+      const at = Date.now() + delay;
+      this.handlers.state('reconnecting', this.attempt, at);
+      this.timer = setTimeout(() => this.connect(), delay);
+    }
+
+    retryNow() {
+      if (this.ws) return;
+      this.connect();
+    }
+
+    failAll(err) {
+      for (const { reject } of this.pending.values()) reject(err);
+      this.pending.clear();
+      this.streams.clear();
+    }
+
+    onMessage(ev) {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (msg.event) {
+        if (msg.event === 'server_info') {
+          this.attempt = 0;
+          this.handlers.state('live', 0);
+          this.handlers.serverInfo(msg.data);
+          return;
+        }
+        const stream = this.streams.get(msg.message_id);
+        if (stream) stream(msg.data, msg.event);
+        return;
+      }
+      const p = this.pending.get(msg.message_id);
+      if (!p) return;
+      this.pending.delete(msg.message_id);
+      if ('result' in msg) p.resolve(msg.result);
+      else {
+        const err = new Error(msg.details || msg.error_code);
+        err.code = msg.error_code;
+        p.reject(err);
+      }
+    }
+
+    call(command, args, onEvent) {
+      return new Promise((resolve, reject) => {
+        if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+          reject(new Error('not connected; reconnecting'));
+          return;
+        }
+        const id = `p${this.nextId++}`;
+        this.pending.set(id, { resolve, reject });
+        if (onEvent) this.streams.set(id, onEvent);
+        this.ws.send(JSON.stringify({ message_id: id, command, args: args || {} }));
+      });
+    }
+  }
+
+  // ---- state and rendering ----------------------------------------------------------
+
+  const state = {
+    samples: [], // { t, rss, heap }
+    tracking: null,
+    snapshot: null,
+    baselines: [],
+    busy: false,
+  };
+
+  function showBanner(id, text) {
+    $(`${id}-text`).textContent = text;
+    $(id).hidden = !text;
+  }
+
+  function showError(err) {
+    const code = err && err.code ? ` (${err.code})` : '';
+    showBanner('error', `${err.message || err}${code}`);
+  }
+
+  let countdown = null;
+
+  function setConn(kind, attempt, at) {
+    document.body.dataset.conn = kind;
+    const text = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' }[kind];
+    $('conn-text').textContent = text;
+    $('conn').className = `chip conn ${kind}`;
+    // Commands need the socket: their buttons wait for it.
+    for (const b of document.querySelectorAll('[data-needs-socket]')) b.disabled = kind !== 'live';
+    clearInterval(countdown);
+    countdown = null;
+    if (kind === 'live') {
+      $('reconnect').hidden = true;
+    } else if (kind === 'reconnecting') {
+      const tick = () => {
+        const secs = Math.max(1, Math.ceil((at - Date.now()) / 1000));
+        showBanner('reconnect', `Connection to the add-on lost. Reconnecting in ${secs} s (attempt ${attempt})…`);
+      };
+      tick();
+      countdown = setInterval(tick, 1000);
+    } else if (attempt > 0) {
+      showBanner('reconnect', `Connection to the add-on lost. Reconnecting now (attempt ${attempt})…`);
+    }
+  }
+
+  function setTile(id, value, sub) {
+    const tile = $(id);
+    tile.querySelector('.value').textContent = value;
+    if (sub !== undefined) tile.querySelector('.sub').textContent = sub;
+  }
+
+  function renderTracking(t) {
+    state.tracking = t;
+    const chip = $('tracking');
+    if (!t) return;
+    if (t.enabled) {
+      const since = t.since ? ` since ${clock(t.since)}` : '';
+      chip.textContent = `Tracking: ${t.mode}${since}`;
+      chip.className = 'chip on';
+    } else {
+      chip.textContent = 'Tracking: off';
+      chip.className = 'chip off';
+    }
+    $('start-tracking').hidden = !!t.enabled;
+  }
+
+  function renderStats(d) {
+    const p = d.system.process;
+    const h = d.system.host;
+    const a = d.allocator;
+    setTile('tile-rss', bytes(p.rss_bytes), `peak ${bytes(p.peak_rss_bytes)}`);
+    const heapKnown = a.current_bytes > 0 || a.peak_bytes > 0;
+    setTile('tile-heap', heapKnown ? bytes(a.current_bytes) : '—',
+      heapKnown ? `${a.live_blocks.toLocaleString()} live blocks` : 'allocator not instrumented');
+    $('tile-peak').querySelector('.value').textContent = heapKnown ? bytes(a.peak_bytes) : '—';
+    setTile('tile-host', bytes(h.available_bytes), `of ${bytes(h.total_bytes)} total`);
+    setTile('tile-swap', h.swap_total_bytes ? bytes(h.swap_used_bytes) : 'none',
+      h.swap_total_bytes ? `of ${bytes(h.swap_total_bytes)}` : 'no swap configured');
+    const cg = d.system.cgroup;
+    const limited = !!(cg && cg.limit_bytes);
+    $('tile-cgroup').hidden = !limited;
+    if (limited) setTile('tile-cgroup', bytes(cg.limit_bytes), `${bytes(cg.usage_bytes)} used`);
+    if (d.tracking) renderTracking(d.tracking);
+  }
+
+  function addSample(d) {
+    const t = Date.parse(d.sampled_at) || Date.now();
+    state.samples.push({ t, rss: d.system.process.rss_bytes, heap: d.allocator.current_bytes });
+    const cutoff = Date.now() - WINDOW_MS;
+    while (state.samples.length && state.samples[0].t < cutoff) state.samples.shift();
+    renderChart();
+  }
+
+  function niceStep(raw) {
+    const exp = 1024 ** Math.max(0, Math.floor(Math.log(raw) / Math.log(1024)));
+    const m = raw / exp;
+    const nice = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1024].find((s) => s >= m) || 1024;
+    return nice * exp;
+  }
+
+  function svg(tag, attrs) {
+    const e = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    return e;
+  }
+
+  function renderChart() {
+    const box = $('chart');
+    const root = $('chart-svg');
+    const W = Math.max(280, box.clientWidth);
+    const H = box.clientHeight || 220;
+    const left = 64;
+    const right = 12;
+    const top = 10;
+    const bottom = 26;
+    root.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    root.replaceChildren();
+    box.dataset.points = String(state.samples.length);
+    const now = Date.now();
+    const t0 = now - WINDOW_MS;
+    const max = Math.max(1, ...state.samples.map((s) => Math.max(s.rss, s.heap)));
+    const step = niceStep(max / 4);
+    const ymax = Math.ceil(max / step) * step;
+    const x = (t) => left + ((t - t0) / WINDOW_MS) * (W - left - right);
+    const y = (v) => top + (1 - v / ymax) * (H - top - bottom);
+
+    for (let v = 0; v <= ymax + 1; v += step) {
+      root.append(svg('line', { class: 'grid', x1: left, x2: W - right, y1: y(v), y2: y(v) }));
+      const label = svg('text', { class: 'axis', x: left - 8, y: y(v) + 4, 'text-anchor': 'end' });
+      label.textContent = bytes(v);
+      root.append(label);
+    }
+    for (const m of [15, 10, 5, 0]) {
+      const label = svg('text', {
+        class: 'axis', x: x(now - m * 60000), y: H - 6,
+        'text-anchor': m === 15 ? 'start' : m === 0 ? 'end' : 'middle',
+      });
+      label.textContent = m === 0 ? 'now' : `−${m} min`;
+      root.append(label);
+    }
+    const gap = STREAM_INTERVAL_S * 1000 * 3;
+    const path = (key) => {
+      let d = '';
+      let prev = null;
+      for (const s of state.samples) {
+        const cmd = prev && s.t - prev.t <= gap ? 'L' : 'M';
+        d += `${cmd}${x(s.t).toFixed(1)},${y(s[key]).toFixed(1)}`;
+        prev = s;
+      }
+      return d;
+    };
+    if (state.samples.length) {
+      root.append(svg('path', { class: 'line rss', d: path('rss') }));
+      if (state.samples.some((s) => s.heap > 0)) root.append(svg('path', { class: 'line heap', d: path('heap') }));
+      const last = state.samples[state.samples.length - 1];
+      root.append(svg('circle', { class: 'dot rss', cx: x(last.t), cy: y(last.rss), r: 3.5 }));
+      if (last.heap > 0) root.append(svg('circle', { class: 'dot heap', cx: x(last.t), cy: y(last.heap), r: 3.5 }));
+      $('chart-summary').textContent =
+        `${state.samples.length} samples over the last 15 minutes; now process RSS ${bytes(last.rss)}, tracked heap ${last.heap ? bytes(last.heap) : 'unknown'}.`;
+    }
+  }
+
+  function renderBaselines(list) {
+    state.baselines = list || [];
+    const ul = $('baseline-list');
+    ul.replaceChildren();
+    for (const b of state.baselines) {
+      const taken = b.taken_at ? `taken ${clock(b.taken_at)} (${ago(b.taken_at)})` : 'taken before tracking started';
+      ul.append(el('li', { class: 'baseline' },
+        el('div', { class: 'baseline-text' },
+          el('span', { class: 'baseline-name', text: b.name }),
+          el('span', { class: 'secondary', text: taken, title: b.taken_at || '' })),
+        el('div', { class: 'baseline-actions' },
+          el('button', { type: 'button', text: 'Compare', 'aria-label': `Compare with ${b.name}`, onclick: () => compareWith(b.name) }),
+          el('button', { type: 'button', class: 'danger', text: 'Drop', 'aria-label': `Drop baseline ${b.name}`, onclick: () => dropBaseline(b.name) }))));
+    }
+    $('baseline-empty').hidden = state.baselines.length > 0;
+    const select = $('compare-with');
+    const current = select.value;
+    select.replaceChildren(el('option', { value: '', text: 'No baseline' }));
+    for (const b of state.baselines) select.append(el('option', { value: b.name, text: b.name }));
+    select.value = state.baselines.some((b) => b.name === current) ? current : '';
+    updateReportLink();
+  }
+
+  function updateReportLink() {
+    const params = new URLSearchParams();
+    const compare = $('compare-with').value;
+    if (compare) params.set('compare_with', compare);
+    params.set('group_by', $('group-by').value);
+    $('report').setAttribute('href', `api/report?${params}`);
+  }
+
+  let rowSeq = 0;
+
+  function renderSnapshot(s) {
+    state.snapshot = s;
+    renderStats(s);
+    renderBaselines(s.baselines || (s.baseline_names || []).map((name) => ({ name, taken_at: null })));
+    const compared = s.compared_with !== null && s.compared_with !== undefined;
+    if (compared) $('compare-with').value = s.compared_with;
+    updateReportLink();
+    const rows = [...s.top_allocators];
+    if (compared) rows.sort((a, b) => b.size_diff_bytes - a.size_diff_bytes || b.size_bytes - a.size_bytes);
+    const meta = compared
+      ? `Taken ${clock(s.taken_at)}, compared with “${s.compared_with}”: largest growth first.`
+      : `Taken ${clock(s.taken_at)}, grouped by ${s.group_by}: largest first.`;
+    $('snapshot-meta').textContent =
+      `${meta}${s.tracking && s.tracking.estimated ? ' Sizes are sampled estimates.' : ''}${rows.length ? '' : ' No allocations recorded yet.'}`;
+    const table = $('table');
+    table.hidden = rows.length === 0;
+    table.classList.toggle('compared', compared);
+    const body = $('rows');
+    body.replaceChildren();
+    for (const r of rows) {
+      rowSeq += 1;
+      const detailId = `tb-${rowSeq}`;
+      const head = splitFrame(r.traceback[0] || '(unknown)');
+      const trend = !compared || r.size_diff_bytes === 0 ? '' : r.size_diff_bytes > 0 ? 'growth' : 'shrink';
+      const toggle = el('button', {
+        type: 'button', class: 'expand', 'aria-expanded': 'false', 'aria-controls': detailId,
+        title: 'Show the whole traceback',
+      },
+      el('span', { class: 'chevron', 'aria-hidden': 'true' }),
+      el('span', { class: 'site' },
+        el('span', { class: 'fn', text: head.fn }),
+        head.where ? el('span', { class: 'where', text: head.where }) : null));
+      const detail = el('tr', { class: 'detail', id: detailId, hidden: true },
+        el('td', { colspan: '5' },
+          el('ol', { class: 'traceback', 'aria-label': 'Traceback, allocation site first' },
+            ...r.traceback.map((f) => {
+              const fr = splitFrame(f);
+              return el('li', {}, el('span', { class: 'fn', text: fr.fn }), fr.where ? el('span', { class: 'where', text: fr.where }) : null);
+            }))));
+      toggle.addEventListener('click', () => {
+        const open = toggle.getAttribute('aria-expanded') !== 'true';
+        toggle.setAttribute('aria-expanded', String(open));
+        detail.hidden = !open;
+      });
+      body.append(
+        el('tr', { class: `row ${trend}` },
+          el('th', { scope: 'row' }, toggle),
+          el('td', { class: 'num', text: bytes(r.size_bytes) }),
+          el('td', { class: `num diff diff-col ${trend}`, text: signedBytes(r.size_diff_bytes) }),
+          el('td', { class: 'num wide', text: r.count.toLocaleString() }),
+          el('td', { class: `num wide diff diff-col ${trend}`, text: signedCount(r.count_diff) })),
+        detail);
+    }
+    if (s.note) showBanner('note', s.note);
+  }
+
+  // ---- actions ----------------------------------------------------------------------
+
+  const conn = new Connection({
+    state: setConn,
+    closed: () => {},
+    serverInfo: onServerInfo,
+  });
+
+  function snapshotArgs(extra) {
+    const args = { group_by: $('group-by').value };
+    const n = Number.parseInt($('top-n').value, 10);
+    if (Number.isInteger(n)) args.top_n = Math.min(200, Math.max(1, n));
+    const compare = $('compare-with').value;
+    if (compare) args.compare_with = compare;
+    return Object.assign(args, extra || {});
+  }
+
+  async function snapshot(extra) {
+    if (state.busy) return;
+    state.busy = true;
+    document.body.classList.add('busy');
+    try {
+      renderSnapshot(await conn.call('debug/memory_snapshot', snapshotArgs(extra)));
+      $('error').hidden = true;
+    } catch (e) {
+      showError(e);
+    } finally {
+      state.busy = false;
+      document.body.classList.remove('busy');
+    }
+  }
+
+  function compareWith(name) {
+    $('compare-with').value = name;
+    snapshot();
+  }
+
+  function dropBaseline(name) {
+    const extra = { drop_baseline: name };
+    if ($('compare-with').value === name) $('compare-with').value = '';
+    snapshot(extra);
+  }
+
+  async function onServerInfo(info) {
+    $('version').textContent = `version ${info.server_version}`;
+    const u = info.user;
+    const who = u && (u.display_name || u.name || u.id);
+    $('user').hidden = !who;
+    $('user').textContent = who || '';
+    // Baselines live in the add-on's memory: after a restart they are gone, so forget
+    // them until the next snapshot lists what the server still has.
+    renderBaselines([]);
+    try {
+      const sys = await conn.call('system/info');
+      renderTracking(sys.tracking);
+      await conn.call('debug/memory_subscribe', { interval_s: STREAM_INTERVAL_S }, (data) => {
+        renderStats(data);
+        addSample(data);
+      });
+      if (sys.tracking.enabled) await snapshot();
+    } catch (e) {
+      if (conn.ws) showError(e);
+    }
+  }
+
+  function init() {
+    $('start-tracking').addEventListener('click', () => snapshot());
+    $('retry-now').addEventListener('click', () => conn.retryNow());
+    $('note-close').addEventListener('click', () => { $('note').hidden = true; });
+    $('error-close').addEventListener('click', () => { $('error').hidden = true; });
+    $('reset-peak').addEventListener('click', async () => {
+      try {
+        const a = await conn.call('debug/memory_reset_peak');
+        $('tile-peak').querySelector('.value').textContent = a.peak_bytes ? bytes(a.peak_bytes) : '—';
+      } catch (e) {
+        showError(e);
+      }
+    });
+    $('snapshot-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      snapshot();
+    });
+    $('baseline-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const name = $('baseline-name').value.trim();
+      if (!name) return;
+      snapshot({ save_as: name }).then(() => {
+        if (state.baselines.some((b) => b.name === name)) $('baseline-name').value = '';
+      });
+    });
+    $('group-by').addEventListener('change', updateReportLink);
+    $('compare-with').addEventListener('change', updateReportLink);
+    new ResizeObserver(() => renderChart()).observe($('chart'));
+    setInterval(() => {
+      if (state.baselines.length) renderBaselines(state.baselines);
+    }, 30000);
+    renderChart();
+    conn.connect();
+  }
+
+  init();
+})();
