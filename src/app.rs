@@ -138,7 +138,16 @@ pub async fn run(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let bound = BoundListeners {
+    let bound = bound_addrs(&listeners)?;
+    serve(build_server(settings, limits, bound), listeners, shutdown).await
+}
+
+/// Where `listeners` are bound.
+///
+/// # Errors
+/// [`AppError::LocalAddr`] if a listener's address cannot be read.
+pub fn bound_addrs(listeners: &Listeners) -> Result<BoundListeners, AppError> {
+    Ok(BoundListeners {
         ingress: listeners
             .ingress
             .local_addr()
@@ -149,9 +158,22 @@ pub async fn run(
             .map(TcpListener::local_addr)
             .transpose()
             .map_err(AppError::LocalAddr)?,
-    };
-    let server = build_server(settings, limits, bound);
+    })
+}
+
+/// Serves a built server on its listeners until `shutdown` completes, then shuts down
+/// within `limits.shutdown_timeout`. (`run` is `build_server` then this; tests that need
+/// the shared state call the two themselves.)
+///
+/// # Errors
+/// None today; the `Result` leaves room for start-up failures.
+pub async fn serve(
+    server: Arc<Server>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
     let (shared, limits) = (server.shared.clone(), server.limits.clone());
+    let bound = shared.listeners;
 
     tracing::info!(addr = %bound.ingress, "ingress listener up");
     server.tasks.spawn(http::serve(

@@ -202,27 +202,30 @@ async fn client_gone_in_the_middle_of_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_commands_get_unavailable_at_shutdown() {
-    // With no grace at all, snapshot commands still queued behind the first one when the
-    // shutdown starts are abandoned with `unavailable`, and the socket closes with 1001.
+    // Snapshot commands queue on the server's snapshot lock; holding it stands in for a
+    // snapshot that takes longer than the shutdown grace. Those commands are abandoned
+    // with `unavailable` when the grace ends, and the socket then closes with 1001.
     let limits = Limits {
-        command_deadline: Duration::ZERO,
+        command_deadline: Duration::from_millis(300),
         ..Limits::default()
     };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut w = ws(s.ingress).await;
-    for i in 0..6 {
+    let shared = s.shared.clone();
+    let held = shared.snapshot_lock.lock().await;
+    for i in 0..3 {
         w.send(
             &format!("q{i}"),
             "debug/memory_snapshot",
-            json!({"group_by": "traceback", "top_n": 200}),
+            json!({"top_n": 1}),
         )
         .await;
     }
-    // The first reply means the rest were read and are queued on the snapshot lock.
-    let first = w.recv().await;
-    assert!(first["result"].is_object(), "{first}");
+    // A quick command in flight at the same time still gets its real reply.
+    assert_eq!(w.call("p", "ping", json!({})).await["result"]["pong"], true);
+    let started = Instant::now();
     let stopping = tokio::spawn(s.stop());
-    let mut unavailable = 0;
+    let mut unavailable = std::collections::BTreeSet::new();
     loop {
         match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut w.stream))
             .await
@@ -230,12 +233,8 @@ async fn abandoned_commands_get_unavailable_at_shutdown() {
         {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
                 let r: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-                if r["error_code"] == "unavailable" {
-                    unavailable += 1;
-                    assert!(r["message_id"].as_str().unwrap().starts_with('q'));
-                } else {
-                    assert!(r["result"].is_object(), "{r}");
-                }
+                assert_eq!(r["error_code"], "unavailable", "{r}");
+                unavailable.insert(r["message_id"].as_str().unwrap().to_string());
             }
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
                 assert_eq!(u16::from(f.code), 1001);
@@ -244,7 +243,16 @@ async fn abandoned_commands_get_unavailable_at_shutdown() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(unavailable >= 1, "some queued command was abandoned");
+    let waited = started.elapsed();
+    assert_eq!(
+        unavailable.into_iter().collect::<Vec<_>>(),
+        ["q0", "q1", "q2"]
+    );
+    assert!(
+        waited >= Duration::from_millis(250),
+        "the grace was given: {waited:?}"
+    );
+    drop(held);
     stopping.await.unwrap();
 }
 

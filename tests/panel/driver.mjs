@@ -206,6 +206,12 @@ const scenarios = {
 
     await page.selectOption('#compare-with', 'before');
     await page.click('#take-snapshot');
+    // The table from the first snapshot is already showing: wait for the compared one.
+    await page.waitForFunction(
+      () => /compared with “before”/.test(document.getElementById('snapshot-meta').textContent),
+      null,
+      { timeout: 30000 },
+    );
     await page.waitForSelector('#table:not([hidden]) tbody tr.row');
     check(/compared with “before”/.test(await text(page, '#snapshot-meta')), 'compared');
     const first = page.locator('tbody tr.row').first();

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use heapwatch::app::{self, Limits, Listeners};
+use heapwatch::app::{self, Limits};
 use heapwatch::settings::{Secret, Settings};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -30,6 +30,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// An in-process server.
 pub struct TestServer {
+    /// The server's shared state, for tests that need to hold one of its locks.
+    pub shared: std::sync::Arc<heapwatch::commands::Shared>,
     pub ingress: SocketAddr,
     pub direct: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -67,15 +69,14 @@ impl TestServer {
         let ingress = listeners.ingress.local_addr().unwrap();
         let direct = listeners.direct.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(app::run(
-            settings,
-            Listeners { ..listeners },
-            limits,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let bound = app::bound_addrs(&listeners).expect("addresses");
+        let server = app::build_server(settings, limits, bound);
+        let shared = server.shared.clone();
+        let handle = tokio::spawn(app::serve(server, listeners, async move {
+            let _ = rx.await;
+        }));
         Self {
+            shared,
             ingress,
             direct,
             shutdown: Some(tx),
