@@ -24,8 +24,9 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 pub fn settings() -> Settings {
-    let (mut s, _) = Settings::load_from(Path::new("/nonexistent/options.json"), std::iter::empty())
-        .expect("defaults load");
+    let (mut s, _) =
+        Settings::load_from(Path::new("/nonexistent/options.json"), std::iter::empty())
+            .expect("defaults load");
     s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     s.api_token = Some(Secret::new(TOKEN));
     s.data_dir = std::env::temp_dir();

@@ -16,10 +16,16 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, request)) = data.split_first() else { return };
+    let Some((&selector, request)) = data.split_first() else {
+        return;
+    };
     let server = common::server();
     let conn = Conn {
-        kind: if selector & 1 == 0 { ListenerKind::Ingress } else { ListenerKind::Direct },
+        kind: if selector & 1 == 0 {
+            ListenerKind::Ingress
+        } else {
+            ListenerKind::Direct
+        },
         peer: if selector & 2 == 0 {
             SocketAddr::from(([127, 0, 0, 1], 40000))
         } else {

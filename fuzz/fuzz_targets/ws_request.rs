@@ -5,40 +5,51 @@
 #[path = "common.rs"]
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
 use heapwatch::commands::{self, Context, ListenerKind, Session};
 use heapwatch::ws::protocol;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
     let req = match protocol::parse_request(text) {
         Ok(r) => r,
         Err(bad) => {
-            assert!(matches!(bad.message_id, Value::Null | Value::String(_) | Value::Number(_)));
+            assert!(matches!(
+                bad.message_id,
+                Value::Null | Value::String(_) | Value::Number(_)
+            ));
             assert_eq!(bad.error.code(), "invalid_message");
             assert!(!bad.error.details().is_empty());
-            let reply: Value = serde_json::from_str(&protocol::error(&bad.message_id, &bad.error)).unwrap();
+            let reply: Value =
+                serde_json::from_str(&protocol::error(&bad.message_id, &bad.error)).unwrap();
             assert_eq!(reply["error_code"], "invalid_message");
             return;
         }
     };
-    assert!(!req.message_id.is_empty() && req.message_id.chars().count() <= protocol::MESSAGE_ID_MAX_CHARS);
+    assert!(
+        !req.message_id.is_empty()
+            && req.message_id.chars().count() <= protocol::MESSAGE_ID_MAX_CHARS
+    );
     assert!(req.args.is_object());
     let server = common::server();
     let ingress = selector & 1 == 0;
-    let session = Arc::new(Session {
-        listener: if ingress { ListenerKind::Ingress } else { ListenerKind::Direct },
-        peer: "127.0.0.1".parse().unwrap(),
-        user: None,
-        authenticated: AtomicBool::new(ingress),
-        events: std::sync::OnceLock::new(),
-    });
-    let ctx = Context { shared: server.shared.clone(), session };
+    let kind = if ingress {
+        ListenerKind::Ingress
+    } else {
+        ListenerKind::Direct
+    };
+    let session = Session::new(kind, "127.0.0.1".parse().unwrap(), None, ingress);
+    let ctx = Context {
+        shared: server.shared.clone(),
+        session,
+        message_id: Some(req.message_id.clone()),
+    };
     let outcome = common::runtime().block_on(commands::dispatch(ctx, &req.command, req.args));
     match outcome {
         Ok(v) => {
@@ -48,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
             assert_ne!(e.code(), "internal_error", "{e:?} for {text}");
             assert!(!e.details().is_empty());
             if !ingress && req.command != "auth" {
-                assert!(matches!(e.code(), "not_authenticated" | "unknown_command"), "{e:?}");
+                assert!(
+                    matches!(e.code(), "not_authenticated" | "unknown_command"),
+                    "{e:?}"
+                );
             }
         }
     }

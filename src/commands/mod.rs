@@ -182,6 +182,23 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session with no event queue yet (the WebSocket session sets one).
+    pub fn new(
+        listener: ListenerKind,
+        peer: IpAddr,
+        user: Option<User>,
+        authenticated: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            listener,
+            peer,
+            user,
+            authenticated: AtomicBool::new(authenticated),
+            events: std::sync::OnceLock::new(),
+            slow_consumer: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
     /// Whether commands other than `auth` may run.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated.load(Ordering::Acquire)

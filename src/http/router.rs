@@ -13,7 +13,6 @@
 //! mapping from error code to HTTP status.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -75,16 +74,7 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
     } else {
         None
     };
-    let session = || {
-        Arc::new(Session {
-            listener: conn.kind,
-            peer: conn.peer.ip(),
-            user: user.clone(),
-            authenticated: AtomicBool::new(trusted),
-            events: std::sync::OnceLock::new(),
-            slow_consumer: tokio_util::sync::CancellationToken::new(),
-        })
-    };
+    let session = || Session::new(conn.kind, conn.peer.ip(), user.clone(), trusted);
     let context = || Context {
         shared: server.shared.clone(),
         session: session(),
