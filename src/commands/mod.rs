@@ -157,6 +157,12 @@ pub struct Shared {
     /// Set when shutdown begins; running commands get until this plus the command
     /// deadline to reply.
     pub shutdown_started: std::sync::OnceLock<Instant>,
+    /// std mutex: the RSS/heap history ring; held to push or copy a window, never across
+    /// `.await`.
+    pub trend: std::sync::Mutex<crate::trend::History>,
+    /// std mutex: the automatic checkpoints (apart from the user's baselines); held to
+    /// push or clone, never across `.await`.
+    pub checkpoints: std::sync::Mutex<crate::memory::Checkpoints>,
 }
 
 /// Per-connection facts a handler may use.
