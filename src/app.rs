@@ -177,12 +177,9 @@ pub async fn run(
         }
         _ => tracing::info!("direct listener off (no api_token set)"),
     }
-    server.tasks.spawn(crate::trend::run(
-        shared.clone(),
-        limits.trend_sample_interval,
-        limits.checkpoint_interval,
-        server.cancel.clone(),
-    ));
+    server
+        .tasks
+        .spawn(crate::trend::run(shared.clone(), server.cancel.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; running commands may finish");
@@ -229,6 +226,11 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
         system: Mutex::new(SystemSampler::new()),
         shutdown_started: OnceLock::new(),
         trend: Mutex::new(crate::trend::History::default()),
+        trend_settings: crate::trend::TrendSettings {
+            sample_interval: limits.trend_sample_interval,
+            checkpoint_interval: limits.checkpoint_interval,
+            growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
+        },
         checkpoints: Mutex::new(memory::Checkpoints::default()),
     });
     Arc::new(Server {

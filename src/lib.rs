@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod commands;
+pub mod export;
 pub mod http;
 pub mod logging;
 pub mod memory;

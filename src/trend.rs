@@ -53,6 +53,17 @@ pub const GROWING_SITE_MIN_RUN: usize = 3;
 /// Growing sites reported at most.
 pub const GROWING_SITES_MAX: usize = 10;
 
+/// The trend's settings, from `app::Limits` (tests shorten the intervals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrendSettings {
+    /// How often the history is sampled.
+    pub sample_interval: Duration,
+    /// How often a checkpoint is taken while tracking.
+    pub checkpoint_interval: Duration,
+    /// The slope a window needs to be `growing`, in bytes per hour.
+    pub growth_threshold_bytes_per_hour: u64,
+}
+
 /// One sample of the ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Point {
@@ -422,12 +433,12 @@ pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<G
 /// The background task: samples the history every `sample_interval` and takes a
 /// checkpoint every `checkpoint_interval` while tracking, until `cancel` fires. The
 /// sampling (it reads /proc) and the snapshot copy run on blocking threads.
-pub async fn run(
-    shared: Arc<Shared>,
-    sample_interval: Duration,
-    checkpoint_interval: Duration,
-    cancel: CancellationToken,
-) {
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    let TrendSettings {
+        sample_interval,
+        checkpoint_interval,
+        ..
+    } = shared.trend_settings;
     let mut samples = tokio::time::interval(sample_interval.max(Duration::from_millis(1)));
     samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut checkpoints = tokio::time::interval_at(

@@ -7,7 +7,9 @@
 
 pub mod auth;
 pub mod debug;
+pub mod export;
 pub mod system;
+pub mod trend;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +50,7 @@ pub const REGISTRY: &[Command] = &[
     system::INFO,
     debug::MEMORY_SNAPSHOT,
     debug::MEMORY_RESET_PEAK,
+    trend::MEMORY_TREND,
 ];
 
 /// Finds a command by name.
@@ -160,6 +163,8 @@ pub struct Shared {
     /// std mutex: the RSS/heap history ring; held to push or copy a window, never across
     /// `.await`.
     pub trend: std::sync::Mutex<crate::trend::History>,
+    /// The trend's intervals and threshold (from `app::Limits`).
+    pub trend_settings: crate::trend::TrendSettings,
     /// std mutex: the automatic checkpoints (apart from the user's baselines); held to
     /// push or clone, never across `.await`.
     pub checkpoints: std::sync::Mutex<crate::memory::Checkpoints>,

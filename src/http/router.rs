@@ -19,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::auth::Verdict;
-use super::{Conn, Server, panel, upgrade};
+use super::{Conn, Server, exports, panel, upgrade};
 use crate::commands::{self, CommandError, Context, ListenerKind, Session, User};
 
 /// The response type of every route.
@@ -85,6 +85,12 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path.as_str() {
         "/healthz" | "/ws" | "/" | "/api/memory/snapshot" if !is_get => method_not_allowed(),
+        exports::PROFILE | exports::FOLDED | exports::FLAMEGRAPH | exports::TREND
+        | exports::METRICS
+            if !is_get =>
+        {
+            method_not_allowed()
+        }
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/ws" => upgrade::handle(req, conn, session(), server),
         "/" => panel::index(&req),
@@ -94,6 +100,14 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
                 session: session(),
             };
             snapshot(&req, ctx).await
+        }
+        exports::PROFILE | exports::FOLDED | exports::FLAMEGRAPH | exports::TREND
+        | exports::METRICS => {
+            let ctx = Context {
+                shared: server.shared.clone(),
+                session: session(),
+            };
+            exports::route(path.as_str(), &req, ctx).await
         }
         _ => error(
             &CommandError::NotFound(format!("no such path: {}", truncate(&path, 200))),
