@@ -62,7 +62,7 @@ pub fn encode(input: &Input) -> String {
     gauge(
         &mut root,
         "process_resident_memory",
-        "Resident memory size of this process (RSS).",
+        "Resident memory size of this process (RSS)",
         Some(Unit::Bytes),
         input.system.process.rss_bytes,
     );
@@ -72,21 +72,21 @@ pub fn encode(input: &Input) -> String {
     gauge(
         reg,
         "heap_current",
-        "Live heap bytes allocated through the global allocator (requested sizes).",
+        "Live heap bytes allocated through the global allocator (requested sizes)",
         Some(Unit::Bytes),
         t.current_bytes,
     );
     gauge(
         reg,
         "heap_peak",
-        "Highest live heap bytes since start or the last peak reset.",
+        "Highest live heap bytes since start or the last peak reset",
         Some(Unit::Bytes),
         t.peak_bytes,
     );
     gauge(
         reg,
         "heap_live_blocks",
-        "Live heap blocks.",
+        "Live heap blocks",
         None,
         t.live_blocks,
     );
@@ -94,13 +94,13 @@ pub fn encode(input: &Input) -> String {
     allocations.inc_by(t.total_allocations);
     reg.register(
         "heap_allocations",
-        "Allocations since the process started (a realloc counts as one).",
+        "Allocations since the process started (a realloc counts as one)",
         allocations,
     );
     gauge(
         reg,
         "process_peak_resident_memory",
-        "The kernel's high-water mark of this process's RSS (VmHWM).",
+        "The kernel's high-water mark of this process's RSS (VmHWM)",
         Some(Unit::Bytes),
         input.system.process.peak_rss_bytes,
     );
@@ -108,21 +108,21 @@ pub fn encode(input: &Input) -> String {
     gauge(
         reg,
         "host_memory_total",
-        "Host memory.",
+        "Host memory",
         Some(Unit::Bytes),
         host.total_bytes,
     );
     gauge(
         reg,
         "host_memory_available",
-        "Host memory available for new allocations without swapping.",
+        "Host memory available for new allocations without swapping",
         Some(Unit::Bytes),
         host.available_bytes,
     );
     gauge(
         reg,
         "host_swap_used",
-        "Host swap in use.",
+        "Host swap in use",
         Some(Unit::Bytes),
         host.swap_used_bytes,
     );
@@ -130,7 +130,7 @@ pub fn encode(input: &Input) -> String {
         gauge(
             reg,
             "cgroup_memory_usage",
-            "Memory used by this process's cgroup (the add-on container).",
+            "Memory used by this process's cgroup (the add-on container)",
             Some(Unit::Bytes),
             cg.usage_bytes,
         );
@@ -138,7 +138,7 @@ pub fn encode(input: &Input) -> String {
             gauge(
                 reg,
                 "cgroup_memory_limit",
-                "Memory limit of this process's cgroup (absent when unlimited).",
+                "Memory limit of this process's cgroup (absent when unlimited)",
                 Some(Unit::Bytes),
                 limit,
             );
@@ -150,7 +150,7 @@ pub fn encode(input: &Input) -> String {
     gauge(
         reg,
         "tracking_enabled",
-        "1 while allocation-site tracking runs.",
+        "1 while allocation-site tracking runs",
         None,
         u64::from(enabled),
     );
@@ -162,13 +162,13 @@ pub fn encode(input: &Input) -> String {
     }
     reg.register(
         "tracking_mode",
-        "1 for the running tracking mode (both 0 when tracking is off).",
+        "1 for the running tracking mode (both 0 when tracking is off)",
         mode,
     );
     gauge(
         reg,
         "tracking_sample_interval",
-        "Mean sampling interval of sampled tracking (0 in exact mode or when off).",
+        "Mean sampling interval of sampled tracking (0 in exact mode or when off)",
         Some(Unit::Bytes),
         input
             .tracking
@@ -178,21 +178,21 @@ pub fn encode(input: &Input) -> String {
     gauge(
         reg,
         "tracker_overhead",
-        "Bytes the tracker itself holds (block table, stack table, filter); 0 when off.",
+        "Bytes the tracker itself holds (block table, stack table, filter); 0 when off",
         Some(Unit::Bytes),
         t.overhead_bytes,
     );
     gauge(
         reg,
         "tracker_stacks",
-        "Distinct call stacks the running tracking session has interned.",
+        "Distinct call stacks the running tracking session has interned",
         None,
         t.tracked_stacks,
     );
     gauge(
         reg,
         "tracker_dropped_stacks",
-        "Blocks attributed to the overflow bucket because the stack table was full.",
+        "Blocks attributed to the overflow bucket because the stack table was full",
         None,
         t.dropped_stacks,
     );
@@ -213,18 +213,18 @@ pub fn encode(input: &Input) -> String {
     }
     reg.register(
         "trend_slope_bytes_per_hour",
-        "Robust (Theil-Sen) slope of the series over the window; absent until the window has enough samples.",
+        "Robust (Theil-Sen) slope of the series over the window; absent until the window has enough samples",
         slope,
     );
     reg.register(
         "trend_growing",
-        "1 when the trend verdict for the window is growing, 0 when stable; absent with insufficient data.",
+        "1 when the trend verdict for the window is growing, 0 when stable; absent with insufficient data",
         growing,
     );
     gauge(
         reg,
         "trend_growing_sites",
-        "Allocation sites that grew at each of the last 3 or more checkpoints.",
+        "Allocation sites that grew at each of the last 3 or more checkpoints",
         None,
         input.growing_sites as u64,
     );
@@ -237,7 +237,7 @@ pub fn encode(input: &Input) -> String {
     }
     reg.register_with_unit(
         "site",
-        "Live bytes of the largest allocation sites (top 10, estimates in sampled mode; absent when tracking is off).",
+        "Live bytes of the largest allocation sites (top 10, estimates in sampled mode; absent when tracking is off)",
         Unit::Bytes,
         sites,
     );

@@ -38,8 +38,8 @@ pub struct ExportLocation {
 /// One stack of a snapshot, symbolized, innermost location first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportStack {
-    /// Innermost (the allocation site) first; empty for the overflow bucket and for a
-    /// walk that recorded no frame.
+    /// The allocation site first (plumbing above it trimmed), then its callers; empty for
+    /// the overflow bucket and for a walk that recorded no frame.
     pub locations: Vec<ExportLocation>,
     /// Live bytes (an estimate in sampled mode).
     pub bytes: u64,
@@ -60,17 +60,47 @@ pub struct SiteHistory {
     pub bytes: Vec<u64>,
 }
 
+/// The locations of one stack, from its allocation site outwards: the tracker's own
+/// frames are trimmed, and so is the allocation plumbing above the site (std, alloc,
+/// hashbrown), as Go's heap profiles hide `mallocgc` — so a profile's leaf function and
+/// a flame graph's top frame are the line of code that allocated. A stack with no frame
+/// outside the plumbing keeps its plumbing.
 fn locations(snap: &Snapshot, stack: &StackTotals, symbols: &Symbols) -> Vec<ExportLocation> {
+    let site_first = collect_locations(snap, stack, symbols, true);
+    if site_first.is_empty() {
+        collect_locations(snap, stack, symbols, false)
+    } else {
+        site_first
+    }
+}
+
+fn collect_locations(
+    snap: &Snapshot,
+    stack: &StackTotals,
+    symbols: &Symbols,
+    trim_plumbing: bool,
+) -> Vec<ExportLocation> {
     let mut out = Vec::new();
     let mut started = false;
+    let mut walked = 0u32;
     for &addr in snap.raw_frames(stack) {
         let Some(frames) = symbols.get(&addr) else {
             continue;
         };
+        // The frame limit counts physical frames from the first after the tracker's own,
+        // as `stats` does, whether or not plumbing is shown.
+        if frames.iter().any(|f| !f.is_tracker_internal()) {
+            walked += 1;
+        }
         let kept: Vec<ExportFrame> = frames
             .iter()
             .filter(|f| {
-                started = started || !f.is_tracker_internal();
+                let skip = if trim_plumbing {
+                    f.is_plumbing()
+                } else {
+                    f.is_tracker_internal()
+                };
+                started = started || !skip;
                 started
             })
             .map(|f| ExportFrame {
@@ -79,14 +109,13 @@ fn locations(snap: &Snapshot, stack: &StackTotals, symbols: &Symbols) -> Vec<Exp
                 line: f.line,
             })
             .collect();
-        if kept.is_empty() {
-            continue;
+        if !kept.is_empty() {
+            out.push(ExportLocation {
+                address: addr.saturating_sub(1),
+                frames: kept,
+            });
         }
-        out.push(ExportLocation {
-            address: addr.saturating_sub(1),
-            frames: kept,
-        });
-        if out.len() >= snap.frame_limit.max(1) as usize {
+        if walked >= snap.frame_limit.max(1) {
             break;
         }
     }
