@@ -113,8 +113,8 @@ impl History {
 
     /// Records one sample taken at `at` (monotonic; earlier than the previous is clamped).
     pub fn push(&mut self, at: Instant, rss_bytes: u64, heap_bytes: u64) {
-        let mut at_ms = u64::try_from(at.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX);
+        let mut at_ms =
+            u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
         if let Some(last) = self.last_point() {
             at_ms = at_ms.max(last.at_ms);
         }
@@ -291,9 +291,9 @@ pub fn assess(points: &[(f64, f64)], window_len: usize, threshold_per_hour: f64)
     let tau = kendall_tau(points);
     let (first, second) = points.split_at(points.len() / 2);
     let halves_rise = |slope: f64| {
-        [first, second].iter().all(|half| {
-            theil_sen(half).is_some_and(|s| s * 3600.0 >= HALF_SLOPE_MIN_SHARE * slope)
-        })
+        [first, second]
+            .iter()
+            .all(|half| theil_sen(half).is_some_and(|s| s * 3600.0 >= HALF_SLOPE_MIN_SHARE * slope))
     };
     match (slope, tau) {
         (Some(slope), Some(tau)) if points.len() >= needed => Assessment {
@@ -558,7 +558,11 @@ mod tests {
                     base + 1024.0 * noise(seed * 1000 + i)
                 });
                 let a = assess(&pts, 15, MIB);
-                assert_eq!(a.verdict, Verdict::Stable, "step at {step_at}, seed {seed}: {a:?}");
+                assert_eq!(
+                    a.verdict,
+                    Verdict::Stable,
+                    "step at {step_at}, seed {seed}: {a:?}"
+                );
             }
         }
     }
@@ -590,10 +594,7 @@ mod tests {
         assert_eq!(a.slope_bytes_per_hour, None);
         // The 1-hour window needs 30 samples.
         let half = series(29, 60.0, |i| i as f64 * MIB);
-        assert_eq!(
-            assess(&half, 60, MIB).verdict,
-            Verdict::InsufficientData
-        );
+        assert_eq!(assess(&half, 60, MIB).verdict, Verdict::InsufficientData);
         let half = series(30, 60.0, |i| i as f64 * MIB);
         assert_eq!(assess(&half, 60, MIB).verdict, Verdict::Growing);
     }

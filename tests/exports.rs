@@ -75,7 +75,10 @@ fn lines_ending_in<'a>(folded: &'a str, counts: usize, function: &str) -> Vec<&'
         .lines()
         .filter(|l| {
             let stack = l.rsplitn(counts + 1, ' ').last().expect("a stack");
-            stack.rsplit(';').next().is_some_and(|f| f.ends_with(function))
+            stack
+                .rsplit(';')
+                .next()
+                .is_some_and(|f| f.ends_with(function))
         })
         .collect()
 }
@@ -117,10 +120,7 @@ async fn exports_in_exact_mode() {
     }
 
     // The direct listener wants the token on every export path.
-    for path in PATHS
-        .iter()
-        .chain(&["/metrics", "/api/memory/trend"])
-    {
+    for path in PATHS.iter().chain(&["/metrics", "/api/memory/trend"]) {
         let r = get(s.direct(), path, &[]).await;
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.json()["error_code"], "not_authenticated");
@@ -151,7 +151,10 @@ async fn exports_in_exact_mode() {
     // Folded: exactly one line ends in hold_blocks, with exactly its bytes.
     let r = get(s.direct(), "/api/memory/folded", &bearer).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type").unwrap(), "text/plain; charset=utf-8");
+    assert_eq!(
+        r.header("content-type").unwrap(),
+        "text/plain; charset=utf-8"
+    );
     let folded = String::from_utf8(r.body).unwrap();
     let lines = lines_ending_in(&folded, 1, "exports::hold_blocks");
     assert_eq!(lines.len(), 1, "{folded}");
@@ -166,7 +169,10 @@ async fn exports_in_exact_mode() {
         lines[0]
     );
     // Sorted lines, each `stack bytes`.
-    let keys: Vec<&str> = folded.lines().map(|l| l.rsplit_once(' ').unwrap().0).collect();
+    let keys: Vec<&str> = folded
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
 
     // Flame graph: the frame and its exact bytes are in the SVG.
@@ -186,7 +192,10 @@ async fn exports_in_exact_mode() {
     let dir = tempfile::tempdir().unwrap();
     let r = get(s.direct(), "/api/memory/profile.pb.gz", &bearer).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type").unwrap(), "application/octet-stream");
+    assert_eq!(
+        r.header("content-type").unwrap(),
+        "application/octet-stream"
+    );
     assert!(
         r.header("content-disposition")
             .unwrap()
@@ -231,7 +240,10 @@ async fn exports_in_exact_mode() {
     let r = get(s.ingress, "/api/memory/flamegraph.svg?baseline=before", &[]).await;
     assert_eq!(r.status, 200);
     let svg = String::from_utf8(r.body).unwrap();
-    assert!(svg.contains("compared with baseline"), "title names the baseline");
+    assert!(
+        svg.contains("compared with baseline"),
+        "title names the baseline"
+    );
     assert!(
         svg.contains("<title>exports::hold_more (819,200 bytes, "),
         "the grown frame: {}",
@@ -247,8 +259,16 @@ async fn exports_in_exact_mode() {
             .unwrap_or_else(|| panic!("{function} frame"));
         svg[start..].split("</title>").next().unwrap().to_owned()
     };
-    assert!(title("hold_more").contains("%; +"), "{}", title("hold_more"));
-    assert!(title("hold_blocks").ends_with("; 0.00%)"), "{}", title("hold_blocks"));
+    assert!(
+        title("hold_more").contains("%; +"),
+        "{}",
+        title("hold_more")
+    );
+    assert!(
+        title("hold_blocks").ends_with("; 0.00%)"),
+        "{}",
+        title("hold_blocks")
+    );
 
     if tools::require("go", "golang-go") {
         // The known allocating function is first by inuse_space.
@@ -291,11 +311,14 @@ async fn exports_in_exact_mode() {
             .find(|l| l.contains("hold_more"))
             .unwrap_or_else(|| panic!("hold_more missing: {diff}"));
         assert!(
-            row.trim_start().starts_with(&format!("{}B ", MORE * MORE_BLOCK)),
+            row.trim_start()
+                .starts_with(&format!("{}B ", MORE * MORE_BLOCK)),
             "{diff}"
         );
         assert!(
-            !diff.lines().any(|l| l.contains("hold_blocks") && !l.trim_start().starts_with("0 ")),
+            !diff
+                .lines()
+                .any(|l| l.contains("hold_blocks") && !l.trim_start().starts_with("0 ")),
             "unchanged site has no flat difference: {diff}"
         );
         // The objects count too.
@@ -315,7 +338,10 @@ async fn exports_in_exact_mode() {
             .lines()
             .find(|l| l.contains("hold_more"))
             .unwrap_or_else(|| panic!("{objects}"));
-        assert!(row.trim_start().starts_with(&format!("{MORE} ")), "{objects}");
+        assert!(
+            row.trim_start().starts_with(&format!("{MORE} ")),
+            "{objects}"
+        );
     }
 
     // Prometheus: 1,000 sites exist, the site label has 10 series, the largest ten.
@@ -340,7 +366,12 @@ async fn exports_in_exact_mode() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|row| row["traceback"][0].as_str().unwrap().contains("exports::sites::a"))
+        .filter(|row| {
+            row["traceback"][0]
+                .as_str()
+                .unwrap()
+                .contains("exports::sites::a")
+        })
         .count();
     assert!(site_rows >= 190, "the sites are distinct: {site_rows}");
     for (addr, headers) in [(s.ingress, &[][..]), (s.direct(), &bearer[..])] {
@@ -357,16 +388,24 @@ async fn exports_in_exact_mode() {
             .collect();
         assert_eq!(site_series.len(), 10, "{text}");
         assert!(
-            text.lines().any(|l| l.starts_with("heapwatch_site_bytes{site=\"exports::hold_blocks ")
+            text.lines().any(|l| l
+                .starts_with("heapwatch_site_bytes{site=\"exports::hold_blocks ")
                 && l.ends_with(&format!(" {}", BLOCKS * BLOCK))),
             "the largest site with its exact bytes: {text}"
         );
         assert!(text.contains("\nheapwatch_tracking_enabled 1\n"), "{text}");
-        assert!(text.contains("heapwatch_tracking_mode{mode=\"exact\"} 1\n"), "{text}");
+        assert!(
+            text.contains("heapwatch_tracking_mode{mode=\"exact\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
-        assert!(text.contains("\nheapwatch_tracker_overhead_bytes "), "{text}");
+        assert!(
+            text.contains("\nheapwatch_tracker_overhead_bytes "),
+            "{text}"
+        );
         if tools::require("promtool", "prometheus") {
-            let (ok, out) = tools::run_with_stdin("promtool", &["check", "metrics"], text.as_bytes());
+            let (ok, out) =
+                tools::run_with_stdin("promtool", &["check", "metrics"], text.as_bytes());
             assert!(ok, "promtool check metrics: {out}\n{text}");
         }
     }

@@ -170,7 +170,12 @@ pub async fn metrics(shared: Arc<Shared>) -> Result<String, CommandError> {
             memory::take_snapshot()
                 .statistics(GroupBy::Site, metrics::TOP_SITES)
                 .into_iter()
-                .map(|s| (s.traceback.first().cloned().unwrap_or_default(), s.size_bytes))
+                .map(|s| {
+                    (
+                        s.traceback.first().cloned().unwrap_or_default(),
+                        s.size_bytes,
+                    )
+                })
                 .collect()
         } else {
             Vec::new()

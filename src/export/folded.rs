@@ -108,7 +108,14 @@ mod tests {
 
     #[test]
     fn outermost_first_inlined_frames_kept_semicolons_escaped() {
-        let s = stack(&[&["inner_inlined", "inner"], &["<[u8; 4] as X>::f"], &["main"]], 64);
+        let s = stack(
+            &[
+                &["inner_inlined", "inner"],
+                &["<[u8; 4] as X>::f"],
+                &["main"],
+            ],
+            64,
+        );
         assert_eq!(stack_key(&s), "main;<[u8, 4] as X>::f;inner;inner_inlined");
     }
 

@@ -272,11 +272,26 @@ mod tests {
             ..Input::default()
         };
         let text = encode(&input);
-        assert!(text.contains("\nheapwatch_heap_current_bytes 1234\n"), "{text}");
-        assert!(text.contains("\nheapwatch_heap_allocations_total 99\n"), "{text}");
-        assert!(text.contains("# TYPE process_resident_memory_bytes gauge\n"), "{text}");
-        assert!(text.contains("heapwatch_tracking_mode{mode=\"exact\"} 1\n"), "{text}");
-        assert!(text.contains("heapwatch_tracking_mode{mode=\"sampled\"} 0\n"), "{text}");
+        assert!(
+            text.contains("\nheapwatch_heap_current_bytes 1234\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nheapwatch_heap_allocations_total 99\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE process_resident_memory_bytes gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heapwatch_tracking_mode{mode=\"exact\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heapwatch_tracking_mode{mode=\"sampled\"} 0\n"),
+            "{text}"
+        );
         let site_series = text
             .lines()
             .filter(|l| l.starts_with("heapwatch_site_bytes{"))

@@ -249,9 +249,10 @@ pub fn profile(snapshot: &Snapshot, stacks: &[ExportStack], binary: &BinaryInfo)
     let count = strings.get("count");
     let space = strings.get("inuse_space");
     let bytes = strings.get("bytes");
-    let mut comment = vec![strings.get(
-        "heapwatch: live heap by allocation stack (blocks allocated since tracking started)",
-    )];
+    let mut comment =
+        vec![strings.get(
+            "heapwatch: live heap by allocation stack (blocks allocated since tracking started)",
+        )];
     let (period, note) = match snapshot.sample_interval_bytes {
         Some(interval) => (
             to_i64(interval),
@@ -279,10 +280,11 @@ pub fn profile(snapshot: &Snapshot, stacks: &[ExportStack], binary: &BinaryInfo)
         has_inline_frames: true,
     };
     let in_binary = |addr: u64| {
-        (binary.memory_start..binary.memory_limit)
-            .contains(&addr)
-            .then_some(1)
-            .unwrap_or(0)
+        if (binary.memory_start..binary.memory_limit).contains(&addr) {
+            1
+        } else {
+            0
+        }
     };
 
     let mut functions: Vec<Function> = Vec::new();

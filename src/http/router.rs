@@ -85,7 +85,10 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path.as_str() {
         "/healthz" | "/ws" | "/" | "/api/memory/snapshot" if !is_get => method_not_allowed(),
-        exports::PROFILE | exports::FOLDED | exports::FLAMEGRAPH | exports::TREND
+        exports::PROFILE
+        | exports::FOLDED
+        | exports::FLAMEGRAPH
+        | exports::TREND
         | exports::METRICS
             if !is_get =>
         {
@@ -101,7 +104,10 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
             };
             snapshot(&req, ctx).await
         }
-        exports::PROFILE | exports::FOLDED | exports::FLAMEGRAPH | exports::TREND
+        exports::PROFILE
+        | exports::FOLDED
+        | exports::FLAMEGRAPH
+        | exports::TREND
         | exports::METRICS => {
             let ctx = Context {
                 shared: server.shared.clone(),

@@ -143,7 +143,7 @@ impl Snapshot {
                     truncated: stack.truncated,
                 })
                 .collect();
-            out.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+            out.sort_by_key(|s| std::cmp::Reverse(s.bytes));
             out
         })
     }

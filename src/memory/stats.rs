@@ -61,7 +61,11 @@ fn trace<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Vec<
     out
 }
 
-pub(crate) fn groups(snap: &Snapshot, group_by: GroupBy, symbols: &Symbols) -> HashMap<String, Group> {
+pub(crate) fn groups(
+    snap: &Snapshot,
+    group_by: GroupBy,
+    symbols: &Symbols,
+) -> HashMap<String, Group> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     for stack in &snap.stacks {
         let (key, traceback) = if stack.overflow {

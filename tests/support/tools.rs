@@ -31,7 +31,9 @@ pub fn require(bin: &str, package: &str) -> bool {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{bin} (Debian package {package}) is required under CI=true and could not be installed");
+        panic!(
+            "{bin} (Debian package {package}) is required under CI=true and could not be installed"
+        );
     }
     eprintln!("SKIPPED: {bin} is not available (install Debian package {package})");
     false
