@@ -60,6 +60,7 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
     ("auth", &[("token", "required_string")]),
     ("system/info", &[]),
     ("debug/memory_reset_peak", &[]),
+    ("debug/memory_trend", &[]),
     (
         "debug/memory_snapshot",
         &[

@@ -73,34 +73,38 @@ async fn steady_leak_is_growing_at_its_rate_and_its_site_ranks_first() {
     )
     .await;
 
-    // Leak 64 KiB every 4 ms on a thread of its own, and record the true rate.
+    // Leak 64 KiB every 4 ms on a thread of its own, on a fixed schedule (a late step
+    // catches up), and record when each step happened.
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let leaker = std::thread::spawn(move || {
         let mut kept = Vec::with_capacity(4096);
-        let t0 = Instant::now();
         let mut marks = Vec::with_capacity(4096);
+        let t0 = Instant::now();
         while !stop2.load(Ordering::Relaxed) && kept.len() < 4000 {
             leak_step(&mut kept);
-            marks.push((t0.elapsed().as_secs_f64(), kept.len() as f64 * 65536.0));
-            std::thread::sleep(Duration::from_millis(4));
+            marks.push((Instant::now(), kept.len() as f64 * 65536.0));
+            let next = t0 + Duration::from_millis(4) * kept.len() as u32;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
         (kept, marks)
     });
     // Long enough for a full 15-sample window and 5+ checkpoints.
     tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let asked = Instant::now();
     let t = trend(&s).await;
     stop.store(true, Ordering::Relaxed);
     let (kept, marks) = leaker.join().unwrap();
 
-    // The truth: the leaker's own rate over the window the server looked at.
-    let end = marks.last().unwrap().0;
+    // The truth: the leaker's own rate over the window the server looked at (its last
+    // 15 samples, all taken before we asked).
+    let from = asked - WINDOW_15M - SAMPLE;
     let recent: Vec<_> = marks
         .iter()
-        .filter(|m| m.0 >= end - WINDOW_15M.as_secs_f64() - 0.2)
+        .filter(|m| m.0 >= from && m.0 <= asked)
         .collect();
     let (a, b) = (recent.first().unwrap(), recent.last().unwrap());
-    let truth = (b.1 - a.1) / (b.0 - a.0) * 3600.0;
+    let truth = (b.1 - a.1) / (b.0 - a.0).as_secs_f64() * 3600.0;
 
     let w = window(&t, "15m");
     assert_eq!(w["heap"]["verdict"], "growing", "{t}");
