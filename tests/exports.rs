@@ -278,6 +278,7 @@ async fn exports_in_exact_mode() {
                 "tool",
                 "pprof",
                 "-top",
+                "-unit=B",
                 "-sample_index=inuse_space",
                 first.to_str().unwrap(),
             ],
@@ -290,7 +291,12 @@ async fn exports_in_exact_mode() {
             .nth(1)
             .unwrap_or_else(|| panic!("no rows: {top}"));
         assert!(first_row.contains("hold_blocks"), "{top}");
-        assert!(first_row.trim_start().starts_with("4MB"), "{top}");
+        assert!(
+            first_row
+                .trim_start()
+                .starts_with(&format!("{}B ", BLOCKS * BLOCK)),
+            "{top}"
+        );
 
         // -diff_base shows exactly the growth.
         let diff = tools::run(
