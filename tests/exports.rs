@@ -128,6 +128,13 @@ async fn exports_in_exact_mode() {
         assert_eq!(r.status, 401, "{path}");
     }
 
+    // GET (and HEAD) only.
+    for path in PATHS.iter().chain(&["/metrics", "/api/memory/trend"]) {
+        let r = request(s.ingress, "POST", path, &[], None).await;
+        assert_eq!(r.status, 405, "{path}");
+        assert_eq!(r.header("allow").unwrap(), "GET, HEAD");
+    }
+
     // Start tracking (exact) with an empty starting point.
     let mut ws = ws(s.ingress).await;
     let r = ws

@@ -122,7 +122,7 @@ async fn steady_leak_is_growing_at_its_rate_and_its_site_ranks_first() {
         error * 100.0,
         w["rss"]["verdict"]
     );
-    // The 1h window (60 samples) needs 30: there are about 40.
+    // The 6h window (360 samples) needs 180; there are about 40.
     assert_ne!(
         window(&t, "6h")["verdict"],
         "growing",
