@@ -57,6 +57,16 @@ pub struct Limits {
     pub auth_window: Duration,
     /// ...and an address over the limit is blocked for this long.
     pub auth_block: Duration,
+    /// The leak trend records process RSS and heap bytes this often (always on). Its
+    /// windows are 15, 60 and 360 samples: 15 min, 1 h and 6 h at the default 60 s.
+    pub trend_sample_interval: Duration,
+    /// While tracking, a per-stack checkpoint is taken this often (6 are kept), to find
+    /// the sites that keep growing.
+    pub checkpoint_interval: Duration,
+    /// A window's slope must reach this many bytes per hour to be `growing`. 1 MiB/h is
+    /// 24 MiB a day: a leak that takes a small add-on down within days, and far above the
+    /// drift of an idle process.
+    pub trend_growth_threshold_bytes_per_hour: u64,
 }
 
 impl Default for Limits {
@@ -78,6 +88,9 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_millis(4_800),
             auth_window: crate::http::auth::WINDOW,
             auth_block: crate::http::auth::BLOCK,
+            trend_sample_interval: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(600),
+            trend_growth_threshold_bytes_per_hour: 1024 * 1024,
         }
     }
 }
@@ -190,6 +203,9 @@ pub async fn serve(
         }
         _ => tracing::info!("direct listener off (no api_token set)"),
     }
+    server
+        .tasks
+        .spawn(crate::trend::run(shared.clone(), server.cancel.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; running commands may finish");
@@ -236,6 +252,13 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
         system: Mutex::new(SystemSampler::new()),
         shutdown_started: OnceLock::new(),
         memory_stream: crate::commands::stream::Hub::new(limits.stream_tick),
+        trend: Mutex::new(crate::trend::History::default()),
+        trend_settings: crate::trend::TrendSettings {
+            sample_interval: limits.trend_sample_interval,
+            checkpoint_interval: limits.checkpoint_interval,
+            growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
+        },
+        checkpoints: Mutex::new(memory::Checkpoints::default()),
     });
     Arc::new(Server {
         shared,

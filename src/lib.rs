@@ -9,15 +9,19 @@
 //! - [`ws`]: the WebSocket protocol and sessions.
 //! - [`http`]: listeners, routing, authentication, the panel.
 //! - [`app`]: binds listeners, runs tasks, shuts down.
+//! - [`trend`]: the always-on RSS/heap history, checkpoints and the leak-trend verdict.
+//! - [`export`]: pprof, folded stacks, flame graphs and Prometheus metrics.
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod commands;
+pub mod export;
 pub mod http;
 pub mod logging;
 pub mod memory;
 pub mod settings;
 pub mod system;
+pub mod trend;
 pub mod ws;
 
 /// The README's examples, compiled and run as doctests.

@@ -65,6 +65,7 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
         "debug/memory_unsubscribe",
         &[("subscription", "required_string")],
     ),
+    ("debug/memory_trend", &[]),
     (
         "debug/memory_snapshot",
         &[

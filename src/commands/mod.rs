@@ -7,9 +7,11 @@
 
 pub mod auth;
 pub mod debug;
+pub mod export;
 pub mod report;
 pub mod stream;
 pub mod system;
+pub mod trend;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -52,6 +54,7 @@ pub const REGISTRY: &[Command] = &[
     debug::MEMORY_RESET_PEAK,
     stream::MEMORY_SUBSCRIBE,
     stream::MEMORY_UNSUBSCRIBE,
+    trend::MEMORY_TREND,
 ];
 
 /// Finds a command by name.
@@ -163,6 +166,14 @@ pub struct Shared {
     pub shutdown_started: std::sync::OnceLock<Instant>,
     /// The one memory sampler behind every `debug/memory_subscribe`.
     pub memory_stream: stream::Hub,
+    /// std mutex: the RSS/heap history ring; held to push or copy a window, never across
+    /// `.await`.
+    pub trend: std::sync::Mutex<crate::trend::History>,
+    /// The trend's intervals and threshold (from `app::Limits`).
+    pub trend_settings: crate::trend::TrendSettings,
+    /// std mutex: the automatic checkpoints (apart from the user's baselines); held to
+    /// push or clone, never across `.await`.
+    pub checkpoints: std::sync::Mutex<crate::memory::Checkpoints>,
 }
 
 /// Per-connection facts a handler may use.

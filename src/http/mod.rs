@@ -7,6 +7,7 @@
 //! `max_header_bytes` (larger: 431); request bodies are never read (every route is GET).
 
 pub mod auth;
+pub mod exports;
 pub mod panel;
 pub mod router;
 pub mod upgrade;

@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::auth::Verdict;
-use super::{Conn, Server, panel, upgrade};
+use super::{Conn, Server, exports, panel, upgrade};
 use crate::commands::{self, CommandError, Context, ListenerKind, Session, User};
 
 /// The response type of every route.
@@ -87,6 +87,15 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
         "/healthz" | "/ws" | "/" | "/api/memory/snapshot" | "/api/report" if !is_get => {
             method_not_allowed()
         }
+        exports::PROFILE
+        | exports::FOLDED
+        | exports::FLAMEGRAPH
+        | exports::TREND
+        | exports::METRICS
+            if !is_get =>
+        {
+            method_not_allowed()
+        }
         _ if asset.is_some() && !is_get => method_not_allowed(),
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/ws" => upgrade::handle(req, conn, session(), server),
@@ -94,6 +103,11 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
         "/" => panel::index(&req, conn.kind == ListenerKind::Ingress && trusted),
         "/api/memory/snapshot" => snapshot(&req, context()).await,
         "/api/report" => report(&req, context()).await,
+        exports::PROFILE
+        | exports::FOLDED
+        | exports::FLAMEGRAPH
+        | exports::TREND
+        | exports::METRICS => exports::route(path.as_str(), &req, context()).await,
         _ if asset.is_some() => panel::serve(asset.expect("checked above")),
         _ => error(
             &CommandError::NotFound(format!("no such path: {}", truncate(&path, 200))),

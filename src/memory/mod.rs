@@ -24,6 +24,8 @@
 //! - `table`, `stacks`: the block table and interned stacks (`System`-allocated).
 //! - `snapshot`, `stats`, `symbolize`: copying totals out, grouping, symbolizing.
 //! - `baselines`: the bounded named-baseline store.
+//! - `checkpoints`: the ring of automatic snapshots the trend compares.
+//! - `export`: symbolized per-stack views and per-site histories for the exporters.
 //!
 //! See docs/ARCHITECTURE.md (tracker section) for the design and its numbers.
 //!
@@ -72,6 +74,8 @@
 
 mod allocator;
 mod baselines;
+mod checkpoints;
+mod export;
 mod filter;
 mod lock;
 mod recorder;
@@ -88,6 +92,8 @@ use std::time::SystemTime;
 
 pub use allocator::Tracker;
 pub use baselines::Baselines;
+pub use checkpoints::Checkpoints;
+pub use export::{ExportFrame, ExportLocation, ExportStack, SiteHistory, site_history};
 pub use snapshot::Snapshot;
 
 /// Most distinct stacks tracked at once; further new stacks go to an overflow bucket

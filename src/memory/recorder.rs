@@ -288,10 +288,14 @@ pub(crate) fn snapshot() -> Snapshot {
         });
         let estimated = s.mode == Mode::Sampled;
         let frame_limit = s.frames;
+        let tracking_since = Some(s.since);
+        let sample_interval_bytes = estimated.then_some(s.interval);
         drop(state);
         return Snapshot {
             taken_at,
             estimated,
+            tracking_since,
+            sample_interval_bytes,
             stacks,
             frames,
             frame_limit,

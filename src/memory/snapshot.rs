@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub taken_at: Option<SystemTime>,
     /// True when the numbers are sampled estimates.
     pub estimated: bool,
+    /// When the tracking session this snapshot comes from started (`None` when off).
+    pub tracking_since: Option<SystemTime>,
+    /// The session's mean sampling interval in bytes (`None` in exact mode and when off).
+    pub sample_interval_bytes: Option<u64>,
     pub(crate) stacks: Vec<StackTotals>,
     pub(crate) frames: Vec<u64>,
     /// The session's `frames` setting: tracebacks keep this many frames after trimming.

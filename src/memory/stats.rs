@@ -23,14 +23,14 @@ const OVERFLOW_FUNCTION: &str = "<other stacks>";
 /// Shown when the walk recorded no frame (e.g. a thread whose stack bounds are unknown).
 const NO_FRAMES: &str = "<no frames> (unknown)";
 
-type Symbols = HashMap<u64, Vec<Frame>>;
+pub(crate) type Symbols = HashMap<u64, Vec<Frame>>;
 
 /// One group's running totals and its representative (largest stack's) traceback.
-struct Group {
-    bytes: u64,
-    count: u64,
+pub(crate) struct Group {
+    pub(crate) bytes: u64,
+    pub(crate) count: u64,
     rep_bytes: u64,
-    traceback: Vec<String>,
+    pub(crate) traceback: Vec<String>,
 }
 
 /// Symbolized frames of one stack, own frames trimmed and frame limit applied.
@@ -61,7 +61,11 @@ fn trace<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Vec<
     out
 }
 
-fn groups(snap: &Snapshot, group_by: GroupBy, symbols: &Symbols) -> HashMap<String, Group> {
+pub(crate) fn groups(
+    snap: &Snapshot,
+    group_by: GroupBy,
+    symbols: &Symbols,
+) -> HashMap<String, Group> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     for stack in &snap.stacks {
         let (key, traceback) = if stack.overflow {
@@ -116,7 +120,7 @@ fn groups(snap: &Snapshot, group_by: GroupBy, symbols: &Symbols) -> HashMap<Stri
     groups
 }
 
-fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> Symbols {
+pub(crate) fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> Symbols {
     let mut addrs: Vec<u64> = snaps
         .into_iter()
         .flat_map(|s| s.frames.iter().copied())

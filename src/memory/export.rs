@@ -1,0 +1,172 @@
+//! Symbolized per-stack views of a [`Snapshot`] for the exporters (pprof, folded stacks,
+//! flame graphs), and per-site histories over several snapshots for the trend.
+//!
+//! The exporters need more than the grouped rows of `stats`: every stack on its own,
+//! its frames still grouped by return address (one pprof `Location` per address, with
+//! the functions inlined there as its lines). The tracker's own frames are trimmed and
+//! the session's frame limit applied exactly as `stats` does, so an export and a
+//! snapshot reply show the same stacks. Like `stats`, everything here symbolizes: call it
+//! off async worker threads. The formats themselves live in `crate::export`.
+
+use std::collections::HashMap;
+
+use super::GroupBy;
+use super::snapshot::{Snapshot, StackTotals, round_count};
+use super::stats::{Symbols, groups, symbols_of};
+
+/// One resolved (possibly inlined) function at an address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExportFrame {
+    /// Demangled name without the hash; `None` when the address did not resolve.
+    pub function: Option<String>,
+    /// Source file as the debug info names it.
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+}
+
+/// One return address of a stack with the functions it resolves to, innermost (the
+/// inlined callee) first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportLocation {
+    /// The return address minus one: an address inside the call instruction.
+    pub address: u64,
+    /// At least one frame; an unresolved address has one with every field `None`.
+    pub frames: Vec<ExportFrame>,
+}
+
+/// One stack of a snapshot, symbolized, innermost location first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportStack {
+    /// The allocation site first (plumbing above it trimmed), then its callers; empty for
+    /// the overflow bucket and for a walk that recorded no frame.
+    pub locations: Vec<ExportLocation>,
+    /// Live bytes (an estimate in sampled mode).
+    pub bytes: u64,
+    /// Live blocks (an estimate in sampled mode, rounded).
+    pub count: u64,
+    /// The overflow bucket: blocks of stacks that found the stack table full.
+    pub overflow: bool,
+    /// The walk was cut at the frame limit.
+    pub truncated: bool,
+}
+
+/// One allocation site's size in each of several snapshots (see [`site_history`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteHistory {
+    /// "function (file:line)" frames from the site outwards (as `GroupBy::Site` rows).
+    pub traceback: Vec<String>,
+    /// Bytes at the site in each snapshot, in the order given (0 where absent).
+    pub bytes: Vec<u64>,
+}
+
+/// The locations of one stack, from its allocation site outwards: the tracker's own
+/// frames are trimmed, and so is the allocation plumbing above the site (std, alloc,
+/// hashbrown), as Go's heap profiles hide `mallocgc` — so a profile's leaf function and
+/// a flame graph's top frame are the line of code that allocated. A stack with no frame
+/// outside the plumbing keeps its plumbing.
+fn locations(snap: &Snapshot, stack: &StackTotals, symbols: &Symbols) -> Vec<ExportLocation> {
+    let site_first = collect_locations(snap, stack, symbols, true);
+    if site_first.is_empty() {
+        collect_locations(snap, stack, symbols, false)
+    } else {
+        site_first
+    }
+}
+
+fn collect_locations(
+    snap: &Snapshot,
+    stack: &StackTotals,
+    symbols: &Symbols,
+    trim_plumbing: bool,
+) -> Vec<ExportLocation> {
+    let mut out = Vec::new();
+    let mut started = false;
+    let mut walked = 0u32;
+    for &addr in snap.raw_frames(stack) {
+        let Some(frames) = symbols.get(&addr) else {
+            continue;
+        };
+        // The frame limit counts physical frames from the first after the tracker's own,
+        // as `stats` does, whether or not plumbing is shown.
+        if frames.iter().any(|f| !f.is_tracker_internal()) {
+            walked += 1;
+        }
+        let kept: Vec<ExportFrame> = frames
+            .iter()
+            .filter(|f| {
+                let skip = if trim_plumbing {
+                    f.is_plumbing()
+                } else {
+                    f.is_tracker_internal()
+                };
+                started = started || !skip;
+                started
+            })
+            .map(|f| ExportFrame {
+                function: f.function.clone(),
+                file: f.file.clone(),
+                line: f.line,
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push(ExportLocation {
+                address: addr.saturating_sub(1),
+                frames: kept,
+            });
+        }
+        if walked >= snap.frame_limit.max(1) {
+            break;
+        }
+    }
+    out
+}
+
+impl Snapshot {
+    /// Every stack with its symbolized locations, largest first (ties in stack order).
+    /// Runs symbolization: call it off async worker threads.
+    pub fn symbolized_stacks(&self) -> Vec<ExportStack> {
+        super::allocator::untracked(|| {
+            let symbols = symbols_of([self]);
+            let mut out: Vec<ExportStack> = self
+                .stacks
+                .iter()
+                .map(|stack| ExportStack {
+                    locations: if stack.overflow {
+                        Vec::new()
+                    } else {
+                        locations(self, stack, &symbols)
+                    },
+                    bytes: stack.bytes,
+                    count: round_count(stack.count),
+                    overflow: stack.overflow,
+                    truncated: stack.truncated,
+                })
+                .collect();
+            out.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+            out
+        })
+    }
+}
+
+/// Per allocation site (grouped as [`GroupBy::Site`]), its bytes in each of `snaps`.
+/// Sites are in no particular order. Symbolizes once for all snapshots: call it off
+/// async worker threads.
+pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
+    super::allocator::untracked(|| {
+        let symbols = symbols_of(snaps.iter().copied());
+        let mut sites: HashMap<String, SiteHistory> = HashMap::new();
+        for (i, snap) in snaps.iter().enumerate() {
+            for (key, group) in groups(snap, GroupBy::Site, &symbols) {
+                let entry = sites.entry(key).or_insert_with(|| SiteHistory {
+                    traceback: Vec::new(),
+                    bytes: vec![0; snaps.len()],
+                });
+                entry.bytes[i] = group.bytes;
+                // The newest snapshot's traceback is the one shown.
+                entry.traceback = group.traceback;
+            }
+        }
+        sites.into_values().collect()
+    })
+}

@@ -1,0 +1,664 @@
+//! The leak-trend verdict: is memory really growing, how fast, and which sites grow?
+//!
+//! Two histories feed it, both kept by the background task [`run`] that `app::run` starts:
+//! - [`History`]: every `trend_sample_interval` (60 s) process RSS and the heap's current
+//!   bytes go into a fixed ring of [`HISTORY_POINTS`] (24 h). Always on, tracking or not;
+//!   the ring is allocated once at start-up and never grows.
+//! - [`crate::memory::Checkpoints`]: while tracking, every `checkpoint_interval` (10 min)
+//!   a per-stack snapshot, the last 6 kept.
+//!
+//! From the ring, [`assess`] fits a robust slope per window ([`WINDOWS`]: the last 15, 60
+//! and 360 samples — 15 min, 1 h and 6 h at the default interval) and gives a [`Verdict`];
+//! from the checkpoints, [`growing_sites`] finds the sites that grew at every one of the
+//! last [`GROWING_SITE_MIN_RUN`] checkpoints. Everything here is typed; `commands::trend`
+//! turns it into JSON and `export::metrics` into Prometheus series.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::Shared;
+use crate::memory::{self, SiteHistory};
+
+/// Points in the ring: 24 hours at one sample a minute.
+pub const HISTORY_POINTS: usize = 1_440;
+
+/// The windows a verdict is given for: a name (true at the default 60-s interval) and a
+/// length in samples. Tests that shorten the interval shorten the windows with it.
+pub const WINDOWS: [(&str, usize); 3] = [("15m", 15), ("1h", 60), ("6h", 360)];
+
+/// A window needs at least this share of its samples before it gets a verdict (so the
+/// 1-hour window speaks after 30 minutes of history, not after 5).
+pub const MIN_COVERAGE: f64 = 0.5;
+
+/// ...and never fewer than this many points: a slope through 4 points says little.
+pub const MIN_POINTS: usize = 5;
+
+/// Kendall's tau between time and value at or above which growth is *consistent*: at
+/// least 80% of the ordered sample pairs agree that memory went up. Allocate/free cycles
+/// with two or more cycles in the window stay at or below about 0.5, and a single step
+/// (rise once, then flat) at about 0.5 plus noise.
+pub const CONSISTENCY_MIN: f64 = 0.6;
+
+/// Growth must also show in both halves of the window: each half's slope at least this
+/// share of the whole window's. One step leaves one half (or, at the middle, both) flat,
+/// whatever the noise does to tau.
+pub const HALF_SLOPE_MIN_SHARE: f64 = 0.5;
+
+/// Consecutive growths a site needs to be a growing site (so at least 4 checkpoints).
+pub const GROWING_SITE_MIN_RUN: usize = 3;
+
+/// Growing sites reported at most.
+pub const GROWING_SITES_MAX: usize = 10;
+
+/// The trend's settings, from `app::Limits` (tests shorten the intervals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrendSettings {
+    /// How often the history is sampled.
+    pub sample_interval: Duration,
+    /// How often a checkpoint is taken while tracking.
+    pub checkpoint_interval: Duration,
+    /// The slope a window needs to be `growing`, in bytes per hour.
+    pub growth_threshold_bytes_per_hour: u64,
+}
+
+/// One sample of the ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Point {
+    /// Milliseconds since the history's epoch.
+    at_ms: u64,
+    rss_bytes: u64,
+    heap_bytes: u64,
+}
+
+/// A fixed ring of (time, RSS, heap) samples, oldest overwritten first.
+#[derive(Debug)]
+pub struct History {
+    points: Box<[Point]>,
+    /// Index of the next write.
+    next: usize,
+    len: usize,
+    epoch: Instant,
+    epoch_wall: SystemTime,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::with_capacity(HISTORY_POINTS)
+    }
+}
+
+/// The series a verdict is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Series {
+    /// Process resident set size.
+    Rss,
+    /// Heap bytes live through the global allocator (`Totals::current_bytes`).
+    Heap,
+}
+
+impl History {
+    /// An empty ring of `capacity` points (at least 1), allocated now and never again.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            points: vec![Point::default(); capacity.max(1)].into_boxed_slice(),
+            next: 0,
+            len: 0,
+            epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
+        }
+    }
+
+    /// Records one sample taken at `at` (monotonic; earlier than the previous is clamped).
+    pub fn push(&mut self, at: Instant, rss_bytes: u64, heap_bytes: u64) {
+        let mut at_ms =
+            u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        if let Some(last) = self.last_point() {
+            at_ms = at_ms.max(last.at_ms);
+        }
+        self.points[self.next] = Point {
+            at_ms,
+            rss_bytes,
+            heap_bytes,
+        };
+        self.next = (self.next + 1) % self.points.len();
+        self.len = (self.len + 1).min(self.points.len());
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no sample is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Samples the ring holds at most.
+    pub fn capacity(&self) -> usize {
+        self.points.len()
+    }
+
+    fn last_point(&self) -> Option<Point> {
+        (self.len > 0).then(|| self.points[(self.next + self.points.len() - 1) % self.points.len()])
+    }
+
+    /// The `i`-th newest point (0 = newest).
+    fn nth_newest(&self, i: usize) -> Point {
+        let cap = self.points.len();
+        self.points[(self.next + cap - 1 - i) % cap]
+    }
+
+    /// The last `n` samples of `series` (fewer if fewer are held), oldest first, as
+    /// (seconds since the first of them, bytes).
+    pub fn window(&self, series: Series, n: usize) -> Vec<(f64, f64)> {
+        let n = n.min(self.len);
+        if n == 0 {
+            return Vec::new();
+        }
+        let first = self.nth_newest(n - 1).at_ms;
+        (0..n)
+            .rev()
+            .map(|i| {
+                let p = self.nth_newest(i);
+                let v = match series {
+                    Series::Rss => p.rss_bytes,
+                    Series::Heap => p.heap_bytes,
+                };
+                ((p.at_ms - first) as f64 / 1000.0, v as f64)
+            })
+            .collect()
+    }
+
+    /// The newest sample: when (wall clock), RSS, heap.
+    pub fn latest(&self) -> Option<(SystemTime, u64, u64)> {
+        self.last_point().map(|p| {
+            (
+                self.epoch_wall + Duration::from_millis(p.at_ms),
+                p.rss_bytes,
+                p.heap_bytes,
+            )
+        })
+    }
+
+    /// When the oldest held sample was taken (wall clock).
+    pub fn oldest(&self) -> Option<SystemTime> {
+        (self.len > 0)
+            .then(|| self.epoch_wall + Duration::from_millis(self.nth_newest(self.len - 1).at_ms))
+    }
+}
+
+/// What a window says about a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The slope is above the threshold and the rise is consistent.
+    Growing,
+    /// Enough data, and not growing.
+    Stable,
+    /// Too few samples in the window yet.
+    InsufficientData,
+}
+
+impl Verdict {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Growing => "growing",
+            Self::Stable => "stable",
+            Self::InsufficientData => "insufficient_data",
+        }
+    }
+}
+
+/// A series' trend over one window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Assessment {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Theil–Sen slope in bytes per hour (`None` with insufficient data).
+    pub slope_bytes_per_hour: Option<f64>,
+    /// Kendall's tau between time and value, −1..=1 (`None` with insufficient data).
+    pub consistency: Option<f64>,
+    /// Points used.
+    pub points: usize,
+}
+
+/// The Theil–Sen estimator: the median of the slopes between every pair of points with
+/// distinct times. Resistant to outliers: up to about 29% of the points can be wild
+/// without moving it far. `None` with fewer than two distinct times. O(n²) pairs: the
+/// largest window (360 points) is 64,620 slopes.
+pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
+    let mut slopes = Vec::with_capacity(points.len() * points.len().saturating_sub(1) / 2);
+    for (i, &(x1, y1)) in points.iter().enumerate() {
+        for &(x2, y2) in &points[i + 1..] {
+            if x2 != x1 {
+                slopes.push((y2 - y1) / (x2 - x1));
+            }
+        }
+    }
+    median(&mut slopes)
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = v.len() / 2;
+    let (_, &mut upper, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    if v.len() % 2 == 1 {
+        Some(upper)
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((lower + upper) / 2.0)
+    }
+}
+
+/// Kendall's tau-a between time order and value: (concordant − discordant) / pairs.
+/// 1 when every later sample is higher than every earlier one, about 0 for noise.
+pub fn kendall_tau(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len();
+    if n < 2 {
+        return None;
+    }
+    let mut score: i64 = 0;
+    for (i, &(x1, y1)) in points.iter().enumerate() {
+        for &(x2, y2) in &points[i + 1..] {
+            let dx = x2 - x1;
+            let dy = y2 - y1;
+            if dx * dy > 0.0 {
+                score += 1;
+            } else if dx * dy < 0.0 {
+                score -= 1;
+            }
+        }
+    }
+    let pairs = (n * (n - 1) / 2) as f64;
+    Some(score as f64 / pairs)
+}
+
+/// The verdict for `points` (seconds, bytes), oldest first, from a window meant to hold
+/// `window_len` samples: `insufficient_data` below [`MIN_COVERAGE`] of it or
+/// [`MIN_POINTS`]; `growing` when the Theil–Sen slope is at least `threshold` bytes per
+/// hour and the rise is consistent (Kendall's tau at least [`CONSISTENCY_MIN`], and each
+/// half of the window rising at least [`HALF_SLOPE_MIN_SHARE`] as fast); otherwise
+/// `stable`.
+pub fn assess(points: &[(f64, f64)], window_len: usize, threshold_per_hour: f64) -> Assessment {
+    let needed = ((window_len as f64 * MIN_COVERAGE).ceil() as usize).max(MIN_POINTS);
+    let slope = theil_sen(points).map(|s| s * 3600.0);
+    let tau = kendall_tau(points);
+    let (first, second) = points.split_at(points.len() / 2);
+    let halves_rise = |slope: f64| {
+        [first, second]
+            .iter()
+            .all(|half| theil_sen(half).is_some_and(|s| s * 3600.0 >= HALF_SLOPE_MIN_SHARE * slope))
+    };
+    match (slope, tau) {
+        (Some(slope), Some(tau)) if points.len() >= needed => Assessment {
+            verdict: if slope >= threshold_per_hour && tau >= CONSISTENCY_MIN && halves_rise(slope)
+            {
+                Verdict::Growing
+            } else {
+                Verdict::Stable
+            },
+            slope_bytes_per_hour: Some(slope),
+            consistency: Some(tau),
+            points: points.len(),
+        },
+        _ => Assessment {
+            verdict: Verdict::InsufficientData,
+            slope_bytes_per_hour: None,
+            consistency: None,
+            points: points.len(),
+        },
+    }
+}
+
+/// One window's verdicts for both series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowReport {
+    /// "15m", "1h" or "6h".
+    pub name: &'static str,
+    /// Samples the window is meant to hold.
+    pub samples: usize,
+    /// Nominal span: `samples` times the sample interval.
+    pub span: Duration,
+    pub rss: Assessment,
+    pub heap: Assessment,
+}
+
+impl WindowReport {
+    /// `growing` if either series grows, else `stable` if either has data.
+    pub fn verdict(&self) -> Verdict {
+        combine([self.rss.verdict, self.heap.verdict])
+    }
+}
+
+/// `growing` if any is, else `stable` if any is, else `insufficient_data`.
+pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+    let mut out = Verdict::InsufficientData;
+    for v in verdicts {
+        match v {
+            Verdict::Growing => return Verdict::Growing,
+            Verdict::Stable => out = Verdict::Stable,
+            Verdict::InsufficientData => {}
+        }
+    }
+    out
+}
+
+/// Every window of `history`, assessed.
+pub fn windows(
+    history: &History,
+    sample_interval: Duration,
+    threshold_per_hour: f64,
+) -> Vec<WindowReport> {
+    WINDOWS
+        .iter()
+        .map(|&(name, samples)| WindowReport {
+            name,
+            samples,
+            span: sample_interval * samples as u32,
+            rss: assess(
+                &history.window(Series::Rss, samples),
+                samples,
+                threshold_per_hour,
+            ),
+            heap: assess(
+                &history.window(Series::Heap, samples),
+                samples,
+                threshold_per_hour,
+            ),
+        })
+        .collect()
+}
+
+/// A site that grew at each of the last checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrowingSite {
+    /// "function (file:line)" from the site outwards.
+    pub traceback: Vec<String>,
+    /// Bytes at the newest checkpoint.
+    pub size_bytes: u64,
+    /// Growth over the run divided by its duration.
+    pub growth_bytes_per_hour: f64,
+    /// Consecutive checkpoints (counting back from the newest) at which it grew.
+    pub grew_in: usize,
+}
+
+/// Sites whose bytes rose at each of at least the last [`GROWING_SITE_MIN_RUN`]
+/// checkpoints (taken at `times`, oldest first, matching each history's `bytes`), ranked
+/// by growth rate, at most [`GROWING_SITES_MAX`].
+pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<GrowingSite> {
+    let mut out = Vec::new();
+    for h in histories {
+        if h.bytes.len() != times.len() || h.bytes.len() < 2 {
+            continue;
+        }
+        let last = h.bytes.len() - 1;
+        let run = (1..=last)
+            .rev()
+            .take_while(|&i| h.bytes[i] > h.bytes[i - 1])
+            .count();
+        if run < GROWING_SITE_MIN_RUN {
+            continue;
+        }
+        let from = last - run;
+        let secs = times[last]
+            .duration_since(times[from])
+            .unwrap_or_default()
+            .as_secs_f64();
+        if secs <= 0.0 {
+            continue;
+        }
+        let grown = (h.bytes[last] - h.bytes[from]) as f64;
+        out.push(GrowingSite {
+            traceback: h.traceback,
+            size_bytes: h.bytes[last],
+            growth_bytes_per_hour: grown / secs * 3600.0,
+            grew_in: run,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.growth_bytes_per_hour
+            .total_cmp(&a.growth_bytes_per_hour)
+            .then_with(|| a.traceback.cmp(&b.traceback))
+    });
+    out.truncate(GROWING_SITES_MAX);
+    out
+}
+
+/// The background task: samples the history every `sample_interval` and takes a
+/// checkpoint every `checkpoint_interval` while tracking, until `cancel` fires. The
+/// sampling (it reads /proc) and the snapshot copy run on blocking threads.
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    let TrendSettings {
+        sample_interval,
+        checkpoint_interval,
+        ..
+    } = shared.trend_settings;
+    let mut samples = tokio::time::interval(sample_interval.max(Duration::from_millis(1)));
+    samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut checkpoints = tokio::time::interval_at(
+        tokio::time::Instant::now() + checkpoint_interval,
+        checkpoint_interval.max(Duration::from_millis(1)),
+    );
+    checkpoints.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = samples.tick() => {
+                let shared = shared.clone();
+                let done = tokio::task::spawn_blocking(move || sample_once(&shared));
+                if let Err(e) = done.await {
+                    tracing::warn!(error = %e, "trend sample failed");
+                }
+            }
+            _ = checkpoints.tick() => {
+                let shared = shared.clone();
+                let done = tokio::task::spawn_blocking(move || checkpoint_once(&shared));
+                if let Err(e) = done.await {
+                    tracing::warn!(error = %e, "trend checkpoint failed");
+                }
+            }
+        }
+    }
+}
+
+/// Records one history sample now.
+pub fn sample_once(shared: &Shared) {
+    let rss = shared
+        .system
+        .lock()
+        .expect("system sampler lock poisoned")
+        .sample()
+        .process
+        .rss_bytes;
+    let heap = memory::totals().current_bytes;
+    shared
+        .trend
+        .lock()
+        .expect("trend lock poisoned")
+        .push(Instant::now(), rss, heap);
+}
+
+/// Takes one checkpoint now if tracking is on; forgets them if it is off.
+pub fn checkpoint_once(shared: &Shared) {
+    if !memory::status().enabled {
+        shared
+            .checkpoints
+            .lock()
+            .expect("checkpoints lock poisoned")
+            .clear();
+        return;
+    }
+    let snapshot = memory::take_snapshot();
+    shared
+        .checkpoints
+        .lock()
+        .expect("checkpoints lock poisoned")
+        .push(snapshot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series sampled every `dt` seconds.
+    fn series(n: usize, dt: f64, f: impl Fn(usize) -> f64) -> Vec<(f64, f64)> {
+        (0..n).map(|i| (i as f64 * dt, f(i))).collect()
+    }
+
+    /// Deterministic noise in −1..1 (splitmix64 of the index).
+    fn noise(i: usize) -> f64 {
+        let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn theil_sen_recovers_a_line_and_ignores_a_spike() {
+        // 2 MiB per hour, sampled every minute, one 500 MiB spike.
+        let per_s = 2.0 * MIB / 3600.0;
+        let mut pts = series(60, 60.0, |i| 50.0 * MIB + per_s * 60.0 * i as f64);
+        pts[30].1 += 500.0 * MIB;
+        let slope = theil_sen(&pts).unwrap() * 3600.0;
+        assert!((slope - 2.0 * MIB).abs() < 1.0, "{slope}");
+        assert_eq!(theil_sen(&[(1.0, 1.0)]), None);
+        assert_eq!(theil_sen(&[(1.0, 1.0), (1.0, 5.0)]), None);
+        assert_eq!(theil_sen(&[(0.0, 0.0), (1.0, 1.0), (2.0, 4.0)]), Some(2.0));
+    }
+
+    #[test]
+    fn steady_growth_under_noise_is_growing_with_the_right_slope() {
+        // 4 MiB/h growth with ±256 KiB of noise on a 60 MiB process.
+        let per_min = 4.0 * MIB / 60.0;
+        let pts = series(60, 60.0, |i| {
+            60.0 * MIB + per_min * i as f64 + 256.0 * 1024.0 * noise(i)
+        });
+        let a = assess(&pts, 60, MIB);
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+        let slope = a.slope_bytes_per_hour.unwrap();
+        assert!((slope / (4.0 * MIB) - 1.0).abs() < 0.1, "{slope}");
+    }
+
+    #[test]
+    fn one_step_is_not_growing_wherever_it_falls() {
+        // Every position, under 200 different draws of noise on the flat parts.
+        for seed in 0..200 {
+            for step_at in 1..15 {
+                let pts = series(15, 60.0, |i| {
+                    let base = if i >= step_at { 80.0 * MIB } else { 60.0 * MIB };
+                    base + 1024.0 * noise(seed * 1000 + i)
+                });
+                let a = assess(&pts, 15, MIB);
+                assert_eq!(
+                    a.verdict,
+                    Verdict::Stable,
+                    "step at {step_at}, seed {seed}: {a:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn allocate_and_free_cycles_are_not_growing() {
+        // Rises 10 MiB over 5 samples, frees it all, again: 3 cycles in a 15-sample window,
+        // 12 in a 60-sample one, sampled in phase (the worst case for pairwise slopes).
+        for (n, window) in [(15, 15), (60, 60), (360, 360)] {
+            let pts = series(n, 60.0, |i| 60.0 * MIB + 2.0 * MIB * (i % 5) as f64);
+            let a = assess(&pts, window, MIB);
+            assert_eq!(a.verdict, Verdict::Stable, "{n}: {a:?}");
+        }
+        // And sampled out of phase (period not a multiple of the interval).
+        let pts = series(60, 60.0, |i| {
+            60.0 * MIB + 10.0 * MIB * ((i as f64 * 0.37).fract())
+        });
+        assert_eq!(assess(&pts, 60, MIB).verdict, Verdict::Stable);
+    }
+
+    #[test]
+    fn flat_is_stable_and_short_history_is_insufficient() {
+        let flat = series(15, 60.0, |i| 60.0 * MIB + 4096.0 * noise(i));
+        assert_eq!(assess(&flat, 15, MIB).verdict, Verdict::Stable);
+        // Steep growth, but only 4 points: no verdict yet.
+        let short = series(4, 60.0, |i| i as f64 * 100.0 * MIB);
+        let a = assess(&short, 15, MIB);
+        assert_eq!(a.verdict, Verdict::InsufficientData);
+        assert_eq!(a.slope_bytes_per_hour, None);
+        // The 1-hour window needs 30 samples.
+        let half = series(29, 60.0, |i| i as f64 * MIB);
+        assert_eq!(assess(&half, 60, MIB).verdict, Verdict::InsufficientData);
+        let half = series(30, 60.0, |i| i as f64 * MIB);
+        assert_eq!(assess(&half, 60, MIB).verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn slow_growth_below_the_threshold_is_stable() {
+        let pts = series(60, 60.0, |i| 60.0 * MIB + 512.0 * 1024.0 / 60.0 * i as f64);
+        let a = assess(&pts, 60, MIB);
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+        assert!(a.consistency.unwrap() > 0.99);
+    }
+
+    #[test]
+    fn history_is_a_bounded_ring() {
+        let mut h = History::with_capacity(4);
+        let t0 = Instant::now();
+        for i in 0..10u64 {
+            h.push(t0 + Duration::from_secs(i), 100 + i, 200 + i);
+        }
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.capacity(), 4);
+        let w = h.window(Series::Rss, 10);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0].1, 106.0);
+        assert_eq!(w[3].1, 109.0);
+        assert!((w[3].0 - w[0].0 - 3.0).abs() < 0.01);
+        let w = h.window(Series::Heap, 2);
+        assert_eq!(w.iter().map(|p| p.1).collect::<Vec<_>>(), [208.0, 209.0]);
+        assert_eq!(h.latest().unwrap().1, 109);
+        assert_eq!(History::default().capacity(), HISTORY_POINTS);
+    }
+
+    #[test]
+    fn growing_sites_need_three_growths_and_rank_by_rate() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let times: Vec<_> = (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect();
+        let site = |name: &str, bytes: [u64; 5]| SiteHistory {
+            traceback: vec![name.to_owned()],
+            bytes: bytes.to_vec(),
+        };
+        let found = growing_sites(
+            &times,
+            vec![
+                site("slow", [0, 10, 20, 30, 40]),
+                site("fast", [100, 100, 1100, 2100, 3100]),
+                site("twice", [0, 0, 0, 500, 900]),
+                site("dipped", [0, 100, 50, 150, 200]),
+                site("flat", [7, 7, 7, 7, 7]),
+            ],
+        );
+        let names: Vec<_> = found.iter().map(|s| s.traceback[0].as_str()).collect();
+        assert_eq!(names, ["fast", "slow"]);
+        assert_eq!(found[0].grew_in, 3);
+        assert!((found[0].growth_bytes_per_hour - 3000.0 / 1800.0 * 3600.0).abs() < 1e-6);
+        assert_eq!(found[1].grew_in, 4);
+        assert_eq!(found[0].size_bytes, 3100);
+    }
+
+    #[test]
+    fn verdicts_combine() {
+        use Verdict::*;
+        assert_eq!(combine([InsufficientData, Stable]), Stable);
+        assert_eq!(combine([Stable, Growing]), Growing);
+        assert_eq!(combine([InsufficientData]), InsufficientData);
+        assert_eq!(combine([]), InsufficientData);
+    }
+}
