@@ -57,12 +57,8 @@ pub struct Limits {
     pub auth_window: Duration,
     /// ...and an address over the limit is blocked for this long.
     pub auth_block: Duration,
-    /// The leak trend records process RSS and heap bytes this often (always on). Its
-    /// windows are 15, 60 and 360 samples: 15 min, 1 h and 6 h at the default 60 s.
-    pub trend_sample_interval: Duration,
-    /// While tracking, a per-stack checkpoint is taken this often (6 are kept), to find
-    /// the sites that keep growing.
-    pub checkpoint_interval: Duration,
+    // The trend's intervals are settings (`trend_sample_interval_ms`,
+    // `trend_checkpoint_interval_ms`), so the binary's tests can shorten them too.
     /// A window's slope must reach this many bytes per hour to be `growing`. 1 MiB/h is
     /// 24 MiB a day: a leak that takes a small add-on down within days, and far above the
     /// drift of an idle process.
@@ -88,8 +84,6 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_millis(4_800),
             auth_window: crate::http::auth::WINDOW,
             auth_block: crate::http::auth::BLOCK,
-            trend_sample_interval: Duration::from_secs(60),
-            checkpoint_interval: Duration::from_secs(600),
             trend_growth_threshold_bytes_per_hour: 1024 * 1024,
         }
     }
@@ -237,6 +231,11 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
             Err(e) => tracing::warn!(error = %e, "could not start allocation tracking"),
         }
     }
+    let trend_settings = crate::trend::TrendSettings {
+        sample_interval: Duration::from_millis(settings.trend_sample_interval_ms.into()),
+        checkpoint_interval: Duration::from_millis(settings.trend_checkpoint_interval_ms.into()),
+        growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
+    };
     let shared = Arc::new(Shared {
         auth: AuthGate::with_timing(
             settings.api_token.clone(),
@@ -253,11 +252,7 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
         shutdown_started: OnceLock::new(),
         memory_stream: crate::commands::stream::Hub::new(limits.stream_tick),
         trend: Mutex::new(crate::trend::History::default()),
-        trend_settings: crate::trend::TrendSettings {
-            sample_interval: limits.trend_sample_interval,
-            checkpoint_interval: limits.checkpoint_interval,
-            growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
-        },
+        trend_settings,
         checkpoints: Mutex::new(memory::Checkpoints::default()),
     });
     Arc::new(Server {

@@ -112,6 +112,11 @@ pub struct Settings {
     pub direct_listen: SocketAddr,
     pub trusted_proxies: Vec<IpAddr>,
     pub data_dir: PathBuf,
+    /// How often the leak trend records RSS and heap (not an add-on option; tests and
+    /// embedders shorten it).
+    pub trend_sample_interval_ms: u32,
+    /// How often, while tracking, the trend takes an automatic per-stack checkpoint.
+    pub trend_checkpoint_interval_ms: u32,
 }
 
 /// The type and range of one key, as the add-on schema states it. One table drives
@@ -215,6 +220,27 @@ pub const KEYS: &[KeySpec] = &[
         name: "data_dir",
         kind: KeyKind::Path,
         default: Some(DefaultValue::Str("/data")),
+        user_facing: false,
+    },
+    // A minute between trend samples: 1,440 of them are a day. Ten milliseconds at the
+    // least keeps a mistyped value from spinning a core.
+    KeySpec {
+        name: "trend_sample_interval_ms",
+        kind: KeyKind::Int {
+            min: 10,
+            max: 3_600_000,
+        },
+        default: Some(DefaultValue::Int(60_000)),
+        user_facing: false,
+    },
+    // Ten minutes between checkpoints: six of them cover the last hour.
+    KeySpec {
+        name: "trend_checkpoint_interval_ms",
+        kind: KeyKind::Int {
+            min: 10,
+            max: 86_400_000,
+        },
+        default: Some(DefaultValue::Int(600_000)),
         user_facing: false,
     },
 ];
@@ -434,6 +460,9 @@ impl Settings {
             _ => PathBuf::from("/data"),
         };
 
+        let trend_sample_interval_ms = int("trend_sample_interval_ms", 60_000)?;
+        let trend_checkpoint_interval_ms = int("trend_checkpoint_interval_ms", 600_000)?;
+
         let settings = Settings {
             log_level,
             debug_memory,
@@ -445,6 +474,8 @@ impl Settings {
             direct_listen,
             trusted_proxies,
             data_dir,
+            trend_sample_interval_ms,
+            trend_checkpoint_interval_ms,
         };
         Ok((settings, source))
     }
@@ -462,6 +493,8 @@ impl Settings {
             "direct_listen": self.direct_listen.to_string(),
             "trusted_proxies": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "data_dir": self.data_dir.display().to_string(),
+            "trend_sample_interval_ms": self.trend_sample_interval_ms,
+            "trend_checkpoint_interval_ms": self.trend_checkpoint_interval_ms,
         })
     }
 }

@@ -134,9 +134,8 @@ async fn missing_options_file_means_defaults_and_env_overrides() {
         .env_remove("HEAPWATCH_DEBUG_MEMORY");
     let data = dir.path().join("data/logs");
     let bin = Binary::launch(cmd, false, dir);
-    let seen = bin.stdout.lock().unwrap().join("\n");
-    assert!(seen.contains("no options file; using defaults"), "{seen}");
-    assert!(seen.contains("direct listener off"), "{seen}");
+    bin.wait_for_line("no options file; using defaults");
+    bin.wait_for_line("direct listener off");
     let mut ws = ws(bin.ingress).await;
     let info = ws.call("1", "system/info", json!({})).await["result"].clone();
     assert_eq!(info["settings"]["log_level"], "debug");
@@ -177,8 +176,9 @@ fn sigterm_closes_sessions_1001_and_exits_0_within_5s() {
     let (status, took) = bin.wait();
     assert_eq!(status.code(), Some(0), "exit 0");
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    bin.wait_for_line("SIGTERM received");
+    bin.wait_for_line("stopped");
     let out = bin.stdout.lock().unwrap().join("\n");
-    assert!(out.contains("SIGTERM received"), "{out}");
     assert!(!out.contains(TOKEN), "the token is never logged");
 }
 
@@ -248,6 +248,7 @@ async fn refused_peers_are_logged_with_their_address_but_rate_limited() {
     }
     // The trusted peer still works, and its requests are not logged as refused.
     assert_eq!(get(bin.ingress, "/", &[]).await.status, 200);
+    bin.wait_for_line("refused request");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = bin.stdout.lock().unwrap().join("\n");
     let refused: Vec<&str> = out

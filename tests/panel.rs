@@ -472,13 +472,23 @@ fn panel_through_ingress_proxy() {
     through_ingress("ingress", json!({}));
 }
 
-/// Start tracking, save a baseline, make the add-on allocate (forty more sessions), compare,
-/// find the growing site in the table and the report. Needs the tracker installed as the
+/// Start tracking, save a baseline, make the add-on allocate (forty more sessions, opened
+/// one by one), compare, find the growing site in the table, the trend card's growing
+/// sites, and the report. Needs the tracker installed as the
 /// binary's global allocator.
 #[test]
 fn panel_tracks_growth_through_ingress_proxy() {
-    // Exact mode: every allocation counts, so the growth is not a sampling accident.
-    through_ingress("tracking", json!({"debug_memory_mode": "exact"}));
+    // Exact mode: every allocation counts, so the growth is not a sampling accident. The
+    // trend's clock runs fast (a sample every 100 ms, a checkpoint every 300 ms) so the
+    // sessions opened one by one show up as growing sites within seconds.
+    through_ingress(
+        "tracking",
+        json!({
+            "debug_memory_mode": "exact",
+            "trend_sample_interval_ms": 100,
+            "trend_checkpoint_interval_ms": 300,
+        }),
+    );
 }
 
 /// The same page at `/`, straight from the add-on, with no proxy and no prefix.

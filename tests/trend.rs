@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use heapwatch::app::Limits;
-use heapwatch::settings::MemoryMode;
+use heapwatch::settings::{MemoryMode, Settings};
 use serde_json::{Value, json};
 use support::*;
 
@@ -28,10 +28,14 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SAMPLE: Duration = Duration::from_millis(40);
 const WINDOW_15M: Duration = Duration::from_millis(40 * 15);
 
+/// The trend's intervals, shortened 1,500 times (they are settings).
+fn fast_trend(st: &mut Settings) {
+    st.trend_sample_interval_ms = SAMPLE.as_millis() as u32;
+    st.trend_checkpoint_interval_ms = 200;
+}
+
 fn limits() -> Limits {
     Limits {
-        trend_sample_interval: SAMPLE,
-        checkpoint_interval: Duration::from_millis(200),
         // Time runs 1,500 times faster than at the defaults, so the threshold scales up
         // too: 2 GiB/h here is 570 KiB/s, above the start-up creep of a fresh server's
         // RSS (about 100 KiB/s) and 25 times below the planted leak (about 55 GB/h).
@@ -66,6 +70,7 @@ async fn steady_leak_is_growing_at_its_rate_and_its_site_ranks_first() {
     let _serial = SERIAL.lock().await;
     let s = TestServer::start_with(
         |st| {
+            fast_trend(st);
             st.debug_memory = true;
             st.debug_memory_mode = MemoryMode::Exact;
         },
@@ -171,7 +176,7 @@ async fn steady_leak_is_growing_at_its_rate_and_its_site_ranks_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rise_then_flat_is_not_growing() {
     let _serial = SERIAL.lock().await;
-    let s = TestServer::start_with(|_| {}, limits()).await;
+    let s = TestServer::start_with(fast_trend, limits()).await;
     // Flat, one 32 MiB rise in the middle of the 15-sample window, flat again.
     tokio::time::sleep(WINDOW_15M / 2).await;
     let step = black_box(vec![3u8; 32 << 20]);
@@ -197,7 +202,7 @@ async fn one_rise_then_flat_is_not_growing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_and_free_cycles_are_not_growing() {
     let _serial = SERIAL.lock().await;
-    let s = TestServer::start_with(|_| {}, limits()).await;
+    let s = TestServer::start_with(fast_trend, limits()).await;
     // Fill 16 MiB in 1 MiB blocks over about 160 ms, free it all, again: several cycles
     // per window, sampled at every phase.
     let deadline = Instant::now() + WINDOW_15M * 2;

@@ -8,6 +8,8 @@
 (() => {
   const WINDOW_MS = 15 * 60 * 1000;
   const STREAM_INTERVAL_S = 2;
+  // The trend moves once a minute by default; refreshing four times as often is cheap.
+  const TREND_REFRESH_MS = 15000;
   const RECONNECT_MIN_MS = 1000;
   const RECONNECT_MAX_MS = 15000;
   const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -427,6 +429,71 @@
     if (s.note) showBanner('note', s.note);
   }
 
+  // ---- the trend verdict --------------------------------------------------------------
+
+  const VERDICT_TEXT = {
+    growing: 'Growing',
+    stable: 'Stable',
+    insufficient_data: 'Not enough data yet',
+  };
+
+  function perHour(n) {
+    if (n === null || n === undefined) return '—';
+    return `${signedBytes(Math.round(n))}/h`;
+  }
+
+  function renderTrend(t) {
+    const badge = $('trend-verdict');
+    badge.dataset.verdict = t.verdict;
+    badge.textContent = VERDICT_TEXT[t.verdict] || t.verdict;
+    const span = t.samples ? `${t.samples} samples since ${clock(t.oldest_sample_at)}` : 'no samples yet';
+    $('trend-meta').textContent =
+      `Memory is recorded every ${Math.round(t.sample_interval_s)} s (${span}). “Growing” means at least ${bytes(t.threshold_bytes_per_hour)} per hour, rising steadily.`;
+    const body = $('trend-rows');
+    body.replaceChildren();
+    for (const w of t.windows) {
+      const cell = (a) => el('td', { class: `num verdict-${a.verdict}`, title: VERDICT_TEXT[a.verdict] || a.verdict },
+        a.verdict === 'insufficient_data' ? '—' : perHour(a.slope_bytes_per_hour),
+        a.verdict === 'growing' ? el('span', { class: 'sr-only', text: ' (growing)' }) : null);
+      body.append(el('tr', {}, el('th', { scope: 'row', text: w.window }), cell(w.rss), cell(w.heap)));
+    }
+    const list = $('growing-sites');
+    list.replaceChildren();
+    for (const g of t.growing_sites) {
+      rowSeq += 1;
+      const id = `gs-${rowSeq}`;
+      const head = splitFrame(g.traceback[0] || '(unknown)');
+      const detail = el('ol', { class: 'traceback', id, hidden: true, 'aria-label': 'Traceback, allocation site first' },
+        ...g.traceback.map((f) => {
+          const fr = splitFrame(f);
+          return el('li', {}, el('span', { class: 'fn', text: fr.fn }), fr.where ? el('span', { class: 'where', text: fr.where }) : null);
+        }));
+      const toggle = el('button', { type: 'button', class: 'expand', 'aria-expanded': 'false', 'aria-controls': id, title: 'Show the whole traceback' },
+        el('span', { class: 'chevron', 'aria-hidden': 'true' }),
+        el('span', { class: 'site' }, el('span', { class: 'fn', text: head.fn }), head.where ? el('span', { class: 'where', text: head.where }) : null));
+      toggle.addEventListener('click', () => {
+        const open = toggle.getAttribute('aria-expanded') !== 'true';
+        toggle.setAttribute('aria-expanded', String(open));
+        detail.hidden = !open;
+      });
+      list.append(el('li', { class: 'growing-site' },
+        el('div', { class: 'growing-head' }, toggle,
+          el('span', { class: 'num growth', text: perHour(g.growth_bytes_per_hour) }),
+          el('span', { class: 'num secondary', text: bytes(g.size_bytes) })),
+        detail));
+    }
+    $('growing-title').hidden = t.growing_sites.length === 0;
+  }
+
+  async function refreshTrend() {
+    if (!conn.ws) return;
+    try {
+      renderTrend(await conn.call('debug/memory_trend'));
+    } catch (e) {
+      if (conn.ws) showError(e);
+    }
+  }
+
   // ---- actions ----------------------------------------------------------------------
 
   const conn = new Connection({
@@ -451,6 +518,7 @@
     try {
       renderSnapshot(await conn.call('debug/memory_snapshot', snapshotArgs(extra)));
       $('error').hidden = true;
+      refreshTrend();
     } catch (e) {
       showError(e);
     } finally {
@@ -486,6 +554,7 @@
         renderStats(data);
         addSample(data);
       });
+      await refreshTrend();
       if (sys.tracking.enabled) await snapshot();
     } catch (e) {
       if (conn.ws) showError(e);
@@ -523,6 +592,7 @@
     setInterval(() => {
       if (state.baselines.length) renderBaselines(state.baselines);
     }, 30000);
+    setInterval(refreshTrend, TREND_REFRESH_MS);
     renderChart();
     conn.connect();
   }

@@ -68,6 +68,7 @@ pub async fn build(shared: Arc<Shared>, mut args: Value) -> Result<Value, Comman
             Value::from("allocation tracking is off: start it in the panel, then download again"),
         )
     };
+    let trend = super::trend::report(shared.clone()).await?;
     let logs = logging::ring().recent();
     Ok(json!({
         "report": "heapwatch",
@@ -83,6 +84,7 @@ pub async fn build(shared: Arc<Shared>, mut args: Value) -> Result<Value, Comman
         "allocator": totals_json(&totals),
         "snapshot": snapshot,
         "snapshot_unavailable": unavailable,
+        "trend": super::trend::report_json(&trend),
         "logs": {
             "lines": logs.lines,
             "dropped_lines": logs.dropped,

@@ -32,6 +32,14 @@ use super::protocol;
 use crate::app::Limits;
 use crate::commands::{self, CommandError, Context};
 
+/// How long a socket closed for an oversized message keeps draining its input.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// ...or until its input is quiet for this long.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+/// At most this much of the rest of an oversized message is read and discarded (a bit
+/// more than ingress's own 4 MiB message cap).
+const LINGER_MAX_BYTES: usize = 5 * 1024 * 1024;
+
 /// What a finished command task yields: its message id and outcome.
 type Outcome = (String, Result<Value, CommandError>);
 /// A joined command task.
@@ -247,6 +255,31 @@ impl Session {
             reason: reason.into(),
         }));
         let _ = tokio::time::timeout(self.limits.write_timeout, self.socket.send(close)).await;
+        if *end == End::TooLarge {
+            self.linger().await;
+        }
+    }
+
+    /// After closing on an oversized message the client is usually still sending it.
+    /// Dropping the socket now would answer its data with a TCP reset, which can destroy
+    /// the close frame before the client reads it; so half-close, then read and discard
+    /// what is still coming, for at most [`LINGER`] and [`LINGER_MAX_BYTES`].
+    async fn linger(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = self.socket.get_mut();
+        let _ = io.shutdown().await;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut buf = [0u8; 8192];
+        let mut discarded = 0;
+        while discarded < LINGER_MAX_BYTES {
+            // Stop once the input goes quiet: the client has finished (or answered the
+            // close) and only waits for us to go.
+            let until = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
+            match tokio::time::timeout_at(until, io.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {

@@ -127,6 +127,13 @@ const scenarios = {
     check(base === cfg.url, `base ${base} is the ingress prefix ${cfg.url}`);
     const tracking = await text(page, '#tracking');
     check(tracking.startsWith('Tracking:'), `tracking state: ${tracking}`);
+    // The leak verdict: three windows, a verdict badge (a fresh add-on has too little data).
+    await page.waitForFunction(() => document.querySelectorAll('#trend-rows tr').length === 3);
+    const windows = await page.locator('#trend-rows th').allTextContents();
+    check(windows.join(',') === '15m,1h,6h', `trend windows ${windows}`);
+    const verdict = await page.getAttribute('#trend-verdict', 'data-verdict');
+    check(verdict === 'insufficient_data', `a new add-on has too little data: ${verdict}`);
+    check((await text(page, '#trend-verdict')) === 'Not enough data yet', 'verdict in words');
     if (tracking === 'Tracking: off') check(await page.isVisible('#start-tracking'), 'Start tracking offered');
     check(/\d (B|KiB|MiB|GiB)$/.test(await text(page, '#tile-rss .value')), 'RSS in human units');
     check(/of .* total/.test(await text(page, '#tile-host .sub')), 'host total');
@@ -135,6 +142,7 @@ const scenarios = {
     const href = await page.evaluate(() => document.getElementById('report').href);
     check(href.startsWith(`${cfg.url}api/report`), `report link under the prefix: ${href}`);
     const report = await downloadReport(page);
+    check(report.trend && Array.isArray(report.trend.windows) && report.trend.windows.length === 3, 'report carries the trend');
     check(report.settings.api_token === null || report.settings.api_token === '**redacted**', 'token redacted');
 
     // Keyboard only: the controls are reachable with Tab.
@@ -187,22 +195,38 @@ const scenarios = {
     check(/taken/.test(await text(page, '.baseline .secondary')), 'baseline shows when it was taken');
 
     // Make the add-on allocate for real: hold a few dozen more sessions, each streaming.
-    await page.evaluate(async (n) => {
+    // One by one, 75 ms apart, so the trend's checkpoints (every 300 ms here) see steady
+    // growth rather than one step.
+    await page.evaluate((n) => {
       const url = new URL('ws', document.baseURI);
       url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
       window.heldSockets = [];
-      await Promise.all(Array.from({ length: n }, (_, i) => new Promise((resolve, reject) => {
-        const w = new WebSocket(url);
-        w.onmessage = () => {
-          w.onmessage = null;
-          w.send(JSON.stringify({ message_id: `held${i}`, command: 'debug/memory_subscribe', args: { interval_s: 60 } }));
-          resolve();
-        };
-        w.onerror = () => reject(new Error('extra socket failed'));
-        window.heldSockets.push(w);
-      })));
+      window.opening = (async () => {
+        for (let i = 0; i < n; i += 1) {
+          await new Promise((resolve, reject) => {
+            const w = new WebSocket(url);
+            w.onmessage = () => {
+              w.onmessage = null;
+              w.send(JSON.stringify({ message_id: `held${i}`, command: 'debug/memory_subscribe', args: { interval_s: 60 } }));
+              resolve();
+            };
+            w.onerror = () => reject(new Error('extra socket failed'));
+            window.heldSockets.push(w);
+          });
+          await new Promise((r) => setTimeout(r, 75));
+        }
+      })();
     }, 40);
-    await page.waitForTimeout(1500);
+    // While they are still opening, a snapshot refreshes the trend card: the sessions'
+    // sites have grown at every recent checkpoint.
+    await page.waitForTimeout(2400);
+    await page.click('#take-snapshot');
+    await page.waitForSelector('#growing-sites li', { timeout: 15000 });
+    check(!(await page.isHidden('#growing-title')), 'growing sites are titled');
+    const rate = await text(page, '#growing-sites > li:first-child .growth');
+    check(/^\+.*\/h$/.test(rate), `a growth rate per hour: ${rate}`);
+    await page.evaluate(() => window.opening);
+    await page.waitForTimeout(500);
 
     await page.selectOption('#compare-with', 'before');
     await page.click('#take-snapshot');
@@ -226,6 +250,8 @@ const scenarios = {
     check(frames >= 1, 'the traceback is shown');
 
     const report = await downloadReport(page);
+    check(report.trend && Array.isArray(report.trend.windows) && report.trend.windows.length === 3, 'report carries the trend');
+    check(report.trend && report.trend.windows.length === 3, 'report carries the trend');
     check(report.snapshot && report.snapshot.compared_with === 'before', 'report carries the diff');
     const grown = [...report.snapshot.top_allocators].sort((a, b) => b.size_diff_bytes - a.size_diff_bytes);
     check(grown[0].size_diff_bytes > 0, 'something grew');

@@ -391,6 +391,28 @@ impl Binary {
         }
     }
 
+    /// Waits until a stdout line contains `needle`; returns that line.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line with {needle:?}: {:?}",
+                self.stdout.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let ok = Command::new("kill")
