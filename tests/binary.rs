@@ -107,6 +107,26 @@ fn malformed_options_exit_78_with_one_clear_line_before_binding() {
 }
 
 #[test]
+fn unreadable_options_file_exits_78() {
+    // Root reads any file whatever its mode, so use one the kernel refuses to read as
+    // text: /proc/self/mem fails with an I/O error.
+    let child = Command::new(binary_path())
+        .args(["--options", "/proc/self/mem"])
+        .env("HEAPWATCH_INGRESS_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = wait_output(child);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("/proc/self/mem: cannot read the options file"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("listener up"));
+}
+
+#[test]
 fn options_path_that_is_a_directory_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(binary_path())
