@@ -9,5 +9,6 @@
 //! the medians and ratios into BENCHMARKS.md. Nothing here installs an allocator.
 
 pub mod alloc_cost;
+pub mod load;
 pub mod procfs;
 pub mod stats;
