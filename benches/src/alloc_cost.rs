@@ -198,16 +198,31 @@ mod tests {
         let args = parse_args(&a).unwrap();
         assert_eq!(args.config, "exact");
         assert_eq!(args.cases.len(), 4);
-        assert_eq!(args.cases[1], Case { size: 16, threads: 2 });
+        assert_eq!(
+            args.cases[1],
+            Case {
+                size: 16,
+                threads: 2
+            }
+        );
         assert_eq!(args.target, Duration::from_millis(50));
         assert!(parse_args(&a[..3]).is_err());
-        let bad: Vec<String> = ["x", "16,0", "1", "5"].iter().map(|s| s.to_string()).collect();
+        let bad: Vec<String> = ["x", "16,0", "1", "5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(parse_args(&bad).unwrap_err().contains("sizes"));
     }
 
     #[test]
     fn measures_something_positive() {
-        let ns = measure(Case { size: 64, threads: 1 }, Duration::from_millis(5));
+        let ns = measure(
+            Case {
+                size: 64,
+                threads: 1,
+            },
+            Duration::from_millis(5),
+        );
         assert!(ns > 0.0 && ns < 1e6, "{ns}");
     }
 }

@@ -105,10 +105,7 @@ impl Drop for Addon {
 }
 
 fn start(bin: &Path, tracking: Tracking, run_id: usize) -> Result<Addon, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "heapwatch-bench-{}-{run_id}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("heapwatch-bench-{}-{run_id}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let options = json!({
         "ingress_listen": "127.0.0.1:0",
@@ -176,17 +173,15 @@ impl ClientLog {
     fn record(&mut self, phases: &Phases, sent: Instant, done: Instant) {
         if done >= phases.measure_from && done < phases.snapshots_from {
             self.measured_ops += 1;
-            self.latency_us
-                .push((done - sent).as_secs_f64() * 1e6);
+            self.latency_us.push((done - sent).as_secs_f64() * 1e6);
         } else if done >= phases.snapshots_from && done < phases.end {
             self.snapshot_phase_ops += 1;
         }
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_open(addr: SocketAddr) -> Result<Ws, String> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
@@ -259,7 +254,12 @@ async fn http_client(addr: SocketAddr, phases: Phases) -> Result<ClientLog, Stri
             let mut first = true;
             loop {
                 line.clear();
-                if stream.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+                if stream
+                    .read_line(&mut line)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
                     return Err("connection closed".to_string());
                 }
                 if first {
@@ -296,7 +296,11 @@ async fn http_client(addr: SocketAddr, phases: Phases) -> Result<ClientLog, Stri
 }
 
 /// Asks for a top-25 snapshot every `every` during the snapshot phase.
-async fn snapshot_client(addr: SocketAddr, phases: Phases, every: Duration) -> Result<Vec<f64>, String> {
+async fn snapshot_client(
+    addr: SocketAddr,
+    phases: Phases,
+    every: Duration,
+) -> Result<Vec<f64>, String> {
     let mut ws = ws_open(addr).await?;
     tokio::time::sleep_until(phases.snapshots_from.into()).await;
     let mut took = Vec::new();
@@ -318,7 +322,12 @@ async fn snapshot_client(addr: SocketAddr, phases: Phases, every: Duration) -> R
 ///
 /// # Errors
 /// Start-up failure, a protocol error or a reply timeout.
-pub fn run(bin: &Path, tracking: Tracking, plan: &Plan, run_id: usize) -> Result<RunResult, String> {
+pub fn run(
+    bin: &Path,
+    tracking: Tracking,
+    plan: &Plan,
+    run_id: usize,
+) -> Result<RunResult, String> {
     let addon = start(bin, tracking, run_id)?;
     let pid = addon.child.id();
     std::thread::sleep(plan.idle_wait);
@@ -380,7 +389,10 @@ pub fn run(bin: &Path, tracking: Tracking, plan: &Plan, run_id: usize) -> Result
         idle_rss,
         ws_ops_per_s: ws_logs.iter().map(|l| l.measured_ops).sum::<u64>() as f64 / secs,
         http_ops_per_s: http_logs.iter().map(|l| l.measured_ops).sum::<u64>() as f64 / secs,
-        ws_latency_us: ws_logs.iter().flat_map(|l| l.latency_us.iter().copied()).collect(),
+        ws_latency_us: ws_logs
+            .iter()
+            .flat_map(|l| l.latency_us.iter().copied())
+            .collect(),
         http_latency_us: http_logs
             .iter()
             .flat_map(|l| l.latency_us.iter().copied())
@@ -390,11 +402,9 @@ pub fn run(bin: &Path, tracking: Tracking, plan: &Plan, run_id: usize) -> Result
         ..RunResult::default()
     };
     if with_snapshots {
-        result.ws_ops_per_s_during_snapshots = ws_logs
-            .iter()
-            .map(|l| l.snapshot_phase_ops)
-            .sum::<u64>() as f64
-            / plan.snapshot_phase.as_secs_f64();
+        result.ws_ops_per_s_during_snapshots =
+            ws_logs.iter().map(|l| l.snapshot_phase_ops).sum::<u64>() as f64
+                / plan.snapshot_phase.as_secs_f64();
     }
     result.rss_at_end = procfs::status_bytes(pid, "VmRSS").unwrap_or(0);
     result.hwm_at_end = procfs::status_bytes(pid, "VmHWM").unwrap_or(0);

@@ -21,9 +21,8 @@ pub fn percentile(xs: &[f64], p: f64) -> f64 {
 
 /// Smallest and largest of `xs` (NaN, NaN when empty).
 pub fn range(xs: &[f64]) -> (f64, f64) {
-    xs.iter().fold((f64::NAN, f64::NAN), |(lo, hi), &x| {
-        (lo.min(x), hi.max(x))
-    })
+    xs.iter()
+        .fold((f64::NAN, f64::NAN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
 }
 
 #[cfg(test)]

@@ -23,9 +23,12 @@ impl Drop for Profiling {
 fn main() -> std::process::ExitCode {
     heapwatch_bench::alloc_cost::run_cli(|config| {
         if config != "dhat" {
-            return Err(format!("alloc_dhat knows only the config `dhat`, not {config:?}"));
+            return Err(format!(
+                "alloc_dhat knows only the config `dhat`, not {config:?}"
+            ));
         }
-        let file = std::env::temp_dir().join(format!("heapwatch-bench-dhat-{}.json", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("heapwatch-bench-dhat-{}.json", std::process::id()));
         let profiler = dhat::Profiler::builder().file_name(&file).build();
         Ok(Profiling {
             profiler: Some(profiler),

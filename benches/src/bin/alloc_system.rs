@@ -7,6 +7,8 @@ static GLOBAL: std::alloc::System = std::alloc::System;
 fn main() -> std::process::ExitCode {
     heapwatch_bench::alloc_cost::run_cli(|config| match config {
         "system" => Ok(()),
-        other => Err(format!("alloc_system knows only the config `system`, not {other:?}")),
+        other => Err(format!(
+            "alloc_system knows only the config `system`, not {other:?}"
+        )),
     })
 }

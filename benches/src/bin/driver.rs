@@ -149,8 +149,17 @@ fn mib(bytes: f64) -> String {
 }
 
 /// Runs one allocator process; returns ns per pair by (size, threads).
-fn run_alloc(bin: &str, config: &str, case_ms: u64) -> Result<HashMap<(usize, usize), f64>, String> {
-    let join = |xs: &[usize]| xs.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+fn run_alloc(
+    bin: &str,
+    config: &str,
+    case_ms: u64,
+) -> Result<HashMap<(usize, usize), f64>, String> {
+    let join = |xs: &[usize]| {
+        xs.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let out = Command::new(bench_bin(bin))
         .args([config, &join(&SIZES), &join(&THREADS), &case_ms.to_string()])
         .stderr(std::process::Stdio::null())
@@ -163,7 +172,10 @@ fn run_alloc(bin: &str, config: &str, case_ms: u64) -> Result<HashMap<(usize, us
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if let [s, t, ns] = f[..] {
-            let key = (s.parse().map_err(|_| line.to_owned())?, t.parse().map_err(|_| line.to_owned())?);
+            let key = (
+                s.parse().map_err(|_| line.to_owned())?,
+                t.parse().map_err(|_| line.to_owned())?,
+            );
             m.insert(key, ns.parse().map_err(|_| line.to_owned())?);
         }
     }
@@ -228,7 +240,12 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
             } else {
                 format!("{size} B")
             };
-            write!(s, "| {size_label} | {threads} | {:.1} |", median(&series("system", case))).unwrap();
+            write!(
+                s,
+                "| {size_label} | {threads} | {:.1} |",
+                median(&series("system", case))
+            )
+            .unwrap();
             for (label, _, _) in &ALLOC_CONFIGS[1..] {
                 let ns = median(&series(label, case));
                 let (ratio, diff) = paired(label, "system", case);
@@ -256,25 +273,37 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
     targets.push([
         "tracking off: ≤ +1 ns per pair".into(),
         format!("{lo:+.1} … {hi:+.1} ns"),
-        verdict(off_diff.iter().filter(|&&d| d <= 1.0).count(), off_diff.len()),
+        verdict(
+            off_diff.iter().filter(|&&d| d <= 1.0).count(),
+            off_diff.len(),
+        ),
     ]);
     let (lo, hi) = range(&s512_diff);
     targets.push([
         "sampled 512 KiB: ≤ +10 ns per pair".into(),
         format!("{lo:+.1} … {hi:+.1} ns"),
-        verdict(s512_diff.iter().filter(|&&d| d <= 10.0).count(), s512_diff.len()),
+        verdict(
+            s512_diff.iter().filter(|&&d| d <= 10.0).count(),
+            s512_diff.len(),
+        ),
     ]);
     let (lo, hi) = range(&exact_ns);
     targets.push([
         "exact (32 frames): ≤ 150 ns per pair".into(),
         format!("{lo:.0} … {hi:.0} ns"),
-        verdict(exact_ns.iter().filter(|&&d| d <= 150.0).count(), exact_ns.len()),
+        verdict(
+            exact_ns.iter().filter(|&&d| d <= 150.0).count(),
+            exact_ns.len(),
+        ),
     ]);
     let (lo, hi) = range(&dhat_over_exact);
     targets.push([
         "exact ≥ 30× faster than dhat-rs".into(),
         format!("{lo:.0}× … {hi:.0}×"),
-        verdict(dhat_over_exact.iter().filter(|&&d| d >= 30.0).count(), dhat_over_exact.len()),
+        verdict(
+            dhat_over_exact.iter().filter(|&&d| d >= 30.0).count(),
+            dhat_over_exact.len(),
+        ),
     ]);
     Ok(s)
 }
@@ -283,7 +312,10 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
 fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, String> {
     let bin = repo_root().join("target/release/heapwatch");
     if !bin.exists() {
-        return Err(format!("{} is missing: cargo build --release", bin.display()));
+        return Err(format!(
+            "{} is missing: cargo build --release",
+            bin.display()
+        ));
     }
     let plan = Plan {
         ws_sockets: 32,
@@ -298,7 +330,12 @@ fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Stri
     for rep in 0..o.load_reps {
         for i in 0..Tracking::ALL.len() {
             let t = Tracking::ALL[(i + rep) % Tracking::ALL.len()];
-            eprintln!("load rep {}/{}: tracking {}", rep + 1, o.load_reps, t.name());
+            eprintln!(
+                "load rep {}/{}: tracking {}",
+                rep + 1,
+                o.load_reps,
+                t.name()
+            );
             let r = load::run(&bin, t, &plan, rep * 3 + i)?;
             eprintln!(
                 "  ws {:.0}/s p99 {:.0} µs, http {:.0}/s, idle RSS {}",
@@ -373,8 +410,13 @@ fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Stri
     );
     for t in [Tracking::Sampled, Tracking::Exact] {
         let m = t.name();
-        let all: Vec<f64> = runs[m].iter().flat_map(|r| r.snapshot_ms.iter().copied()).collect();
-        let during = median(&per_run(m, &|r| r.ws_ops_per_s_during_snapshots / r.ws_ops_per_s));
+        let all: Vec<f64> = runs[m]
+            .iter()
+            .flat_map(|r| r.snapshot_ms.iter().copied())
+            .collect();
+        let during = median(&per_run(m, &|r| {
+            r.ws_ops_per_s_during_snapshots / r.ws_ops_per_s
+        }));
         writeln!(
             s,
             "| {m} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} ({:.2}) |",
@@ -404,12 +446,22 @@ fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Stri
     targets.push([
         "idle RSS, tracking off ≤ 15 MiB".into(),
         mib(idle_off),
-        if idle_off <= 15.0 * 1048576.0 { "met" } else { "missed" }.into(),
+        if idle_off <= 15.0 * 1048576.0 {
+            "met"
+        } else {
+            "missed"
+        }
+        .into(),
     ]);
     targets.push([
         "idle RSS, sampled ≤ 20 MiB".into(),
         mib(idle_sampled),
-        if idle_sampled <= 20.0 * 1048576.0 { "met" } else { "missed" }.into(),
+        if idle_sampled <= 20.0 * 1048576.0 {
+            "met"
+        } else {
+            "missed"
+        }
+        .into(),
     ]);
     Ok(s)
 }
@@ -527,7 +579,10 @@ fn accuracy_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, 
     // (interval, truth) → relative errors
     let mut errs: Vec<((u64, u64), Vec<f64>)> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let [interval, truth, estimate] = v[..] else {
             continue;
         };
@@ -581,7 +636,9 @@ fn accuracy_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, 
 /// Section 4 (sizes): release binary with and without line tables.
 fn size_section() -> Result<String, String> {
     let bin = repo_root().join("target/release/heapwatch");
-    let full = std::fs::metadata(&bin).map_err(|e| format!("{}: {e}", bin.display()))?.len();
+    let full = std::fs::metadata(&bin)
+        .map_err(|e| format!("{}: {e}", bin.display()))?
+        .len();
     let tmp = std::env::temp_dir().join(format!("heapwatch-bench-size-{}", std::process::id()));
     let size_after = |flag: &str| -> Result<u64, String> {
         std::fs::copy(&bin, &tmp).map_err(|e| e.to_string())?;
@@ -593,7 +650,11 @@ fn size_section() -> Result<String, String> {
             .success();
         let len = std::fs::metadata(&tmp).map_err(|e| e.to_string())?.len();
         let _ = std::fs::remove_file(&tmp);
-        if ok { Ok(len) } else { Err("strip failed".into()) }
+        if ok {
+            Ok(len)
+        } else {
+            Err("strip failed".into())
+        }
     };
     let no_debug = size_after("--strip-debug")?;
     let stripped = size_after("--strip-all")?;
@@ -640,13 +701,19 @@ fn run(o: &Opts) -> Result<(), String> {
         sections.push(("2. The add-on under load", load_section(o, &mut targets)?));
     }
     if o.wants("snapshot") {
-        sections.push(("3. Snapshot cost at scale", snapshot_section(o, &mut targets)?));
+        sections.push((
+            "3. Snapshot cost at scale",
+            snapshot_section(o, &mut targets)?,
+        ));
     }
     if o.wants("size") {
         sections.push(("4. Binary size", size_section()?));
     }
     if o.wants("accuracy") {
-        sections.push(("5. Sampled-mode accuracy", accuracy_section(o, &mut targets)?));
+        sections.push((
+            "5. Sampled-mode accuracy",
+            accuracy_section(o, &mut targets)?,
+        ));
     }
     let mut md = String::new();
     writeln!(md, "{BEGIN}").unwrap();
@@ -656,8 +723,28 @@ fn run(o: &Opts) -> Result<(), String> {
          {} before, {} after._\n\n**Machine:** {}\n",
         if o.quick { " --quick" } else { "" },
         sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        sh("git", &["-C", &repo_root().display().to_string(), "rev-parse", "--short", "HEAD"]),
-        if sh("git", &["-C", &repo_root().display().to_string(), "status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        sh(
+            "git",
+            &[
+                "-C",
+                &repo_root().display().to_string(),
+                "rev-parse",
+                "--short",
+                "HEAD"
+            ]
+        ),
+        if sh(
+            "git",
+            &[
+                "-C",
+                &repo_root().display().to_string(),
+                "status",
+                "--porcelain",
+                "--untracked-files=no"
+            ]
+        )
+        .is_empty()
+        {
             ""
         } else {
             ", uncommitted changes"
