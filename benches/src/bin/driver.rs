@@ -5,7 +5,7 @@
 //! Run it through `bash benches/run.sh` (which builds the add-on and the bench binaries
 //! first). Options: `--quick` (fewer repetitions, for trying things out), `--only
 //! alloc,load,snapshot,accuracy,size` (a subset), `--no-write` (print, leave BENCHMARKS.md
-//! alone).
+//! alone), `--addon PATH` (load another build of the add-on, e.g. to try a change).
 //!
 //! Why interleaved: absolute times drift on a shared machine (other processes, CPU
 //! frequency), so each repetition runs every configuration once, in a rotated order, and
@@ -38,6 +38,8 @@ const ALLOC_CONFIGS: [(&str, &str, &str); 6] = [
 
 struct Opts {
     quick: bool,
+    /// The add-on binary to load (default: the repository's release build).
+    addon: Option<PathBuf>,
     only: Vec<String>,
     write: bool,
     alloc_reps: usize,
@@ -51,6 +53,7 @@ impl Opts {
     fn parse() -> Result<Opts, String> {
         let mut o = Opts {
             quick: false,
+            addon: None,
             only: Vec::new(),
             write: true,
             alloc_reps: 7,
@@ -75,6 +78,7 @@ impl Opts {
                     o.only = list.split(',').map(str::to_owned).collect();
                 }
                 "--no-write" => o.write = false,
+                "--addon" => o.addon = Some(args.next().ok_or("--addon needs a path")?.into()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -310,7 +314,10 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
 
 /// Section 2 (and the idle RSS of section 4): the add-on under load.
 fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, String> {
-    let bin = repo_root().join("target/release/heapwatch");
+    let bin = o
+        .addon
+        .clone()
+        .unwrap_or_else(|| repo_root().join("target/release/heapwatch"));
     if !bin.exists() {
         return Err(format!(
             "{} is missing: cargo build --release",
