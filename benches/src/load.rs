@@ -211,7 +211,8 @@ async fn ws_call(ws: &mut Ws, id: u64, command: &str, args: Value) -> Result<Val
         .await
         .map_err(|e| format!("send: {e}"))?;
     let reply = ws_reply(ws).await?;
-    if reply.get("result").is_none() || reply["message_id"] != id.to_string() {
+    let id = id.to_string();
+    if reply.get("result").is_none() || reply["message_id"].as_str() != Some(id.as_str()) {
         return Err(format!("{command}: unexpected reply {reply}"));
     }
     Ok(reply)
@@ -222,7 +223,11 @@ async fn ws_client(addr: SocketAddr, phases: Phases) -> Result<ClientLog, String
     let mut log = ClientLog::default();
     let mut id = 0u64;
     while Instant::now() < phases.end {
-        let command = if id % 2 == 0 { "ping" } else { "system/info" };
+        let command = if id.is_multiple_of(2) {
+            "ping"
+        } else {
+            "system/info"
+        };
         let sent = Instant::now();
         ws_call(&mut ws, id, command, json!({})).await?;
         log.record(&phases, sent, Instant::now());
