@@ -189,7 +189,7 @@ fn run_alloc(
 /// Section 1: allocator cost.
 fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, String> {
     // per config label: one map per repetition
-    let mut reps: HashMap<&str, Vec<HashMap<(usize, usize), f64>>> = HashMap::new();
+    let mut reps: HashMap<&str, Vec<CaseTimes>> = HashMap::new();
     for rep in 0..o.alloc_reps {
         for i in 0..ALLOC_CONFIGS.len() {
             let (label, bin, config) = ALLOC_CONFIGS[(i + rep) % ALLOC_CONFIGS.len()];
