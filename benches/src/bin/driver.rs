@@ -152,12 +152,11 @@ fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / 1048576.0)
 }
 
-/// Runs one allocator process; returns ns per pair by (size, threads).
-fn run_alloc(
-    bin: &str,
-    config: &str,
-    case_ms: u64,
-) -> Result<HashMap<(usize, usize), f64>, String> {
+/// Nanoseconds per pair by (block size, threads), from one allocator process.
+type CaseTimes = HashMap<(usize, usize), f64>;
+
+/// Runs one allocator process.
+fn run_alloc(bin: &str, config: &str, case_ms: u64) -> Result<CaseTimes, String> {
     let join = |xs: &[usize]| {
         xs.iter()
             .map(usize::to_string)
