@@ -84,6 +84,11 @@ pub struct RunResult {
     pub ws_ops_per_s_during_snapshots: f64,
     /// VmRSS at the end of the measured phase (before any snapshot).
     pub rss_after_load: u64,
+    /// Server CPU time (user + system) per request in the measured phase, microseconds.
+    pub server_cpu_us_per_request: f64,
+    /// Allocations the server made per request in the measured phase (its own
+    /// `total_allocations` counter, read with `debug/memory_reset_peak`).
+    pub allocations_per_request: f64,
     /// VmRSS and VmHWM at the very end (after the snapshot phase in tracking modes).
     pub rss_at_end: u64,
     pub hwm_at_end: u64,
@@ -300,17 +305,47 @@ async fn http_client(addr: SocketAddr, phases: Phases) -> Result<ClientLog, Stri
     Ok(log)
 }
 
-/// Asks for a top-25 snapshot every `every` during the snapshot phase.
-async fn snapshot_client(
+/// Server-side figures at the two ends of the measured phase.
+#[derive(Default)]
+struct Probe {
+    allocations: u64,
+    cpu_s: f64,
+    rss: u64,
+}
+
+/// The control socket: reads the server's allocation counter (`debug/memory_reset_peak`,
+/// which never turns tracking on) and CPU time when the measured phase starts and ends,
+/// then, with tracking on, asks for a top-25 snapshot every `every` during the snapshot
+/// phase. Returns (start, end, snapshot latencies in ms).
+async fn control_client(
     addr: SocketAddr,
+    pid: u32,
     phases: Phases,
+    with_snapshots: bool,
     every: Duration,
-) -> Result<Vec<f64>, String> {
+) -> Result<(Probe, Probe, Vec<f64>), String> {
     let mut ws = ws_open(addr).await?;
-    tokio::time::sleep_until(phases.snapshots_from.into()).await;
-    let mut took = Vec::new();
     let mut id = 0;
-    while Instant::now() < phases.end {
+    let mut probe = async |ws: &mut Ws, at: Instant| -> Result<Probe, String> {
+        tokio::time::sleep_until(at.into()).await;
+        let cpu_s = procfs::cpu_seconds(pid).ok_or("no /proc/PID/stat")?;
+        let rss = procfs::status_bytes(pid, "VmRSS").unwrap_or(0);
+        id += 1;
+        let reply = ws_call(ws, id, "debug/memory_reset_peak", json!({})).await?;
+        let allocations = reply["result"]["total_allocations"]
+            .as_u64()
+            .ok_or_else(|| format!("no total_allocations in {reply}"))?;
+        Ok(Probe {
+            allocations,
+            cpu_s,
+            rss,
+        })
+    };
+    let start = probe(&mut ws, phases.measure_from).await?;
+    let end = probe(&mut ws, phases.snapshots_from).await?;
+    let mut took = Vec::new();
+    let mut id = 1_000;
+    while with_snapshots && Instant::now() < phases.end {
         let sent = Instant::now();
         let reply = ws_call(&mut ws, id, "debug/memory_snapshot", json!({"top_n": 25})).await?;
         took.push(sent.elapsed().as_secs_f64() * 1e3);
@@ -320,7 +355,7 @@ async fn snapshot_client(
         id += 1;
         tokio::time::sleep(every).await;
     }
-    Ok(took)
+    Ok((start, end, took))
 }
 
 /// One run: start the add-on with `tracking`, idle RSS, load, snapshots, stop.
@@ -367,12 +402,13 @@ pub fn run(
         for _ in 0..plan.http_conns {
             http_tasks.push(tokio::spawn(http_client(addr, phases)));
         }
-        let snapshots = with_snapshots
-            .then(|| tokio::spawn(snapshot_client(addr, phases, plan.snapshot_every)));
-        let rss_probe = tokio::spawn(async move {
-            tokio::time::sleep_until(snapshots_from.into()).await;
-            procfs::status_bytes(pid, "VmRSS").unwrap_or(0)
-        });
+        let control = tokio::spawn(control_client(
+            addr,
+            pid,
+            phases,
+            with_snapshots,
+            plan.snapshot_every,
+        ));
         let mut ws_logs = Vec::new();
         for t in ws_tasks {
             ws_logs.push(t.await.map_err(|e| e.to_string())??);
@@ -381,14 +417,16 @@ pub fn run(
         for t in http_tasks {
             http_logs.push(t.await.map_err(|e| e.to_string())??);
         }
-        let snapshot_ms = match snapshots {
-            Some(t) => t.await.map_err(|e| e.to_string())??,
-            None => Vec::new(),
-        };
-        let rss_after_load = rss_probe.await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(((ws_logs, http_logs, rss_after_load), snapshot_ms))
+        let (start, end, snapshot_ms) = control.await.map_err(|e| e.to_string())??;
+        Ok::<_, String>(((ws_logs, http_logs, start, end), snapshot_ms))
     })?;
-    let (ws_logs, http_logs, rss_after_load) = logs;
+    let (ws_logs, http_logs, start, end) = logs;
+    let requests = ws_logs
+        .iter()
+        .chain(&http_logs)
+        .map(|l| l.measured_ops)
+        .sum::<u64>()
+        .max(1) as f64;
     let secs = plan.measure.as_secs_f64();
     let mut result = RunResult {
         idle_rss,
@@ -403,7 +441,10 @@ pub fn run(
             .flat_map(|l| l.latency_us.iter().copied())
             .collect(),
         snapshot_ms,
-        rss_after_load,
+        rss_after_load: end.rss,
+        server_cpu_us_per_request: (end.cpu_s - start.cpu_s) * 1e6 / requests,
+        allocations_per_request: end.allocations.saturating_sub(start.allocations) as f64
+            / requests,
         ..RunResult::default()
     };
     if with_snapshots {

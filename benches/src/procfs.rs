@@ -18,6 +18,25 @@ pub fn reset_self_hwm() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// CPU time (user + system) the whole process `pid` has used, in seconds, from
+/// /proc/`pid`/stat (clock ticks of USER_HZ = 100, which Linux fixes for userspace on
+/// every mainstream architecture: 10 ms resolution).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu_ticks(&text).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// utime + stime: fields 14 and 15, counted after the `(comm)` field, which may itself
+/// contain spaces and parentheses (hence the last `)`).
+fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, i.e. index 11 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn parse_status_kb(text: &str, field: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
@@ -36,5 +55,12 @@ mod tests {
         assert_eq!(parse_status_kb(text, "VmHWM"), Some(2048));
         assert_eq!(parse_status_kb(text, "VmSwap"), None);
         assert!(self_status_bytes("VmRSS").is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn parses_cpu_ticks_after_a_tricky_comm() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 17 0 0 20 0 1 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(267));
+        assert!(cpu_seconds(std::process::id()).is_some());
     }
 }

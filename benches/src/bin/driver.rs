@@ -344,10 +344,13 @@ fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Stri
             );
             let r = load::run(&bin, t, &plan, rep * 3 + i)?;
             eprintln!(
-                "  ws {:.0}/s p99 {:.0} µs, http {:.0}/s, idle RSS {}",
+                "  ws {:.0}/s p99 {:.0} µs, http {:.0}/s, server CPU {:.1} µs and {:.0} \
+                 allocations per request, idle RSS {}",
                 r.ws_ops_per_s,
                 percentile(&r.ws_latency_us, 99.0),
                 r.http_ops_per_s,
+                r.server_cpu_us_per_request,
+                r.allocations_per_request,
                 mib(r.idle_rss as f64)
             );
             runs.entry(t.name()).or_default().push(r);
@@ -379,19 +382,52 @@ fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Stri
     )
     .unwrap();
     s.push_str(
-        "| tracking | requests/s (WS + HTTP) | ratio to off | WS p50 | WS p99 | HTTP p99 | \
-         idle RSS | RSS after load | RSS after snapshots |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| tracking | requests/s (WS + HTTP) | ratio to off | WS p50 | WS p99 | HTTP p99 |\n\
+         |---|---|---|---|---|---|\n",
     );
     for t in Tracking::ALL {
         let m = t.name();
         writeln!(
             s,
-            "| {m} | {:.0} | {:.3} | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} | {} |",
+            "| {m} | {:.0} | {:.3} | {:.0} µs | {:.0} µs | {:.0} µs |",
             median(&per_run(m, &total)),
             ratio_to_off(m, &total),
             median(&per_run(m, &|r| percentile(&r.ws_latency_us, 50.0))),
             median(&per_run(m, &|r| percentile(&r.ws_latency_us, 99.0))),
             median(&per_run(m, &|r| percentile(&r.http_latency_us, 99.0))),
+        )
+        .unwrap();
+    }
+    s.push_str(
+        "\nWhere the time goes, and memory. Server CPU is user + system time of the add-on's \
+         process over the measured phase (/proc/PID/stat), divided by the requests served; \
+         allocations are the add-on's own `total_allocations` counter over the same phase \
+         (read with `debug/memory_reset_peak`, which does not turn tracking on). Tracker \
+         cost per allocation = (CPU per request − CPU per request with tracking off) ÷ \
+         allocations per request, paired within a repetition.\n\n\
+         | tracking | server CPU per request | ratio to off | allocations per request | \
+         tracker cost per allocation | idle RSS | RSS after load | RSS after snapshots |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let cpu = |r: &RunResult| r.server_cpu_us_per_request;
+    for t in Tracking::ALL {
+        let m = t.name();
+        let per_alloc: Vec<f64> = runs[m]
+            .iter()
+            .zip(&runs["off"])
+            .map(|(r, off)| (cpu(r) - cpu(off)) * 1e3 / r.allocations_per_request)
+            .collect();
+        writeln!(
+            s,
+            "| {m} | {:.1} µs | {:.2} | {:.0} | {} | {} | {} | {} |",
+            median(&per_run(m, &cpu)),
+            ratio_to_off(m, &cpu),
+            median(&per_run(m, &|r| r.allocations_per_request)),
+            if t == Tracking::Off {
+                "–".to_string()
+            } else {
+                format!("{:.0} ns", median(&per_alloc))
+            },
             mib(median(&per_run(m, &|r| r.idle_rss as f64))),
             mib(median(&per_run(m, &|r| r.rss_after_load as f64))),
             if t == Tracking::Off {
