@@ -8,5 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin heapwatch
-cargo build --release --manifest-path benches/Cargo.toml
+# From inside benches/, so its .cargo/config.toml (target dir target/bench) applies.
+(cd benches && cargo build --release)
 exec target/bench/release/driver "$@"
