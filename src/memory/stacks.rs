@@ -65,14 +65,31 @@ pub(crate) struct StackTable {
     drops_since_collect: u64,
 }
 
+/// Hashes a stack in four independent lanes (frames i, i+4, … go to lane i % 4), then
+/// mixes the lanes. One serial multiply chain over 40 frames cost ~50 ns per tracked
+/// allocation (profiled: ~75% of `intern`); the lanes' multiplies overlap.
 fn hash(frames: &[usize]) -> u64 {
-    let mut h = 0xCBF2_9CE4_8422_2325u64 ^ frames.len() as u64;
-    for &f in frames {
-        h = (h ^ f as u64)
-            .wrapping_mul(0x0000_0100_0000_01B3)
-            .rotate_left(23);
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let step = |lane: u64, f: usize| (lane ^ f as u64).wrapping_mul(K).rotate_left(23);
+    let mut lanes = [
+        0xCBF2_9CE4_8422_2325u64 ^ frames.len() as u64,
+        0x8422_2325_CBF2_9CE4,
+        0x2545_F491_4F6C_DD1D,
+        0x1B87_3593_85EB_CA6B,
+    ];
+    let mut chunks = frames.chunks_exact(4);
+    for c in &mut chunks {
+        for (lane, &f) in lanes.iter_mut().zip(c) {
+            *lane = step(*lane, f);
+        }
     }
-    h ^ (h >> 29)
+    for (lane, &f) in lanes.iter_mut().zip(chunks.remainder()) {
+        *lane = step(*lane, f);
+    }
+    let h =
+        lanes[0] ^ lanes[1].rotate_left(16) ^ lanes[2].rotate_left(32) ^ lanes[3].rotate_left(48);
+    let h = (h ^ (h >> 29)).wrapping_mul(K);
+    h ^ (h >> 32)
 }
 
 impl StackTable {

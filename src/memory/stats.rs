@@ -25,17 +25,43 @@ const NO_FRAMES: &str = "<no frames> (unknown)";
 
 pub(crate) type Symbols = HashMap<u64, Vec<Frame>>;
 
-/// One group's running totals and its representative (largest stack's) traceback.
+/// One group's running totals and its representative: the index (in the snapshot's
+/// stacks) of its largest stack. Tracebacks are rendered only for the rows returned
+/// (profiled: rendering every stack's traceback took most of a 10,000-stack snapshot).
 pub(crate) struct Group {
     pub(crate) bytes: u64,
     pub(crate) count: u64,
     rep_bytes: u64,
-    pub(crate) traceback: Vec<String>,
+    rep: Option<usize>,
+}
+
+impl Group {
+    /// The traceback this group's row shows (rendered on demand: see the type's doc).
+    pub(crate) fn traceback(
+        &self,
+        snap: &Snapshot,
+        group_by: GroupBy,
+        symbols: &Symbols,
+    ) -> Vec<String> {
+        render(snap, self.rep, group_by, symbols)
+    }
 }
 
 /// Symbolized frames of one stack, own frames trimmed and frame limit applied.
 fn trace<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Vec<&'a Frame> {
     let mut out = Vec::new();
+    trace_into(snap, stack, symbols, &mut out);
+    out
+}
+
+/// [`trace`] into a reused buffer (cleared first).
+fn trace_into<'a>(
+    snap: &Snapshot,
+    stack: &StackTotals,
+    symbols: &'a Symbols,
+    out: &mut Vec<&'a Frame>,
+) {
+    out.clear();
     let mut started = false;
     let mut kept = 0u32;
     for addr in snap.raw_frames(stack) {
@@ -58,7 +84,36 @@ fn trace<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Vec<
             }
         }
     }
-    out
+}
+
+/// The site: the first frame that is not allocation plumbing, or the first frame.
+fn site_of(frames: &[&Frame]) -> usize {
+    frames.iter().position(|f| !f.is_plumbing()).unwrap_or(0)
+}
+
+/// The traceback a row shows for stack `index` (see [`GroupBy`]).
+fn render(
+    snap: &Snapshot,
+    index: Option<usize>,
+    group_by: GroupBy,
+    symbols: &Symbols,
+) -> Vec<String> {
+    let Some(stack) = index.map(|i| &snap.stacks[i]) else {
+        return Vec::new();
+    };
+    if stack.overflow {
+        return vec![OVERFLOW_FRAME.to_owned()];
+    }
+    let frames = trace(snap, stack, symbols);
+    if frames.is_empty() {
+        return vec![NO_FRAMES.to_owned()];
+    }
+    let from = if group_by == GroupBy::Traceback {
+        0
+    } else {
+        site_of(&frames)
+    };
+    frames[from..].iter().map(|f| f.render()).collect()
 }
 
 pub(crate) fn groups(
@@ -67,54 +122,61 @@ pub(crate) fn groups(
     symbols: &Symbols,
 ) -> HashMap<String, Group> {
     let mut groups: HashMap<String, Group> = HashMap::new();
-    for stack in &snap.stacks {
-        let (key, traceback) = if stack.overflow {
-            let key = match group_by {
-                GroupBy::Function => OVERFLOW_FUNCTION.to_owned(),
-                GroupBy::File => "unknown".to_owned(),
-                GroupBy::Site | GroupBy::Traceback => OVERFLOW_FRAME.to_owned(),
-            };
-            (key, vec![OVERFLOW_FRAME.to_owned()])
+    // Site, function and file keys depend on the site frame only: render each distinct
+    // frame once, not once per stack (keyed by the frame's place in `symbols`).
+    let mut site_keys: HashMap<*const Frame, String> = HashMap::new();
+    let mut frames = Vec::new();
+    for (index, stack) in snap.stacks.iter().enumerate() {
+        let joined: String;
+        let key: &str = if stack.overflow {
+            match group_by {
+                GroupBy::Function => OVERFLOW_FUNCTION,
+                GroupBy::File => "unknown",
+                GroupBy::Site | GroupBy::Traceback => OVERFLOW_FRAME,
+            }
         } else {
-            let frames = trace(snap, stack, symbols);
+            trace_into(snap, stack, symbols, &mut frames);
             if frames.is_empty() {
-                let key = match group_by {
-                    GroupBy::Function => "<no frames>".to_owned(),
-                    GroupBy::File => "unknown".to_owned(),
-                    GroupBy::Site | GroupBy::Traceback => NO_FRAMES.to_owned(),
-                };
-                (key, vec![NO_FRAMES.to_owned()])
+                match group_by {
+                    GroupBy::Function => "<no frames>",
+                    GroupBy::File => "unknown",
+                    GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
+                }
+            } else if group_by == GroupBy::Traceback {
+                joined = frames
+                    .iter()
+                    .map(|f| f.render())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                &joined
             } else {
-                let site = frames.iter().position(|f| !f.is_plumbing()).unwrap_or(0);
-                let key = match group_by {
-                    GroupBy::Site => frames[site].render(),
-                    GroupBy::Function => frames[site].function_key(),
-                    GroupBy::File => frames[site].file_key(),
-                    GroupBy::Traceback => frames
-                        .iter()
-                        .map(|f| f.render())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                };
-                let from = if group_by == GroupBy::Traceback {
-                    0
-                } else {
-                    site
-                };
-                (key, frames[from..].iter().map(|f| f.render()).collect())
+                let site = frames[site_of(&frames)];
+                site_keys
+                    .entry(site as *const Frame)
+                    .or_insert_with(|| match group_by {
+                        GroupBy::Function => site.function_key(),
+                        GroupBy::File => site.file_key(),
+                        GroupBy::Site | GroupBy::Traceback => site.render(),
+                    })
             }
         };
-        let group = groups.entry(key).or_insert(Group {
-            bytes: 0,
-            count: 0,
-            rep_bytes: 0,
-            traceback: Vec::new(),
-        });
+        if !groups.contains_key(key) {
+            groups.insert(
+                key.to_owned(),
+                Group {
+                    bytes: 0,
+                    count: 0,
+                    rep_bytes: 0,
+                    rep: None,
+                },
+            );
+        }
+        let group = groups.get_mut(key).expect("inserted above");
         group.bytes = group.bytes.wrapping_add(stack.bytes);
         group.count = group.count.wrapping_add(stack.count);
-        if group.traceback.is_empty() || stack.bytes > group.rep_bytes {
+        if group.rep.is_none() || stack.bytes > group.rep_bytes {
             group.rep_bytes = stack.bytes;
-            group.traceback = traceback;
+            group.rep = Some(index);
         }
     }
     groups
@@ -138,7 +200,7 @@ pub(crate) fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Ve
         rows.truncate(top_n);
         rows.into_iter()
             .map(|(_, g)| Statistic {
-                traceback: g.traceback,
+                traceback: render(snap, g.rep, group_by, &symbols),
                 size_bytes: g.bytes,
                 size_diff_bytes: 0,
                 count: round_count(g.count),
@@ -166,22 +228,26 @@ pub(crate) fn compare(
         let symbols = symbols_of([new, old]);
         let mut new_groups = groups(new, group_by, &symbols);
         let old_groups = groups(old, group_by, &symbols);
-        let mut rows: Vec<(String, Statistic)> = Vec::new();
+        // Each row remembers which snapshot's stack represents it; tracebacks are
+        // rendered after truncation.
+        let mut rows: Vec<(String, Statistic, &Snapshot, Option<usize>)> = Vec::new();
         for (key, old_group) in old_groups {
-            let (size, count, traceback) = match new_groups.remove(&key) {
-                Some(g) => (g.bytes, round_count(g.count), g.traceback),
-                None => (0, 0, old_group.traceback),
+            let (size, count, source, rep) = match new_groups.remove(&key) {
+                Some(g) => (g.bytes, round_count(g.count), new, g.rep),
+                None => (0, 0, old, old_group.rep),
             };
             let old_count = round_count(old_group.count);
             rows.push((
                 key,
                 Statistic {
-                    traceback,
+                    traceback: Vec::new(),
                     size_bytes: size,
                     size_diff_bytes: diff(size, old_group.bytes),
                     count,
                     count_diff: diff(count, old_count),
                 },
+                source,
+                rep,
             ));
         }
         for (key, g) in new_groups {
@@ -189,12 +255,14 @@ pub(crate) fn compare(
             rows.push((
                 key,
                 Statistic {
-                    traceback: g.traceback,
+                    traceback: Vec::new(),
                     size_bytes: g.bytes,
                     size_diff_bytes: diff(g.bytes, 0),
                     count,
                     count_diff: diff(count, 0),
                 },
+                new,
+                g.rep,
             ));
         }
         rows.sort_by(|a, b| {
@@ -207,6 +275,11 @@ pub(crate) fn compare(
             key(&a.1).cmp(&key(&b.1)).then_with(|| a.0.cmp(&b.0))
         });
         rows.truncate(top_n);
-        rows.into_iter().map(|(_, s)| s).collect()
+        rows.into_iter()
+            .map(|(_, mut s, source, rep)| {
+                s.traceback = render(source, rep, group_by, &symbols);
+                s
+            })
+            .collect()
     })
 }
