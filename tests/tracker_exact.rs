@@ -5,20 +5,15 @@
 //! Tests in this file share the global tracker, so each takes `SERIAL` first.
 
 use std::hint::black_box;
-use std::sync::{Mutex, MutexGuard};
 
 use heapwatch::memory::{self, GroupBy, Mode, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+#[path = "support/serial.rs"]
+mod serial;
+use serial::serial;
 
 const EXACT: TrackingConfig = TrackingConfig {
     mode: Mode::Exact,

@@ -6,20 +6,15 @@
 //! a failure beyond them means the estimator is biased, not unlucky.
 
 use std::hint::black_box;
-use std::sync::{Mutex, MutexGuard};
 
 use heapwatch::memory::{self, GroupBy, Mode, Snapshot, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+#[path = "support/serial.rs"]
+mod serial;
+use serial::serial;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;

@@ -99,11 +99,11 @@ fn worker(
     }
 }
 
-/// Tracking is process-wide: under `cargo test` (one process) the two soaks take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+#[path = "support/serial.rs"]
+mod serial;
 
 fn soak(mode: Mode) {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = serial::serial();
     let heap_before = memory::totals().current_bytes;
     memory::start(TrackingConfig {
         mode,

@@ -5,22 +5,18 @@
 //! Work is counted in operations, not seconds, so a slow machine only makes it slower.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use heapwatch::memory::{self, GroupBy, Mode, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+#[path = "support/serial.rs"]
+mod serial;
+use serial::serial;
 
 const THREADS: usize = 8;
 const OPS_PER_THREAD: usize = 20_000;
