@@ -1,7 +1,8 @@
 //! The global allocator wrapper: always-on counters, the reentrancy guard, and the hand-off
 //! to [`super::recorder`] when site tracking is on.
 //!
-//! Every call pays a few relaxed atomics (current, live, total, a peak check). With site
+//! Every call pays a few relaxed atomics (current, a block count in this thread's slot, a
+//! peak check). With site
 //! tracking off that is all: one more relaxed load of [`MODE`] and a branch. With it on,
 //! `alloc` calls `recorder::on_alloc` (which samples, walks the stack and records) and
 //! `dealloc` calls `recorder::on_free` (one filter load unless the block may be tracked).
@@ -27,26 +28,73 @@ pub(crate) static CURRENT: AtomicU64 = AtomicU64::new(0);
 /// Highest `CURRENT` seen since start or the last `reset_peak`.
 pub(crate) static PEAK: AtomicU64 = AtomicU64::new(0);
 // Block counts are kept as three monotonic counters rather than "live" and "total", so a
-// free costs one RMW fewer: live = allocs − frees, total = allocs + reallocs.
-/// `alloc`/`alloc_zeroed` calls since process start. Non-zero also proves this allocator
-/// is the global one: see [`installed`].
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-/// `dealloc` calls since process start.
-static FREES: AtomicU64 = AtomicU64::new(0);
-/// Successful `realloc` calls since process start.
-static REALLOCS: AtomicU64 = AtomicU64::new(0);
+// free costs one RMW fewer: live = allocs − frees, total = allocs + reallocs. They are
+// sharded: each thread counts in one of [`SHARDS`] cache-line-aligned slots, so threads
+// allocating at once do not fight over one cache line; readers sum the slots (exact, as
+// the counters only grow). `CURRENT` stays one global counter because the peak needs the
+// true sum at every allocation.
+
+/// One slot of block counters, alone on its cache lines.
+#[repr(align(128))]
+struct Counts {
+    /// `alloc`/`alloc_zeroed` calls. Non-zero in any slot also proves this allocator is
+    /// the global one: see [`installed`].
+    allocs: AtomicU64,
+    /// `dealloc` calls.
+    frees: AtomicU64,
+    /// Successful `realloc` calls.
+    reallocs: AtomicU64,
+}
+
+/// 16 slots: more than the cores of any machine Home Assistant runs on, so threads rarely
+/// share one; 2 KiB of BSS.
+const SHARDS: usize = 16;
+static COUNTS: [Counts; SHARDS] = [const {
+    Counts {
+        allocs: AtomicU64::new(0),
+        frees: AtomicU64::new(0),
+        reallocs: AtomicU64::new(0),
+    }
+}; SHARDS];
+/// Hands out slots round-robin as threads make their first call.
+static NEXT_SHARD: AtomicU8 = AtomicU8::new(0);
+/// "No slot yet" in [`SHARD`].
+const NO_SHARD: u8 = u8::MAX;
+
+thread_local! {
+    /// This thread's slot in [`COUNTS`]. Const-initialised and without `Drop`, like
+    /// [`GUARD`]: reading it never allocates, even during thread exit.
+    static SHARD: Cell<u8> = const { Cell::new(NO_SHARD) };
+}
+
+/// This thread's counter slot.
+#[inline(always)]
+fn counts() -> &'static Counts {
+    let mut i = SHARD.get();
+    if i == NO_SHARD {
+        i = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS as u8;
+        SHARD.set(i);
+    }
+    &COUNTS[usize::from(i)]
+}
+
+fn sum(field: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+    COUNTS
+        .iter()
+        .fold(0u64, |acc, c| acc.wrapping_add(field(c).load(Relaxed)))
+}
 
 /// Live blocks (allocations minus frees).
 pub(crate) fn live_blocks() -> u64 {
     // Frees first: counters only grow, so reading allocs afterwards cannot see fewer
     // allocations than the frees just read; saturate anyway (relaxed loads may reorder).
-    let frees = FREES.load(Relaxed);
-    ALLOCS.load(Relaxed).saturating_sub(frees)
+    let frees = sum(|c| &c.frees);
+    sum(|c| &c.allocs).saturating_sub(frees)
 }
 
 /// Allocations since process start; a realloc counts as one.
 pub(crate) fn total_allocations() -> u64 {
-    ALLOCS.load(Relaxed).wrapping_add(REALLOCS.load(Relaxed))
+    sum(|c| &c.allocs).wrapping_add(sum(|c| &c.reallocs))
 }
 
 /// Site tracking off.
@@ -119,7 +167,7 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
 pub(crate) fn installed() -> bool {
     let probe = std::hint::black_box(Box::new(0u8));
     drop(probe);
-    ALLOCS.load(Relaxed) > 0
+    sum(|c| &c.allocs) > 0
 }
 
 #[inline(always)]
@@ -133,7 +181,7 @@ fn raise_current(by: u64) {
 #[inline(always)]
 fn counted_alloc(size: usize) {
     raise_current(size as u64);
-    ALLOCS.fetch_add(1, Relaxed);
+    counts().allocs.fetch_add(1, Relaxed);
 }
 
 /// The global allocator: wraps [`System`], keeps always-on totals and, when started,
@@ -199,7 +247,7 @@ unsafe impl GlobalAlloc for Tracker {
         // SAFETY: forwarded unchanged.
         unsafe { System.dealloc(ptr, layout) };
         CURRENT.fetch_sub(layout.size() as u64, Relaxed);
-        FREES.fetch_add(1, Relaxed);
+        counts().frees.fetch_add(1, Relaxed);
     }
 
     #[inline]
@@ -221,7 +269,7 @@ unsafe impl GlobalAlloc for Tracker {
                 CURRENT.fetch_sub(old - grown, Relaxed);
             }
             // A realloc is one allocation in total_allocations; live blocks do not change.
-            REALLOCS.fetch_add(1, Relaxed);
+            counts().reallocs.fetch_add(1, Relaxed);
             let mode = MODE.load(Relaxed);
             if mode != MODE_OFF {
                 recorder::on_alloc(new as usize, new_size, mode);
