@@ -352,19 +352,7 @@ impl Settings {
 
         let mut builder = Config::builder();
         for spec in KEYS {
-            let dev_default = match spec.name {
-                "ingress_listen" if dev => Some(DefaultValue::Str("127.0.0.1:8099")),
-                "trusted_proxies" if dev => Some(DefaultValue::StrList(&["127.0.0.1", "::1"])),
-                "data_dir" if dev => Some(DefaultValue::Str("./data")),
-                _ => None,
-            };
-            if let Some(default) = dev_default.or(spec.default) {
-                let value: config::Value = match default {
-                    DefaultValue::Bool(b) => b.into(),
-                    DefaultValue::Int(i) => i.into(),
-                    DefaultValue::Str(s) => s.into(),
-                    DefaultValue::StrList(l) => l.to_vec().into(),
-                };
+            if let Some(value) = default_value(spec, dev) {
                 builder = builder
                     .set_default(spec.name, value)
                     .map_err(|e| SettingsError::Config(e.to_string()))?;
@@ -411,57 +399,48 @@ impl Settings {
                 _ => "built-in default".to_string(),
             }
         };
+        // A key that is absent or null takes its default (the same one `set_default` was
+        // given), so `null` in the options file means "unset", as the Supervisor writes it.
         let field = |name: &str| -> Result<Option<Parsed>, SettingsError> {
             let spec = KEYS
                 .iter()
                 .find(|k| k.name == name)
                 .expect("every field is in KEYS");
             match get(name) {
-                None => Ok(None),
                 Some(v) => parse_value(spec, &v, &origin(name, &v)).map(Some),
+                None => match default_value(spec, dev) {
+                    Some(v) => parse_value(spec, &v, "built-in default").map(Some),
+                    None => Ok(None),
+                },
             }
         };
-
-        let log_level = match field("log_level")? {
-            Some(Parsed::Str(s)) => LogLevel::parse(&s).expect("validated against NAMES"),
-            _ => LogLevel::Info,
+        let required = |name: &str| -> Result<Parsed, SettingsError> {
+            Ok(field(name)?.expect("every key but api_token has a default"))
         };
-        let debug_memory = matches!(field("debug_memory")?, Some(Parsed::Bool(true)));
-        let debug_memory_mode = match field("debug_memory_mode")? {
-            Some(Parsed::Str(s)) if s == "exact" => MemoryMode::Exact,
-            _ => MemoryMode::Sampled,
-        };
-        let int = |name: &str, default: u32| -> Result<u32, SettingsError> {
-            Ok(match field(name)? {
-                Some(Parsed::Int(i)) => u32::try_from(i).expect("range-checked against KEYS"),
-                _ => default,
-            })
-        };
-        let debug_memory_frames = int("debug_memory_frames", 32)?;
-        let debug_memory_sample_kib = int("debug_memory_sample_kib", 512)?;
-        let api_token = match field("api_token")? {
-            Some(Parsed::Str(s)) => Some(Secret(s)),
-            _ => None,
-        };
-        let addr = |name: &str| -> Result<SocketAddr, SettingsError> {
-            match field(name)? {
-                Some(Parsed::Addr(a)) => Ok(a),
-                _ => Err(SettingsError::Config(format!("{name} has no value"))),
-            }
-        };
-        let ingress_listen = addr("ingress_listen")?;
-        let direct_listen = addr("direct_listen")?;
-        let trusted_proxies = match field("trusted_proxies")? {
-            Some(Parsed::Ips(ips)) => ips,
-            _ => Vec::new(),
-        };
-        let data_dir = match field("data_dir")? {
-            Some(Parsed::Str(s)) => PathBuf::from(s),
-            _ => PathBuf::from("/data"),
+        let int = |name: &str| -> Result<u32, SettingsError> {
+            Ok(u32::try_from(required(name)?.int()).expect("range-checked against KEYS"))
         };
 
-        let trend_sample_interval_ms = int("trend_sample_interval_ms", 60_000)?;
-        let trend_checkpoint_interval_ms = int("trend_checkpoint_interval_ms", 600_000)?;
+        let log_level =
+            LogLevel::parse(&required("log_level")?.string()).expect("validated against NAMES");
+        let debug_memory = matches!(required("debug_memory")?, Parsed::Bool(true));
+        let debug_memory_mode = if required("debug_memory_mode")?.string() == "exact" {
+            MemoryMode::Exact
+        } else {
+            MemoryMode::Sampled
+        };
+        let debug_memory_frames = int("debug_memory_frames")?;
+        let debug_memory_sample_kib = int("debug_memory_sample_kib")?;
+        let api_token = field("api_token")?.map(|p| Secret(p.string()));
+        let ingress_listen = required("ingress_listen")?.addr();
+        let direct_listen = required("direct_listen")?.addr();
+        let trusted_proxies = match required("trusted_proxies")? {
+            Parsed::Ips(ips) => ips,
+            _ => unreachable!("an IpList key parses to Ips"),
+        };
+        let data_dir = PathBuf::from(required("data_dir")?.string());
+        let trend_sample_interval_ms = int("trend_sample_interval_ms")?;
+        let trend_checkpoint_interval_ms = int("trend_checkpoint_interval_ms")?;
 
         let settings = Settings {
             log_level,
@@ -547,6 +526,44 @@ enum Parsed {
     Str(String),
     Addr(SocketAddr),
     Ips(Vec<IpAddr>),
+}
+
+impl Parsed {
+    // The accessors below are called only for keys whose `KeyKind` parses to that variant.
+    fn int(self) -> i64 {
+        match self {
+            Parsed::Int(i) => i,
+            _ => unreachable!("an Int key parses to Int"),
+        }
+    }
+    fn string(self) -> String {
+        match self {
+            Parsed::Str(s) => s,
+            _ => unreachable!("a Choice, Password or Path key parses to Str"),
+        }
+    }
+    fn addr(self) -> SocketAddr {
+        match self {
+            Parsed::Addr(a) => a,
+            _ => unreachable!("a SocketAddr key parses to Addr"),
+        }
+    }
+}
+
+/// A key's built-in default as a `config` value; `--dev` changes three of them.
+fn default_value(spec: &KeySpec, dev: bool) -> Option<Value> {
+    let dev_default = match spec.name {
+        "ingress_listen" if dev => Some(DefaultValue::Str("127.0.0.1:8099")),
+        "trusted_proxies" if dev => Some(DefaultValue::StrList(&["127.0.0.1", "::1"])),
+        "data_dir" if dev => Some(DefaultValue::Str("./data")),
+        _ => None,
+    };
+    dev_default.or(spec.default).map(|d| match d {
+        DefaultValue::Bool(b) => b.into(),
+        DefaultValue::Int(i) => i.into(),
+        DefaultValue::Str(s) => s.into(),
+        DefaultValue::StrList(l) => l.to_vec().into(),
+    })
 }
 
 fn describe(v: &Value) -> String {
@@ -788,5 +805,19 @@ mod tests {
     fn null_api_token_is_unset() {
         let s = load(Some(r#"{"api_token":null}"#), &[]).unwrap();
         assert_eq!(s.api_token, None);
+    }
+
+    #[test]
+    fn null_means_the_default() {
+        let s = load(
+            Some(r#"{"trusted_proxies":null,"debug_memory_frames":null}"#),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.trusted_proxies,
+            vec!["172.30.32.2".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(s.debug_memory_frames, 32);
     }
 }
