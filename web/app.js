@@ -373,6 +373,35 @@
 
   let rowSeq = 0;
 
+  // A frame as function over place.
+  function frameParts(frame) {
+    const fr = splitFrame(frame);
+    return [el('span', { class: 'fn', text: fr.fn }), fr.where ? el('span', { class: 'where', text: fr.where }) : null];
+  }
+
+  // The whole traceback as a list, allocation site first.
+  function tracebackList(traceback, attrs) {
+    return el('ol', Object.assign({ class: 'traceback', 'aria-label': 'Traceback, allocation site first' }, attrs || {}),
+      ...traceback.map((f) => el('li', {}, ...frameParts(f))));
+  }
+
+  // A button showing the site (the traceback's first frame) that expands `detail`
+  // (which must carry an id) by mouse or keyboard.
+  function expandToggle(traceback, detail) {
+    const toggle = el('button', {
+      type: 'button', class: 'expand', 'aria-expanded': 'false', 'aria-controls': detail.id,
+      title: 'Show the whole traceback',
+    },
+    el('span', { class: 'chevron', 'aria-hidden': 'true' }),
+    el('span', { class: 'site' }, ...frameParts(traceback[0] || '(unknown)')));
+    toggle.addEventListener('click', () => {
+      const open = toggle.getAttribute('aria-expanded') !== 'true';
+      toggle.setAttribute('aria-expanded', String(open));
+      detail.hidden = !open;
+    });
+    return toggle;
+  }
+
   function renderSnapshot(s) {
     state.snapshot = s;
     renderStats(s);
@@ -395,28 +424,10 @@
     for (const r of rows) {
       rowSeq += 1;
       const detailId = `tb-${rowSeq}`;
-      const head = splitFrame(r.traceback[0] || '(unknown)');
       const trend = !compared || r.size_diff_bytes === 0 ? '' : r.size_diff_bytes > 0 ? 'growth' : 'shrink';
-      const toggle = el('button', {
-        type: 'button', class: 'expand', 'aria-expanded': 'false', 'aria-controls': detailId,
-        title: 'Show the whole traceback',
-      },
-      el('span', { class: 'chevron', 'aria-hidden': 'true' }),
-      el('span', { class: 'site' },
-        el('span', { class: 'fn', text: head.fn }),
-        head.where ? el('span', { class: 'where', text: head.where }) : null));
       const detail = el('tr', { class: 'detail', id: detailId, hidden: true },
-        el('td', { colspan: '5' },
-          el('ol', { class: 'traceback', 'aria-label': 'Traceback, allocation site first' },
-            ...r.traceback.map((f) => {
-              const fr = splitFrame(f);
-              return el('li', {}, el('span', { class: 'fn', text: fr.fn }), fr.where ? el('span', { class: 'where', text: fr.where }) : null);
-            }))));
-      toggle.addEventListener('click', () => {
-        const open = toggle.getAttribute('aria-expanded') !== 'true';
-        toggle.setAttribute('aria-expanded', String(open));
-        detail.hidden = !open;
-      });
+        el('td', { colspan: '5' }, tracebackList(r.traceback)));
+      const toggle = expandToggle(r.traceback, detail);
       body.append(
         el('tr', { class: `row ${trend}` },
           el('th', { scope: 'row' }, toggle),
@@ -462,20 +473,8 @@
     for (const g of t.growing_sites) {
       rowSeq += 1;
       const id = `gs-${rowSeq}`;
-      const head = splitFrame(g.traceback[0] || '(unknown)');
-      const detail = el('ol', { class: 'traceback', id, hidden: true, 'aria-label': 'Traceback, allocation site first' },
-        ...g.traceback.map((f) => {
-          const fr = splitFrame(f);
-          return el('li', {}, el('span', { class: 'fn', text: fr.fn }), fr.where ? el('span', { class: 'where', text: fr.where }) : null);
-        }));
-      const toggle = el('button', { type: 'button', class: 'expand', 'aria-expanded': 'false', 'aria-controls': id, title: 'Show the whole traceback' },
-        el('span', { class: 'chevron', 'aria-hidden': 'true' }),
-        el('span', { class: 'site' }, el('span', { class: 'fn', text: head.fn }), head.where ? el('span', { class: 'where', text: head.where }) : null));
-      toggle.addEventListener('click', () => {
-        const open = toggle.getAttribute('aria-expanded') !== 'true';
-        toggle.setAttribute('aria-expanded', String(open));
-        detail.hidden = !open;
-      });
+      const detail = tracebackList(g.traceback, { id, hidden: true });
+      const toggle = expandToggle(g.traceback, detail);
       list.append(el('li', { class: 'growing-site' },
         el('div', { class: 'growing-head' }, toggle,
           el('span', { class: 'num growth', text: perHour(g.growth_bytes_per_hour) }),
