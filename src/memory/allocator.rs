@@ -1,9 +1,9 @@
 //! The global allocator wrapper: always-on counters, the reentrancy guard, and the hand-off
 //! to [`super::recorder`] when site tracking is on.
 //!
-//! Every call pays a few relaxed atomics (current, a block count in this thread's slot, a
-//! peak check). With site
-//! tracking off that is all: one more relaxed load of [`MODE`] and a branch. With it on,
+//! Every call counts bytes and blocks in the calling thread's own slot (plain loads and
+//! stores, see below). With site tracking off that is all: one more relaxed load of
+//! [`MODE`] and a branch. With it on,
 //! `alloc` calls `recorder::on_alloc` (which samples, walks the stack and records) and
 //! `dealloc` calls `recorder::on_free` (one filter load unless the block may be tracked).
 //!
@@ -15,7 +15,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use super::recorder;
 
@@ -23,20 +26,41 @@ use super::recorder;
 /// `symbolize::OWN_SOURCES`).
 pub(crate) const SOURCE: &str = file!();
 
-/// Live bytes handed out by the allocator (requested sizes, not malloc's rounding).
-pub(crate) static CURRENT: AtomicU64 = AtomicU64::new(0);
-/// Highest `CURRENT` seen since start or the last `reset_peak`.
-pub(crate) static PEAK: AtomicU64 = AtomicU64::new(0);
-// Block counts are kept as three monotonic counters rather than "live" and "total", so a
-// free costs one RMW fewer: live = allocs − frees, total = allocs + reallocs. They are
-// sharded: each thread counts in one of [`SHARDS`] cache-line-aligned slots, so threads
-// allocating at once do not fight over one cache line; readers sum the slots (exact, as
-// the counters only grow). `CURRENT` stays one global counter because the peak needs the
-// true sum at every allocation.
+// The always-on totals live in per-thread slots. A thread owns one [`Slot`] for its
+// lifetime and is its only writer, so counting is a plain load and store on a cache line
+// no other thread writes: no atomic read-modify-write, no cache-line ping-pong between
+// cores. Readers sum every slot (each field is an atomic, read relaxed). A slot's figures
+// are cumulative and outlive their owner: when a thread exits, its slot is handed to the
+// next new thread, which keeps adding to the same counters, so the sums stay exact.
+// Threads beyond [`SLOTS`], and a thread's last calls after its slot was released during
+// thread exit, count in one shared slot with atomic read-modify-writes.
+//
+// The peak needs the true sum, which no single thread sees. A thread checks it only when
+// its own bytes pass a mark: a check sums all slots, raises [`PEAK`] and sets the mark
+// [`PEAK_STEP`] above the thread's bytes; a free lowers the mark to stay at most
+// [`PEAK_STEP`] above them (frees never check: they cannot raise the peak). Between two
+// checks no thread has grown by [`PEAK_STEP`] from its lowest point since its own last
+// check, so the sum cannot pass the last checked sum by [`PEAK_STEP`] × threads: that
+// bounds how much of a transient high can be missed. A mark is never more than
+// [`PEAK_STEP`] above its thread's bytes, so any single allocation larger than that is
+// checked at once. Every read of the totals folds the current sum into the peak too.
 
-/// One slot of block counters, alone on its cache lines.
+/// Highest current byte count seen since start or the last `reset_peak` (see above for
+/// its precision).
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// Growth of one thread's bytes that triggers a peak check (see above).
+pub(crate) const PEAK_STEP: i64 = 64 * 1024;
+
+/// One thread's counters, alone on its cache lines (128 bytes: adjacent-line prefetch
+/// pairs lines on x86).
 #[repr(align(128))]
-struct Counts {
+struct Slot {
+    /// Held by a live thread (only owned slots are written with plain stores).
+    taken: AtomicBool,
+    /// Net bytes allocated minus freed through this slot (wrapping; a slot whose threads
+    /// freed blocks others allocated goes negative).
+    bytes: AtomicI64,
     /// `alloc`/`alloc_zeroed` calls. Non-zero in any slot also proves this allocator is
     /// the global one: see [`installed`].
     allocs: AtomicU64,
@@ -44,57 +68,239 @@ struct Counts {
     frees: AtomicU64,
     /// Successful `realloc` calls.
     reallocs: AtomicU64,
+    /// When `bytes` exceeds this, check the peak (see above).
+    check_at: AtomicI64,
 }
 
-/// 16 slots: more than the cores of any machine Home Assistant runs on, so threads rarely
-/// share one; 2 KiB of BSS.
-const SHARDS: usize = 16;
-static COUNTS: [Counts; SHARDS] = [const {
-    Counts {
-        allocs: AtomicU64::new(0),
-        frees: AtomicU64::new(0),
-        reallocs: AtomicU64::new(0),
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            taken: AtomicBool::new(false),
+            bytes: AtomicI64::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            reallocs: AtomicU64::new(0),
+            check_at: AtomicI64::new(i64::MIN),
+        }
     }
-}; SHARDS];
-/// Hands out slots round-robin as threads make their first call.
-static NEXT_SHARD: AtomicU8 = AtomicU8::new(0);
-/// "No slot yet" in [`SHARD`].
-const NO_SHARD: u8 = u8::MAX;
+}
+
+/// Owned slots: more threads than an add-on runs at once (tokio's workers and blocking
+/// pool, the log writer); 8 KiB of BSS. Index [`SHARED`] is the shared slot.
+const SLOTS: usize = 64;
+static SLOT_TABLE: [Slot; SLOTS + 1] = [const { Slot::new() }; SLOTS + 1];
+/// One past the highest slot index ever taken: readers sum only those and the shared one
+/// (slots are taken lowest first, so a process with a few threads reads a few slots).
+static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
+/// [`SLOT`] value: count in the shared slot, with atomic read-modify-writes.
+const SHARED: u8 = SLOTS as u8;
+/// [`SLOT`] value: no slot yet; the next call tries to take one.
+const UNASSIGNED: u8 = u8::MAX;
 
 thread_local! {
-    /// This thread's slot in [`COUNTS`]. Const-initialised and without `Drop`, like
-    /// [`GUARD`]: reading it never allocates, even during thread exit.
-    static SHARD: Cell<u8> = const { Cell::new(NO_SHARD) };
+    /// This thread's slot index, [`SHARED`] or [`UNASSIGNED`]. Const-initialised and
+    /// without `Drop`, like [`GUARD`]: reading it never allocates, even during thread exit.
+    static SLOT: Cell<u8> = const { Cell::new(UNASSIGNED) };
+    /// Gives this thread's slot back when the thread exits. Touched once, when the slot
+    /// is taken; registering its destructor does not go through the global allocator
+    /// (glibc's `__cxa_thread_atexit_impl`, or std's own list allocated from `System`).
+    static LEASE: Lease = const { Lease(Cell::new(UNASSIGNED)) };
 }
 
-/// This thread's counter slot.
-#[inline(always)]
-fn counts() -> &'static Counts {
-    let mut i = SHARD.get();
-    if i == NO_SHARD {
-        i = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS as u8;
-        SHARD.set(i);
+/// The destructor half of a slot lease (see [`LEASE`]).
+struct Lease(Cell<u8>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let i = usize::from(self.0.get());
+        if i < SLOTS {
+            // Later calls on this thread (other destructors still free memory) count in
+            // the shared slot: the released slot may have a new owner at once.
+            SLOT.set(SHARED);
+            SLOT_TABLE[i].taken.store(false, Release);
+        }
     }
-    &COUNTS[usize::from(i)]
 }
 
-fn sum(field: impl Fn(&Counts) -> &AtomicU64) -> u64 {
-    COUNTS
-        .iter()
-        .fold(0u64, |acc, c| acc.wrapping_add(field(c).load(Relaxed)))
+/// What one allocator call changes in the totals (two words, passed in registers).
+#[derive(Clone, Copy)]
+enum Event {
+    /// A new block of this many bytes (`alloc`, `alloc_zeroed`).
+    Alloc(u64),
+    /// A block of this many bytes released.
+    Free(u64),
+    /// A block resized by this many bytes (one allocation in `total_allocations`; live
+    /// blocks unchanged).
+    Realloc(i64),
+}
+
+/// Counts `event` in this thread's slot. Only the owned-slot case is inlined into the
+/// allocator; everything else (the first call on a thread, the shared slot) is one call
+/// away, so the inlined path needs no stack frame of its own.
+#[inline(always)]
+fn count(event: Event) {
+    let i = usize::from(SLOT.get());
+    if i < SLOTS {
+        SLOT_TABLE[i].count_owned(event);
+    } else {
+        count_elsewhere(event);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn count_elsewhere(event: Event) {
+    match SLOT.get() {
+        UNASSIGNED => match take_slot() {
+            Some(slot) => slot.count_owned(event),
+            None => SLOT_TABLE[SLOTS].count_shared(event),
+        },
+        _ => SLOT_TABLE[SLOTS].count_shared(event),
+    }
+}
+
+/// Takes a free slot for this thread, or `None` (all taken, or the thread is exiting).
+fn take_slot() -> Option<&'static Slot> {
+    // Calls made while the lease registers (none are expected) count in the shared slot.
+    SLOT.set(SHARED);
+    for (i, slot) in SLOT_TABLE[..SLOTS].iter().enumerate() {
+        if slot.taken.load(Relaxed)
+            || slot
+                .taken
+                .compare_exchange(false, true, Acquire, Relaxed)
+                .is_err()
+        {
+            continue;
+        }
+        // Err: this thread's destructors already ran (a call during thread exit).
+        let index = i as u8;
+        if LEASE.try_with(|lease| lease.0.set(index)).is_err() {
+            slot.taken.store(false, Release);
+            return None;
+        }
+        slot.check_at
+            .store(slot.bytes.load(Relaxed).wrapping_add(PEAK_STEP), Relaxed);
+        SLOTS_USED.fetch_max(i + 1, Release);
+        SLOT.set(index);
+        return Some(slot);
+    }
+    None
+}
+
+impl Slot {
+    /// Counts in a slot this thread owns: plain loads and stores.
+    #[inline(always)]
+    fn count_owned(&self, event: Event) {
+        match event {
+            Event::Alloc(size) => {
+                if self.grow_owned(size as i64, &self.allocs) {
+                    check_peak(self);
+                }
+            }
+            Event::Free(size) => self.shrink_owned(size as i64, &self.frees),
+            Event::Realloc(delta) if delta > 0 => {
+                if self.grow_owned(delta, &self.reallocs) {
+                    check_peak(self);
+                }
+            }
+            Event::Realloc(delta) => self.shrink_owned(delta.wrapping_neg(), &self.reallocs),
+        }
+    }
+
+    /// Adds `by` bytes and one event in `field` of an owned slot; true when the bytes
+    /// passed the mark and the peak must be checked ([`check_peak`]).
+    #[inline(always)]
+    fn grow_owned(&self, by: i64, field: &AtomicU64) -> bool {
+        let now = self.bytes.load(Relaxed).wrapping_add(by);
+        self.bytes.store(now, Relaxed);
+        field.store(field.load(Relaxed).wrapping_add(1), Relaxed);
+        now > self.check_at.load(Relaxed)
+    }
+
+    /// Takes `by` bytes and counts one event in `field` of an owned slot, keeping the
+    /// mark at most one step above the bytes (see the peak's notes).
+    #[inline(always)]
+    fn shrink_owned(&self, by: i64, field: &AtomicU64) {
+        let now = self.bytes.load(Relaxed).wrapping_sub(by);
+        self.bytes.store(now, Relaxed);
+        field.store(field.load(Relaxed).wrapping_add(1), Relaxed);
+        let mark = now.wrapping_add(PEAK_STEP);
+        if mark < self.check_at.load(Relaxed) {
+            self.check_at.store(mark, Relaxed);
+        }
+    }
+
+    /// Counts in the shared slot: atomic read-modify-writes.
+    fn count_shared(&self, event: Event) {
+        let (delta, field) = match event {
+            Event::Alloc(size) => (size as i64, &self.allocs),
+            Event::Free(size) => ((size as i64).wrapping_neg(), &self.frees),
+            Event::Realloc(delta) => (delta, &self.reallocs),
+        };
+        let now = self.bytes.fetch_add(delta, Relaxed).wrapping_add(delta);
+        field.fetch_add(1, Relaxed);
+        if delta > 0 {
+            if now > self.check_at.load(Relaxed) {
+                check_peak(self);
+            }
+        } else {
+            self.check_at
+                .fetch_min(now.wrapping_add(PEAK_STEP), Relaxed);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn check_peak(slot: &Slot) {
+    let now = slot.bytes.load(Relaxed);
+    slot.check_at.store(now.wrapping_add(PEAK_STEP), Relaxed);
+    PEAK.fetch_max(current_bytes(), Relaxed);
+}
+
+/// The slots any thread has counted in.
+fn used_slots() -> impl Iterator<Item = &'static Slot> {
+    let used = SLOTS_USED.load(Acquire).min(SLOTS);
+    SLOT_TABLE[..used].iter().chain([&SLOT_TABLE[SLOTS]])
+}
+
+fn sum_u64(field: impl Fn(&Slot) -> &AtomicU64) -> u64 {
+    used_slots().fold(0u64, |acc, s| acc.wrapping_add(field(s).load(Relaxed)))
+}
+
+/// Live bytes handed out by the allocator (requested sizes, not malloc's rounding).
+/// Exact when no other thread allocates meanwhile; a block allocated on one thread and
+/// freed on another may be seen freed and not yet allocated, so the sum is clamped at 0.
+pub(crate) fn current_bytes() -> u64 {
+    let sum = used_slots().fold(0i64, |acc, s| acc.wrapping_add(s.bytes.load(Relaxed)));
+    sum.max(0) as u64
+}
+
+/// The peak, with the current bytes folded in (so it is never below them).
+pub(crate) fn peak_bytes(current: u64) -> u64 {
+    PEAK.fetch_max(current, Relaxed).max(current)
+}
+
+/// Resets the peak to the current bytes, and makes every thread's next allocation check
+/// it again (their marks were set against the old peak).
+pub(crate) fn reset_peak() {
+    PEAK.store(current_bytes(), Relaxed);
+    for slot in &SLOT_TABLE {
+        slot.check_at.store(i64::MIN, Relaxed);
+    }
 }
 
 /// Live blocks (allocations minus frees).
 pub(crate) fn live_blocks() -> u64 {
     // Frees first: counters only grow, so reading allocs afterwards cannot see fewer
     // allocations than the frees just read; saturate anyway (relaxed loads may reorder).
-    let frees = sum(|c| &c.frees);
-    sum(|c| &c.allocs).saturating_sub(frees)
+    let frees = sum_u64(|s| &s.frees);
+    sum_u64(|s| &s.allocs).saturating_sub(frees)
 }
 
 /// Allocations since process start; a realloc counts as one.
 pub(crate) fn total_allocations() -> u64 {
-    sum(|c| &c.allocs).wrapping_add(sum(|c| &c.reallocs))
+    sum_u64(|s| &s.allocs).wrapping_add(sum_u64(|s| &s.reallocs))
 }
 
 /// Site tracking off.
@@ -167,21 +373,7 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
 pub(crate) fn installed() -> bool {
     let probe = std::hint::black_box(Box::new(0u8));
     drop(probe);
-    sum(|c| &c.allocs) > 0
-}
-
-#[inline(always)]
-fn raise_current(by: u64) {
-    let now = CURRENT.fetch_add(by, Relaxed).wrapping_add(by);
-    if now > PEAK.load(Relaxed) {
-        PEAK.fetch_max(now, Relaxed);
-    }
-}
-
-#[inline(always)]
-fn counted_alloc(size: usize) {
-    raise_current(size as u64);
-    counts().allocs.fetch_add(1, Relaxed);
+    sum_u64(|s| &s.allocs) > 0
 }
 
 /// The global allocator: wraps [`System`], keeps always-on totals and, when started,
@@ -205,16 +397,85 @@ impl Default for Tracker {
 }
 
 /// The bookkeeping after a new block (from `alloc` or `alloc_zeroed`): the always-on
-/// counters, then, only when tracking, the recording path.
+/// counters, then, only when tracking, the recording path. Returns `ptr`. Every branch
+/// off the common path (no slot of its own yet, a peak check due, tracking on) returns
+/// the result of one call, so the common path keeps no stack frame of its own.
 #[inline(always)]
-fn after_alloc(ptr: *mut u8, size: usize) {
-    if !ptr.is_null() {
-        counted_alloc(size);
-        let mode = MODE.load(Relaxed);
-        if mode != MODE_OFF {
-            recorder::on_alloc(ptr as usize, size, mode);
-        }
+fn after_alloc(ptr: *mut u8, size: usize) -> *mut u8 {
+    if ptr.is_null() {
+        return ptr;
     }
+    let i = usize::from(SLOT.get());
+    if i >= SLOTS {
+        return alloc_counted_elsewhere(ptr, size);
+    }
+    let slot = &SLOT_TABLE[i];
+    if slot.grow_owned(size as i64, &slot.allocs) {
+        return alloc_peak_due(ptr, size, slot);
+    }
+    let mode = MODE.load(Relaxed);
+    if mode != MODE_OFF {
+        return record_alloc(ptr, size, mode);
+    }
+    ptr
+}
+
+/// [`after_alloc`] for a thread without a slot of its own (yet).
+#[cold]
+#[inline(never)]
+fn alloc_counted_elsewhere(ptr: *mut u8, size: usize) -> *mut u8 {
+    count_elsewhere(Event::Alloc(size as u64));
+    let mode = MODE.load(Relaxed);
+    if mode != MODE_OFF {
+        recorder::on_alloc(ptr as usize, size, mode);
+    }
+    ptr
+}
+
+/// [`after_alloc`] once the bytes passed this thread's mark.
+#[cold]
+#[inline(never)]
+fn alloc_peak_due(ptr: *mut u8, size: usize, slot: &Slot) -> *mut u8 {
+    check_peak(slot);
+    let mode = MODE.load(Relaxed);
+    if mode != MODE_OFF {
+        recorder::on_alloc(ptr as usize, size, mode);
+    }
+    ptr
+}
+
+/// [`after_alloc`] while tracking.
+#[inline(never)]
+fn record_alloc(ptr: *mut u8, size: usize, mode: u8) -> *mut u8 {
+    recorder::on_alloc(ptr as usize, size, mode);
+    ptr
+}
+
+/// `dealloc` while tracking: untracks the block, then releases it. Untrack first: once
+/// System has the block back, another thread may receive the same address and record it.
+///
+/// # Safety
+/// As `GlobalAlloc::dealloc`.
+#[inline(never)]
+unsafe fn tracked_dealloc(ptr: *mut u8, layout: Layout) {
+    recorder::on_free(ptr as usize);
+    // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
+    unsafe { System.dealloc(ptr, layout) }
+}
+
+/// `dealloc` for a thread without a slot of its own (yet).
+///
+/// # Safety
+/// As `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_counted_elsewhere(ptr: *mut u8, layout: Layout) {
+    count_elsewhere(Event::Free(layout.size() as u64));
+    if MODE.load(Relaxed) != MODE_OFF {
+        recorder::on_free(ptr as usize);
+    }
+    // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
+    unsafe { System.dealloc(ptr, layout) }
 }
 
 // SAFETY: every method forwards to System with the caller's arguments, which satisfy
@@ -225,29 +486,33 @@ unsafe impl GlobalAlloc for Tracker {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged (see the impl's SAFETY comment).
         let ptr = unsafe { System.alloc(layout) };
-        after_alloc(ptr, layout.size());
-        ptr
+        after_alloc(ptr, layout.size())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged.
         let ptr = unsafe { System.alloc_zeroed(layout) };
-        after_alloc(ptr, layout.size());
-        ptr
+        after_alloc(ptr, layout.size())
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Untrack before the block is released: once System has it back, another thread
-        // may receive the same address and record it.
+        // Counted first, so that handing the block to System is the last thing done (a
+        // tail call, no frame kept around it); so is every branch off the common path.
+        let i = usize::from(SLOT.get());
+        if i >= SLOTS {
+            // SAFETY: forwarded unchanged.
+            return unsafe { dealloc_counted_elsewhere(ptr, layout) };
+        }
+        let slot = &SLOT_TABLE[i];
+        slot.shrink_owned(layout.size() as i64, &slot.frees);
         if MODE.load(Relaxed) != MODE_OFF {
-            recorder::on_free(ptr as usize);
+            // SAFETY: forwarded unchanged.
+            return unsafe { tracked_dealloc(ptr, layout) };
         }
         // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size() as u64, Relaxed);
-        counts().frees.fetch_add(1, Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
     }
 
     #[inline]
@@ -261,15 +526,9 @@ unsafe impl GlobalAlloc for Tracker {
         // SAFETY: forwarded unchanged.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            let old = layout.size() as u64;
-            let grown = new_size as u64;
-            if grown >= old {
-                raise_current(grown - old);
-            } else {
-                CURRENT.fetch_sub(old - grown, Relaxed);
-            }
-            // A realloc is one allocation in total_allocations; live blocks do not change.
-            counts().reallocs.fetch_add(1, Relaxed);
+            count(Event::Realloc(
+                (new_size as i64).wrapping_sub(layout.size() as i64),
+            ));
             let mode = MODE.load(Relaxed);
             if mode != MODE_OFF {
                 recorder::on_alloc(new as usize, new_size, mode);

@@ -6,8 +6,9 @@
 //!
 //! # What it measures
 //! - Always on, once [`Tracker`] is the global allocator: current and peak bytes, live
-//!   blocks and total allocations ([`totals`]), a few relaxed atomics per call. Sizes are
-//!   the requested sizes (`Layout::size`), not what malloc rounds them to.
+//!   blocks and total allocations ([`totals`]), counted per thread with a few plain loads
+//!   and stores per call. Sizes are the requested sizes (`Layout::size`), not what
+//!   malloc rounds them to.
 //! - Site tracking, between [`start`] and [`stop`]: which call stacks hold the live
 //!   blocks. [`Mode::Sampled`] (the default) records a Poisson sample by bytes and reports
 //!   unbiased estimates; [`Mode::Exact`] records every block (tracemalloc parity, slow).
@@ -142,7 +143,10 @@ pub struct TrackingStatus {
 pub struct Totals {
     /// Live bytes allocated through the global allocator (requested sizes).
     pub current_bytes: u64,
-    /// Highest `current_bytes` since process start or the last [`reset_peak`].
+    /// Highest `current_bytes` since process start or the last [`reset_peak`]. Threads
+    /// count in slots of their own and check the peak every 64 KiB of growth, so a
+    /// transient high may be missed by less than 64 KiB per thread allocating at the time;
+    /// a single allocation larger than that is always seen.
     pub peak_bytes: u64,
     /// Live blocks.
     pub live_blocks: u64,
@@ -240,8 +244,7 @@ pub fn totals() -> Totals {
 
 /// Resets the peak to the current bytes; returns the new totals.
 pub fn reset_peak() -> Totals {
-    use std::sync::atomic::Ordering::Relaxed;
-    allocator::PEAK.store(allocator::CURRENT.load(Relaxed), Relaxed);
+    allocator::reset_peak();
     totals()
 }
 

@@ -11,8 +11,8 @@
 use std::time::SystemTime;
 
 use super::allocator::{
-    CURRENT, Guard, GuardLevel, MODE, MODE_EXACT, MODE_OFF, MODE_SAMPLED, PEAK, guard_level,
-    live_blocks, total_allocations,
+    Guard, GuardLevel, MODE, MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, guard_level,
+    live_blocks, peak_bytes, total_allocations,
 };
 use super::lock::SpinLock;
 use super::sampler;
@@ -205,16 +205,14 @@ pub(crate) fn status() -> TrackingStatus {
 }
 
 pub(crate) fn totals() -> Totals {
-    use std::sync::atomic::Ordering::Relaxed;
+    let current = current_bytes();
     let mut totals = Totals {
-        current_bytes: CURRENT.load(Relaxed),
-        peak_bytes: PEAK.load(Relaxed),
+        current_bytes: current,
+        peak_bytes: peak_bytes(current),
         live_blocks: live_blocks(),
         total_allocations: total_allocations(),
         ..Totals::default()
     };
-    // Loads of different counters race with other threads; keep the report coherent.
-    totals.peak_bytes = totals.peak_bytes.max(totals.current_bytes);
     let state = STATE.lock();
     if let Some(s) = state.session.as_ref() {
         totals.tracked_stacks = s.stacks.tracked() as u64;
