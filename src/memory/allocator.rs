@@ -2,8 +2,8 @@
 //! to [`super::recorder`] when site tracking is on.
 //!
 //! Every call counts bytes and blocks in the calling thread's own slot (plain loads and
-//! stores, see below). With site tracking off that is all: one more relaxed load of
-//! [`MODE`] and a branch. With it on,
+//! stores, see below). With site tracking off that is all: one more relaxed load of the
+//! mode (the slot's copy of [`MODE`], on the same cache line) and a branch. With it on,
 //! `alloc` calls `recorder::on_alloc` (which samples, walks the stack and records) and
 //! `dealloc` calls `recorder::on_free` (one filter load unless the block may be tracked).
 //!
@@ -70,6 +70,9 @@ struct Slot {
     reallocs: AtomicU64,
     /// When `bytes` exceeds this, check the peak (see above).
     check_at: AtomicI64,
+    /// A copy of [`MODE`] on the owner's own cache line, which the hot path reads instead
+    /// of the global; [`set_mode`] writes every slot's copy.
+    mode: AtomicU8,
 }
 
 impl Slot {
@@ -81,6 +84,7 @@ impl Slot {
             frees: AtomicU64::new(0),
             reallocs: AtomicU64::new(0),
             check_at: AtomicI64::new(i64::MIN),
+            mode: AtomicU8::new(MODE_OFF),
         }
     }
 }
@@ -98,8 +102,10 @@ const SHARED: u8 = SLOTS as u8;
 const UNASSIGNED: u8 = u8::MAX;
 
 thread_local! {
-    /// This thread's slot index, [`SHARED`] or [`UNASSIGNED`]. Const-initialised and
+    /// This thread's own slot, if it has one: all the hot path reads. Const-initialised and
     /// without `Drop`, like [`GUARD`]: reading it never allocates, even during thread exit.
+    static OWNED: Cell<Option<&'static Slot>> = const { Cell::new(None) };
+    /// This thread's slot index, [`SHARED`] or [`UNASSIGNED`] (read off the hot path).
     static SLOT: Cell<u8> = const { Cell::new(UNASSIGNED) };
     /// Gives this thread's slot back when the thread exits. Touched once, when the slot
     /// is taken; registering its destructor does not go through the global allocator
@@ -116,6 +122,7 @@ impl Drop for Lease {
         if i < SLOTS {
             // Later calls on this thread (other destructors still free memory) count in
             // the shared slot: the released slot may have a new owner at once.
+            OWNED.set(None);
             SLOT.set(SHARED);
             SLOT_TABLE[i].taken.store(false, Release);
         }
@@ -139,11 +146,9 @@ enum Event {
 /// away, so the inlined path needs no stack frame of its own.
 #[inline(always)]
 fn count(event: Event) {
-    let i = usize::from(SLOT.get());
-    if i < SLOTS {
-        SLOT_TABLE[i].count_owned(event);
-    } else {
-        count_elsewhere(event);
+    match OWNED.get() {
+        Some(slot) => slot.count_owned(event),
+        None => count_elsewhere(event),
     }
 }
 
@@ -182,6 +187,7 @@ fn take_slot() -> Option<&'static Slot> {
             .store(slot.bytes.load(Relaxed).wrapping_add(PEAK_STEP), Relaxed);
         SLOTS_USED.fetch_max(i + 1, Release);
         SLOT.set(index);
+        OWNED.set(Some(slot));
         return Some(slot);
     }
     None
@@ -311,7 +317,15 @@ pub(crate) const MODE_SAMPLED: u8 = 1;
 pub(crate) const MODE_EXACT: u8 = 2;
 /// The tracking mode the hot path reads (one relaxed load per call). Written only by the
 /// recorder while holding its lock.
-pub(crate) static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
+static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
+
+/// Sets the tracking mode the allocator reads: the global and every slot's copy.
+pub(crate) fn set_mode(mode: u8) {
+    MODE.store(mode, Relaxed);
+    for slot in &SLOT_TABLE {
+        slot.mode.store(mode, Relaxed);
+    }
+}
 
 /// How deep inside the tracker this thread is.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -405,15 +419,13 @@ fn after_alloc(ptr: *mut u8, size: usize) -> *mut u8 {
     if ptr.is_null() {
         return ptr;
     }
-    let i = usize::from(SLOT.get());
-    if i >= SLOTS {
+    let Some(slot) = OWNED.get() else {
         return alloc_counted_elsewhere(ptr, size);
-    }
-    let slot = &SLOT_TABLE[i];
+    };
     if slot.grow_owned(size as i64, &slot.allocs) {
         return alloc_peak_due(ptr, size, slot);
     }
-    let mode = MODE.load(Relaxed);
+    let mode = slot.mode.load(Relaxed);
     if mode != MODE_OFF {
         return record_alloc(ptr, size, mode);
     }
@@ -437,7 +449,7 @@ fn alloc_counted_elsewhere(ptr: *mut u8, size: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_peak_due(ptr: *mut u8, size: usize, slot: &Slot) -> *mut u8 {
     check_peak(slot);
-    let mode = MODE.load(Relaxed);
+    let mode = slot.mode.load(Relaxed);
     if mode != MODE_OFF {
         recorder::on_alloc(ptr as usize, size, mode);
     }
@@ -500,14 +512,12 @@ unsafe impl GlobalAlloc for Tracker {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // Counted first, so that handing the block to System is the last thing done (a
         // tail call, no frame kept around it); so is every branch off the common path.
-        let i = usize::from(SLOT.get());
-        if i >= SLOTS {
+        let Some(slot) = OWNED.get() else {
             // SAFETY: forwarded unchanged.
             return unsafe { dealloc_counted_elsewhere(ptr, layout) };
-        }
-        let slot = &SLOT_TABLE[i];
+        };
         slot.shrink_owned(layout.size() as i64, &slot.frees);
-        if MODE.load(Relaxed) != MODE_OFF {
+        if slot.mode.load(Relaxed) != MODE_OFF {
             // SAFETY: forwarded unchanged.
             return unsafe { tracked_dealloc(ptr, layout) };
         }

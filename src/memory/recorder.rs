@@ -2,7 +2,7 @@
 //!
 //! Owns the tracking session (mode, frame limit, interval, start time) and its tables
 //! (blocks, stacks) behind one [`SpinLock`], plus the counting [`filter`]. The allocator
-//! calls [`on_alloc`] / [`on_free`] when [`MODE`] is not off; `mod.rs` calls the rest.
+//! calls [`on_alloc`] / [`on_free`] when the mode is not off; `mod.rs` calls the rest.
 //!
 //! Order of work in `on_alloc`: reentrancy check, sampling decision (thread-local, no
 //! lock), stack walk (no lock), then the lock for interning and the table insert. In
@@ -11,8 +11,8 @@
 use std::time::SystemTime;
 
 use super::allocator::{
-    Guard, GuardLevel, MODE, MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, guard_level,
-    live_blocks, peak_bytes, total_allocations,
+    Guard, GuardLevel, MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, guard_level, live_blocks,
+    peak_bytes, set_mode, total_allocations,
 };
 use super::lock::SpinLock;
 use super::sampler;
@@ -170,7 +170,7 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
         Mode::Sampled => MODE_SAMPLED,
         Mode::Exact => MODE_EXACT,
     };
-    MODE.store(mode, std::sync::atomic::Ordering::Relaxed);
+    set_mode(mode);
     state.last = (config.mode, frames);
     true
 }
@@ -178,7 +178,7 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
 /// Ends the session and frees its tables.
 pub(crate) fn stop() {
     let mut state = STATE.lock();
-    MODE.store(MODE_OFF, std::sync::atomic::Ordering::Relaxed);
+    set_mode(MODE_OFF);
     // Dropping the session frees its System-allocated tables (not through the tracker).
     state.session = None;
     filter::clear();
