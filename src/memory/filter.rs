@@ -22,7 +22,7 @@ pub(crate) const SOURCE: &str = file!();
 /// 2^16 slots: 128 KiB, small next to the tables, and at 1% occupancy (≈ 650 sampled
 /// live blocks, a heap of ~330 MiB at 512 KiB) a free of an untracked block still
 /// misses 99% of the time.
-const SLOTS_LOG2: u32 = 16;
+pub(crate) const SLOTS_LOG2: u32 = 16;
 const SLOTS: usize = 1 << SLOTS_LOG2;
 
 static FILTER: [AtomicU16; SLOTS] = [const { AtomicU16::new(0) }; SLOTS];
@@ -30,11 +30,16 @@ static FILTER: [AtomicU16; SLOTS] = [const { AtomicU16::new(0) }; SLOTS];
 /// Bytes of the filter (reported as overhead while tracking is on).
 pub(crate) const BYTES: usize = SLOTS * std::mem::size_of::<AtomicU16>();
 
+/// The slot of `addr`: Fibonacci hashing, the top bits of addr × 2^64/φ, spreads aligned
+/// addresses evenly. The recorder picks a block's shard from the top bits of this index.
+#[inline(always)]
+pub(crate) fn index(addr: usize) -> usize {
+    ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS_LOG2)) as usize
+}
+
 #[inline(always)]
 fn slot(addr: usize) -> &'static AtomicU16 {
-    // Fibonacci hashing: the top bits of addr × 2^64/φ spread aligned addresses evenly.
-    let h = (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS_LOG2);
-    &FILTER[h as usize]
+    &FILTER[index(addr)]
 }
 
 /// False means the block at `addr` is certainly not tracked.
@@ -43,7 +48,8 @@ pub(crate) fn may_contain(addr: usize) -> bool {
     slot(addr).load(Relaxed) != 0
 }
 
-/// A block at `addr` became tracked. Call with the tracker lock held.
+/// A block at `addr` became tracked. Call with the block's shard lock held (a slot is
+/// only written under the one shard its addresses belong to).
 pub(crate) fn add(addr: usize) {
     let s = slot(addr);
     let v = s.load(Relaxed);
@@ -52,7 +58,7 @@ pub(crate) fn add(addr: usize) {
     }
 }
 
-/// The tracked block at `addr` lost its record. Call with the tracker lock held.
+/// The tracked block at `addr` lost its record. Call with the block's shard lock held.
 pub(crate) fn remove(addr: usize) {
     let s = slot(addr);
     let v = s.load(Relaxed);
@@ -61,7 +67,7 @@ pub(crate) fn remove(addr: usize) {
     }
 }
 
-/// Empties the filter (tables dropped). Call with the tracker lock held.
+/// Empties the filter (tables dropped). Call with every shard lock held.
 pub(crate) fn clear() {
     for s in &FILTER {
         s.store(0, Relaxed);

@@ -1,23 +1,40 @@
 //! Site tracking state and the tracked path of the allocator.
 //!
-//! Owns the tracking session (mode, frame limit, interval, start time) and its tables
-//! (blocks, stacks) behind one [`SpinLock`], plus the counting [`filter`]. The allocator
-//! calls [`on_alloc`] / [`on_free`] when the mode is not off; `mod.rs` calls the rest.
+//! Owns the tracking session and its tables, split so that threads recording blocks at
+//! once rarely meet on a lock:
+//! - [`STATE`]: the session's configuration (mode, frames, interval, start time).
+//! - [`STACKS`]: the interned stacks ([`StackTable`]), taken only to intern a stack this
+//!   thread has not seen lately (a small per-thread cache maps stack hashes to ids).
+//! - [`SHARDS`]: the live blocks, split by address into shards, each with its own block
+//!   table and the running totals of every stack for the blocks in that shard. A block's
+//!   record, its totals and its slots in the counting [`filter`] all belong to one shard.
+//!
+//! Lock order: `STATE`, then `STACKS`, then shards in index order. Nothing takes a lock
+//! while holding a later one.
 //!
 //! Order of work in `on_alloc`: reentrancy check, sampling decision (thread-local, no
-//! lock), stack walk (no lock), then the lock for interning and the table insert. In
-//! `on_free`: one filter load; only on a hit the lock and a table lookup.
+//! lock), stack walk and hash (no lock), the stack's id (per-thread cache, else the stack
+//! lock), then the block's shard lock for the insert. In `on_free`: one filter load; only
+//! on a hit the shard lock and a table lookup.
+//!
+//! Ids are only valid within a *generation*: a new one starts with each session and each
+//! stack collection (which may hand a freed id to another stack). A collection holds the
+//! stack lock and every shard lock, so a thread that holds a shard lock and sees the
+//! generation its id came from knows the id still names its stack.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use super::allocator::{
     Guard, GuardLevel, MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, guard_level, live_blocks,
     peak_bytes, set_mode, total_allocations,
 };
-use super::lock::SpinLock;
+use super::lock::{SpinGuard, SpinLock};
 use super::sampler;
 use super::snapshot::{Snapshot, StackTotals};
-use super::stacks::StackTable;
+use super::stacks::{self, Interned, OVERFLOW, StackTable};
+use super::sysmem::RawBuf;
 use super::table::{self, BlockTable};
 use super::unwind;
 use super::{Mode, Totals, TrackingConfig, TrackingStatus, filter};
@@ -38,52 +55,12 @@ const MAX_RAW_FRAMES: usize = MAX_FRAMES as usize + OWN_FRAMES_ALLOWANCE;
 /// ≥ 2^24 and the 1/65536-unit counts could overflow.
 const MAX_INTERVAL: u64 = 1 << 40;
 
+/// The running session's configuration.
 struct Session {
     mode: Mode,
     frames: u32,
     interval: u64,
     since: SystemTime,
-    blocks: BlockTable,
-    stacks: StackTable,
-}
-
-impl Session {
-    fn weigh(&self, size: u64) -> (u64, u64) {
-        match self.mode {
-            Mode::Exact => sampler::weigh(size, None),
-            Mode::Sampled => sampler::weigh(size, Some(self.interval)),
-        }
-    }
-
-    fn record(&mut self, addr: usize, size: usize, frames: &[usize], walk: unwind::Walk) {
-        let size = (size as u64).min(table::MAX_SIZE);
-        let truncated = walk.depth > frames.len();
-        let id = self.stacks.intern(frames, walk.depth, truncated);
-        // Err: the table cannot grow (System out of memory); the block goes unrecorded.
-        if let Ok(stale) = self.blocks.insert(addr as u64, table::pack(size, id)) {
-            if let Some(stale) = stale {
-                // A record whose free we never saw (cannot happen in a correct program;
-                // be safe): retire it before counting the new block.
-                self.retire(addr, stale);
-            }
-            let (bytes, count) = self.weigh(size);
-            self.stacks.add(id, bytes, count);
-            filter::add(addr);
-        }
-    }
-
-    fn retire(&mut self, addr: usize, packed: u64) {
-        let (size, id) = table::unpack(packed);
-        let (bytes, count) = self.weigh(size);
-        self.stacks.sub(id, bytes, count);
-        filter::remove(addr);
-    }
-
-    fn forget(&mut self, addr: usize) {
-        if let Some(packed) = self.blocks.remove(addr as u64) {
-            self.retire(addr, packed);
-        }
-    }
 }
 
 struct State {
@@ -92,15 +69,197 @@ struct State {
     last: (Mode, u32),
 }
 
-/// The tracker lock. A spin lock that never allocates (see `lock.rs`); held for the
-/// intern + insert of one block, the removal of one block, or a snapshot's copy.
+/// The session's configuration. A spin lock that never allocates (see `lock.rs`), like
+/// every lock here; held briefly, never in the allocation path.
 static STATE: SpinLock<State> = SpinLock::new(State {
     session: None,
     last: (Mode::Sampled, DEFAULT_FRAMES),
 });
 
+/// The interned stacks and the generation their ids belong to (`None` while off).
+struct Stacks {
+    table: StackTable,
+    generation: u64,
+}
+
+/// Held to intern a stack (a per-thread cache miss), to collect stacks, and by snapshots.
+static STACKS: SpinLock<Option<Stacks>> = SpinLock::new(None);
+
+/// Shards of the live blocks: a power of two, a few times the cores of the boxes Home
+/// Assistant runs on, so two threads rarely want the same one.
+const SHARDS_LOG2: u32 = 3;
+const SHARD_COUNT: usize = 1 << SHARDS_LOG2;
+
+/// One shard: its blocks, and per stack id the totals of those blocks.
+struct Shard {
+    blocks: BlockTable,
+    /// Per stack id: estimated bytes and count (in 1/65536 units) of this shard's blocks.
+    /// Grown on demand up to `MAX_STACKS + 1` entries.
+    totals: RawBuf<[u64; 2]>,
+    /// The generation of the ids this shard's records use.
+    generation: u64,
+    /// `None` in exact mode.
+    interval: Option<u64>,
+}
+
+impl Shard {
+    fn weigh(&self, size: u64) -> (u64, u64) {
+        sampler::weigh(size, self.interval)
+    }
+
+    /// Records a block (the shard lock is held and `id` is of this shard's generation).
+    fn record(&mut self, addr: usize, size: usize, id: u16) {
+        let size = (size as u64).min(table::MAX_SIZE);
+        let need = usize::from(id) + 1;
+        if need > self.totals.len() {
+            let want = (self.totals.len() * 2)
+                .max(need)
+                .min(stacks::MAX_STACKS + 1);
+            if !self.totals.grow(want) {
+                // System is out of memory: the block goes unrecorded.
+                return;
+            }
+        }
+        // Err: the table cannot grow (System out of memory); the block goes unrecorded.
+        if let Ok(stale) = self.blocks.insert(addr as u64, table::pack(size, id)) {
+            if let Some(stale) = stale {
+                // A record whose free we never saw (cannot happen in a correct program;
+                // be safe): retire it before counting the new block.
+                self.retire(addr, stale);
+            }
+            let (bytes, count) = self.weigh(size);
+            let t = &mut self.totals.as_mut_slice()[usize::from(id)];
+            t[0] = t[0].wrapping_add(bytes);
+            t[1] = t[1].wrapping_add(count);
+            filter::add(addr);
+        }
+    }
+
+    fn retire(&mut self, addr: usize, packed: u64) {
+        let (size, id) = table::unpack(packed);
+        let (bytes, count) = self.weigh(size);
+        if let Some(t) = self.totals.as_mut_slice().get_mut(usize::from(id)) {
+            t[0] = t[0].wrapping_sub(bytes);
+            t[1] = t[1].wrapping_sub(count);
+        }
+        filter::remove(addr);
+    }
+
+    fn forget(&mut self, addr: usize) {
+        if let Some(packed) = self.blocks.remove(addr as u64) {
+            self.retire(addr, packed);
+        }
+    }
+
+    /// Whether any block of this shard is attributed to stack `id`.
+    fn holds(&self, id: u16) -> bool {
+        self.totals
+            .as_slice()
+            .get(usize::from(id))
+            .is_some_and(|t| t[1] != 0)
+    }
+}
+
+static SHARDS: [SpinLock<Option<Shard>>; SHARD_COUNT] =
+    [const { SpinLock::new(None) }; SHARD_COUNT];
+
+/// The shard of a block: taken from the same hash bits as its filter slot, so each filter
+/// slot is only ever written under one shard's lock.
+fn shard_of(addr: usize) -> usize {
+    filter::index(addr) >> (filter::SLOTS_LOG2 - SHARDS_LOG2)
+}
+
+/// Every shard lock, taken in order (after `STATE` and `STACKS` if those are needed).
+struct AllShards {
+    // Fields drop in order: the shard guards first, then the outer reentrancy guard, so
+    // the thread stays "inside" until the last lock is released.
+    shards: [SpinGuard<'static, Option<Shard>>; SHARD_COUNT],
+    _inside: Guard,
+}
+
+fn lock_all_shards() -> AllShards {
+    let inside = Guard::enter(GuardLevel::Inside);
+    AllShards {
+        shards: std::array::from_fn(|i| SHARDS[i].lock()),
+        _inside: inside,
+    }
+}
+
+/// Generations handed out so far (0 is never one, so a zeroed cache entry never matches).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Relaxed) + 1
+}
+
+/// Frames kept per stack by the running session (user frames plus the allowance), read
+/// without a lock before the walk is hashed; the stack table clamps to its own stride.
+static KEEP_FRAMES: AtomicUsize = AtomicUsize::new(0);
+
+/// Per-thread cache of recently interned stacks: hash → (generation, id), direct-mapped.
+/// Const-initialised `Cell`s without `Drop`: reading it never allocates.
+const CACHE_WAYS: usize = 16;
+thread_local! {
+    static STACK_CACHE: [Cell<(u64, u64)>; CACHE_WAYS] =
+        const { [const { Cell::new((0, 0)) }; CACHE_WAYS] };
+}
+
+fn cache_slot(h: u64) -> usize {
+    (h >> 60) as usize % CACHE_WAYS
+}
+
+/// The cached (generation, id) of the stack with hash `h`. A stack is known by its 64-bit
+/// hash here (two distinct stacks of one process sharing one is a ~2^-40 event); the
+/// stack table itself compares frames.
+fn cache_get(h: u64) -> Option<(u64, u16)> {
+    STACK_CACHE
+        .try_with(|c| {
+            let (hash, tagged) = c[cache_slot(h)].get();
+            (hash == h && tagged != 0).then_some((tagged >> 16, tagged as u16))
+        })
+        .ok()
+        .flatten()
+}
+
+fn cache_put(h: u64, generation: u64, id: u16) {
+    let _ = STACK_CACHE.try_with(|c| c[cache_slot(h)].set((h, (generation << 16) | u64::from(id))));
+}
+
 /// Frames `status` reports before any session ran (the server's default setting).
 const DEFAULT_FRAMES: u32 = 32;
+
+/// The id of the stack `frames` (hash `h`) and the generation it belongs to; `None`
+/// when tracking is off. Takes the stack lock, and for a collection every shard lock.
+fn intern(h: u64, frames: &[usize], walk: unwind::Walk) -> Option<(u64, u16)> {
+    let truncated = walk.depth > frames.len();
+    let mut stacks = STACKS.lock();
+    let s = stacks.as_mut()?;
+    let id = match s.table.intern(h, frames, walk.depth, truncated, true) {
+        Interned::Id(id) => id,
+        Interned::CollectFirst => {
+            let mut all = lock_all_shards();
+            s.table.collect(|id| {
+                all.shards
+                    .iter()
+                    .any(|g| g.as_ref().is_some_and(|sh| sh.holds(id)))
+            });
+            s.generation = next_generation();
+            for shard in all.shards.iter_mut().filter_map(|g| g.as_mut()) {
+                shard.generation = s.generation;
+            }
+            drop(all);
+            match s.table.intern(h, frames, walk.depth, truncated, false) {
+                Interned::Id(id) => id,
+                Interned::CollectFirst => OVERFLOW,
+            }
+        }
+    };
+    if id != OVERFLOW {
+        // The overflow bucket is not cached: each drop must be counted by the table.
+        cache_put(h, s.generation, id);
+    }
+    Some((s.generation, id))
+}
 
 /// The tracked path of `alloc`/`alloc_zeroed`/`realloc` (the new block).
 #[inline(never)]
@@ -112,12 +271,26 @@ pub(crate) fn on_alloc(addr: usize, size: usize, mode: u8) {
         return;
     }
     let _inside = Guard::enter(GuardLevel::Inside);
-    let mut frames = [0usize; MAX_RAW_FRAMES];
-    let walk = unwind::capture(&mut frames);
-    let mut state = STATE.lock();
-    if let Some(session) = state.session.as_mut() {
-        let keep = (session.frames as usize + OWN_FRAMES_ALLOWANCE).min(walk.len);
-        session.record(addr, size, &frames[..keep], walk);
+    let mut raw = [0usize; MAX_RAW_FRAMES];
+    let walk = unwind::capture(&mut raw);
+    let frames = &raw[..KEEP_FRAMES.load(Relaxed).min(walk.len)];
+    let h = stacks::hash(frames);
+    let mut cached = cache_get(h);
+    // Twice at most: a cached id may belong to an older generation (then it is looked up
+    // again under the stack lock).
+    for _ in 0..2 {
+        let Some((generation, id)) = cached.or_else(|| intern(h, frames, walk)) else {
+            return;
+        };
+        let mut shard = SHARDS[shard_of(addr)].lock();
+        let Some(s) = shard.as_mut() else {
+            return;
+        };
+        if s.generation == generation {
+            s.record(addr, size, id);
+            return;
+        }
+        cached = None;
     }
 }
 
@@ -135,9 +308,9 @@ fn forget_slow(addr: usize) {
     if guard_level() == GuardLevel::Inside {
         return;
     }
-    let mut state = STATE.lock();
-    if let Some(session) = state.session.as_mut() {
-        session.forget(addr);
+    let mut shard = SHARDS[shard_of(addr)].lock();
+    if let Some(s) = shard.as_mut() {
+        s.forget(addr);
     }
 }
 
@@ -145,26 +318,43 @@ fn forget_slow(addr: usize) {
 pub(crate) fn start(config: TrackingConfig) -> bool {
     let frames = config.frames.clamp(1, MAX_FRAMES);
     let interval = config.sample_interval_bytes.clamp(1, MAX_INTERVAL);
+    let keep = frames as usize + OWN_FRAMES_ALLOWANCE;
     let mut state = STATE.lock();
     if state.session.is_some() {
         return false;
     }
-    let (Some(blocks), Some(stacks)) = (
-        BlockTable::new(),
-        StackTable::new(frames as usize + OWN_FRAMES_ALLOWANCE),
-    ) else {
+    let Some(table) = StackTable::new(keep) else {
         // System is out of memory: stay off rather than half on.
         return false;
     };
+    let mut stacks = STACKS.lock();
+    let mut all = lock_all_shards();
+    let generation = next_generation();
+    let estimated = (config.mode == Mode::Sampled).then_some(interval);
+    for guard in &mut all.shards {
+        let (Some(blocks), Some(totals)) = (BlockTable::new(), RawBuf::zeroed(INITIAL_TOTALS))
+        else {
+            for guard in &mut all.shards {
+                **guard = None;
+            }
+            return false;
+        };
+        **guard = Some(Shard {
+            blocks,
+            totals,
+            generation,
+            interval: estimated,
+        });
+    }
+    *stacks = Some(Stacks { table, generation });
     filter::clear();
     sampler::configure(interval);
+    KEEP_FRAMES.store(keep, Relaxed);
     state.session = Some(Session {
         mode: config.mode,
         frames,
         interval,
         since: SystemTime::now(),
-        blocks,
-        stacks,
     });
     let mode = match config.mode {
         Mode::Sampled => MODE_SAMPLED,
@@ -175,13 +365,22 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
     true
 }
 
+/// Per-stack totals each shard starts with (grown by doubling as ids grow).
+const INITIAL_TOTALS: usize = 256;
+
 /// Ends the session and frees its tables.
 pub(crate) fn stop() {
     let mut state = STATE.lock();
     set_mode(MODE_OFF);
-    // Dropping the session frees its System-allocated tables (not through the tracker).
-    state.session = None;
+    let mut stacks = STACKS.lock();
+    let mut all = lock_all_shards();
+    // Dropping the tables frees their System-allocated memory (not through the tracker).
+    for guard in &mut all.shards {
+        **guard = None;
+    }
+    *stacks = None;
     filter::clear();
+    state.session = None;
 }
 
 pub(crate) fn status() -> TrackingStatus {
@@ -213,88 +412,110 @@ pub(crate) fn totals() -> Totals {
         total_allocations: total_allocations(),
         ..Totals::default()
     };
-    let state = STATE.lock();
-    if let Some(s) = state.session.as_ref() {
-        totals.tracked_stacks = s.stacks.tracked() as u64;
-        totals.dropped_stacks = s.stacks.dropped();
-        totals.overhead_bytes = (s.blocks.bytes() + s.stacks.bytes() + filter::BYTES) as u64;
+    let stacks = STACKS.lock();
+    if let Some(s) = stacks.as_ref() {
+        totals.tracked_stacks = s.table.tracked() as u64;
+        totals.dropped_stacks = s.table.dropped();
+        let mut overhead = s.table.bytes() + filter::BYTES;
+        for shard in &SHARDS {
+            if let Some(sh) = shard.lock().as_ref() {
+                overhead += sh.blocks.bytes() + sh.totals.bytes();
+            }
+        }
+        totals.overhead_bytes = overhead as u64;
     }
     totals
 }
 
 /// Whether the block at `addr` has a live record.
 pub(crate) fn is_tracked(addr: usize) -> bool {
-    let state = STATE.lock();
-    state
-        .session
+    let shard = SHARDS[shard_of(addr)].lock();
+    shard
         .as_ref()
         .is_some_and(|s| s.blocks.get(addr as u64).is_some())
 }
 
 /// Live tracked blocks (table entries) of the current session.
 pub(crate) fn tracked_blocks() -> usize {
-    let state = STATE.lock();
-    state.session.as_ref().map_or(0, |s| s.blocks.len())
+    SHARDS
+        .iter()
+        .map(|shard| shard.lock().as_ref().map_or(0, |s| s.blocks.len()))
+        .sum()
 }
 
-/// Copies per-stack totals. Buffers are allocated before taking the lock (retrying if
-/// the table grew meanwhile), so nothing allocates while the lock is held.
+/// Copies per-stack totals, summed over the shards. Buffers are allocated before taking
+/// the locks (retrying if the table grew meanwhile), so nothing allocates while they are
+/// held; every lock is held for the copy, so it is consistent.
 pub(crate) fn snapshot() -> Snapshot {
     let _untracked = Guard::enter(GuardLevel::Untracked);
     let taken_at = Some(SystemTime::now());
     let (mut stacks_cap, mut stride) = {
-        let state = STATE.lock();
-        match state.session.as_ref() {
+        let stacks = STACKS.lock();
+        match stacks.as_ref() {
             None => {
                 return Snapshot {
                     taken_at,
                     ..Snapshot::default()
                 };
             }
-            Some(s) => (s.stacks.used(), s.stacks.stride()),
+            Some(s) => (s.table.used(), s.table.stride()),
         }
     };
     loop {
         // Slack so a few new stacks between the two locks do not force a retry.
         let cap = stacks_cap + 64;
-        let mut stacks: Vec<StackTotals> = Vec::with_capacity(cap);
+        let mut out: Vec<StackTotals> = Vec::with_capacity(cap);
         let mut frames: Vec<u64> = Vec::with_capacity(cap * stride);
         let state = STATE.lock();
-        let Some(s) = state.session.as_ref() else {
+        let stacks = STACKS.lock();
+        let (Some(session), Some(s)) = (state.session.as_ref(), stacks.as_ref()) else {
             return Snapshot {
                 taken_at,
                 ..Snapshot::default()
             };
         };
-        if s.stacks.used() > cap || s.stacks.stride() != stride {
-            stacks_cap = s.stacks.used();
-            stride = s.stacks.stride();
+        if s.table.used() > cap || s.table.stride() != stride {
+            stacks_cap = s.table.used();
+            stride = s.table.stride();
             continue;
         }
-        s.stacks.for_each_live(|v| {
+        let all = lock_all_shards();
+        s.table.for_each_in_use(|v| {
+            let (mut bytes, mut count) = (0u64, 0u64);
+            for shard in all.shards.iter().filter_map(|g| g.as_ref()) {
+                if let Some(t) = shard.totals.as_slice().get(usize::from(v.id)) {
+                    bytes = bytes.wrapping_add(t[0]);
+                    count = count.wrapping_add(t[1]);
+                }
+            }
+            if count == 0 {
+                return;
+            }
             // Within capacity: these pushes never allocate.
-            stacks.push(StackTotals {
+            out.push(StackTotals {
                 start: frames.len() as u32,
                 len: v.frames.len() as u16,
                 depth: v.depth,
                 truncated: v.truncated,
                 overflow: v.overflow,
-                bytes: v.bytes,
-                count: v.count,
+                bytes,
+                count,
             });
             frames.extend_from_slice(v.frames);
         });
-        let estimated = s.mode == Mode::Sampled;
-        let frame_limit = s.frames;
-        let tracking_since = Some(s.since);
-        let sample_interval_bytes = estimated.then_some(s.interval);
+        drop(all);
+        let estimated = session.mode == Mode::Sampled;
+        let frame_limit = session.frames;
+        let tracking_since = Some(session.since);
+        let sample_interval_bytes = estimated.then_some(session.interval);
+        drop(stacks);
         drop(state);
         return Snapshot {
             taken_at,
             estimated,
             tracking_since,
             sample_interval_bytes,
-            stacks,
+            stacks: out,
             frames,
             frame_limit,
         };

@@ -1,15 +1,15 @@
 //! Interned call stacks and their running totals.
 //!
 //! Each distinct stack (raw return addresses) gets a 16-bit id, the id the block table
-//! stores next to each block. Per id the table keeps the estimated bytes and count of its
-//! live tracked blocks, the number of live records pointing at it, its true depth and
-//! whether it was truncated. Frames live in a fixed-stride arena so an id's slot can be
-//! reused. Everything is `System`-allocated ([`RawBuf`]) and touched under the tracker
-//! lock only.
+//! stores next to each block. Per id the table keeps the stack's hash, its true depth and
+//! whether it was truncated; the running totals per id live with the blocks, in the
+//! recorder's shards. Frames live in a fixed-stride arena so an id's slot can be reused.
+//! Everything is `System`-allocated ([`RawBuf`]) and touched under the stack lock only.
 //!
 //! Bounds: at most [`MAX_STACKS`] distinct stacks. When the table is full, stacks with no
-//! live block are collected (their ids reused); if none are free, the block goes to the
-//! overflow bucket (id [`OVERFLOW`]) and `dropped` counts it.
+//! live block are collected (their ids reused; the caller says which are live); if none
+//! are free, the block goes to the overflow bucket (id [`OVERFLOW`]) and `dropped` counts
+//! it.
 
 use super::sysmem::RawBuf;
 
@@ -27,29 +27,36 @@ const INITIAL_RECORDS: usize = 256;
 /// a collection scans all 16,384 records, so this bounds its cost per drop.
 const COLLECT_EVERY: u64 = 1024;
 
-// A record is four words: [hash, bytes, count (1/65536 units), meta].
+// A record is two words: [hash, meta].
 const HASH: usize = 0;
-const BYTES: usize = 1;
-const COUNT: usize = 2;
-const META: usize = 3;
-// meta: live records (32 bits) | depth (16) | frames recorded (8) | truncated (1) | in use (1)
+const META: usize = 1;
+// meta: unused (32 bits) | depth (16) | frames recorded (8) | truncated (1) | in use (1)
 const META_DEPTH_SHIFT: u32 = 32;
 const META_LEN_SHIFT: u32 = 48;
 const META_TRUNCATED: u64 = 1 << 56;
 const META_IN_USE: u64 = 1 << 57;
 
-/// One stack as copied out by [`StackTable::for_each_live`].
+/// One stack as visited by [`StackTable::for_each_in_use`].
 pub(crate) struct StackView<'a> {
+    pub id: u16,
     pub frames: &'a [u64],
     pub depth: u16,
     pub truncated: bool,
     pub overflow: bool,
-    pub bytes: u64,
-    pub count: u64,
+}
+
+/// What [`StackTable::intern`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interned {
+    /// The stack's id ([`OVERFLOW`] when the table is full).
+    Id(u16),
+    /// The table is full and a collection is due: call [`StackTable::collect`], then
+    /// intern again with `may_collect` false.
+    CollectFirst,
 }
 
 pub(crate) struct StackTable {
-    records: RawBuf<[u64; 4]>,
+    records: RawBuf<[u64; 2]>,
     frames: RawBuf<u64>,
     /// Frame slots per record.
     stride: usize,
@@ -65,10 +72,10 @@ pub(crate) struct StackTable {
     drops_since_collect: u64,
 }
 
-/// Hashes a stack in four independent lanes (frames i, i+4, … go to lane i % 4), then
+/// Hashes a stack (the same frames [`StackTable::intern`] is given) in four independent lanes (frames i, i+4, … go to lane i % 4), then
 /// mixes the lanes. One serial multiply chain over 40 frames cost ~50 ns per tracked
 /// allocation (profiled: ~75% of `intern`); the lanes' multiplies overlap.
-fn hash(frames: &[usize]) -> u64 {
+pub(crate) fn hash(frames: &[usize]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let step = |lane: u64, f: usize| (lane ^ f as u64).wrapping_mul(K).rotate_left(23);
     let mut lanes = [
@@ -137,10 +144,25 @@ impl StackTable {
         self.stride
     }
 
-    /// The id of this stack, interning it if new; [`OVERFLOW`] when full.
-    pub(crate) fn intern(&mut self, frames: &[usize], depth: usize, truncated: bool) -> u16 {
-        let frames = &frames[..frames.len().min(self.stride)];
-        let h = hash(frames);
+    /// The id of this stack, interning it if new. `h` is [`hash`] of `frames` (computed
+    /// by the caller before taking the lock); frames beyond the stride are dropped (and
+    /// the hash recomputed). When the table is full and `may_collect`, asks for a
+    /// collection first (every [`COLLECT_EVERY`] drops); otherwise a full table gives
+    /// [`OVERFLOW`] and counts a drop.
+    pub(crate) fn intern(
+        &mut self,
+        h: u64,
+        frames: &[usize],
+        depth: usize,
+        truncated: bool,
+        may_collect: bool,
+    ) -> Interned {
+        let (h, frames) = if frames.len() > self.stride {
+            let kept = &frames[..self.stride];
+            (hash(kept), kept)
+        } else {
+            (h, frames)
+        };
         let mask = INDEX_SLOTS - 1;
         let mut pos = h as usize & mask;
         loop {
@@ -150,13 +172,20 @@ impl StackTable {
             }
             if self.records.as_slice()[id][HASH] == h && Self::frames_eq(self.frames_of(id), frames)
             {
-                return id as u16;
+                return Interned::Id(id as u16);
             }
             pos = (pos + 1) & mask;
         }
-        let Some(id) = self.take_id() else {
-            self.dropped += 1;
-            return OVERFLOW;
+        let id = match self.take_id() {
+            Some(id) => id,
+            None if may_collect && self.drops_since_collect.is_multiple_of(COLLECT_EVERY) => {
+                return Interned::CollectFirst;
+            }
+            None => {
+                self.drops_since_collect += 1;
+                self.dropped += 1;
+                return Interned::Id(OVERFLOW);
+            }
         };
         if self.index.as_slice()[pos] != 0 {
             // A collection rebuilt the index: find the empty slot again.
@@ -175,9 +204,9 @@ impl StackTable {
             | ((frames.len() as u64) << META_LEN_SHIFT)
             | if truncated { META_TRUNCATED } else { 0 }
             | META_IN_USE;
-        self.records.as_mut_slice()[id] = [h, 0, 0, meta];
+        self.records.as_mut_slice()[id] = [h, meta];
         self.in_use += 1;
-        id as u16
+        Interned::Id(id as u16)
     }
 
     fn frames_of(&self, id: usize) -> &[u64] {
@@ -191,9 +220,10 @@ impl StackTable {
         stored.len() == frames.len() && stored.iter().zip(frames).all(|(&a, &b)| a == b as u64)
     }
 
-    /// A free id: reused, new, or after a collection; `None` when full.
+    /// A free id: reused or new; `None` when full.
     fn take_id(&mut self) -> Option<usize> {
         if let Some(id) = self.pop_free() {
+            self.drops_since_collect = 0;
             return Some(id);
         }
         if self.used <= MAX_STACKS {
@@ -206,14 +236,6 @@ impl StackTable {
             self.used += 1;
             return Some(self.used - 1);
         }
-        if self.drops_since_collect.is_multiple_of(COLLECT_EVERY) {
-            self.collect();
-        }
-        if let Some(id) = self.pop_free() {
-            self.drops_since_collect = 0;
-            return Some(id);
-        }
-        self.drops_since_collect += 1;
         None
     }
 
@@ -225,19 +247,21 @@ impl StackTable {
         Some(self.free.as_slice()[self.free_len] as usize)
     }
 
-    /// Frees every stack without live blocks and rebuilds the index.
-    fn collect(&mut self) {
+    /// Frees every stack `live` says has no live block and rebuilds the index. The
+    /// caller must keep blocks from being recorded meanwhile, and must treat ids handed
+    /// out before the collection as stale (they may now name another stack).
+    pub(crate) fn collect(&mut self, live: impl Fn(u16) -> bool) {
         let mask = INDEX_SLOTS - 1;
         self.index.as_mut_slice().fill(0);
         self.free_len = 0;
+        self.drops_since_collect = 0;
         for id in 1..self.used {
             let rec = self.records.as_slice()[id];
-            let live = rec[META] as u32;
-            if live == 0 {
+            if !live(id as u16) {
                 if rec[META] & META_IN_USE != 0 {
                     self.in_use -= 1;
                 }
-                self.records.as_mut_slice()[id] = [0; 4];
+                self.records.as_mut_slice()[id] = [0; 2];
                 self.free.as_mut_slice()[self.free_len] = id as u16;
                 self.free_len += 1;
             } else {
@@ -250,38 +274,19 @@ impl StackTable {
         }
     }
 
-    /// Adds one live block of `bytes`/`count` estimated weight to stack `id`.
-    pub(crate) fn add(&mut self, id: u16, bytes: u64, count: u64) {
-        let rec = &mut self.records.as_mut_slice()[usize::from(id)];
-        rec[BYTES] = rec[BYTES].wrapping_add(bytes);
-        rec[COUNT] = rec[COUNT].wrapping_add(count);
-        let live = (rec[META] as u32).wrapping_add(1);
-        rec[META] = (rec[META] & !0xFFFF_FFFF) | u64::from(live);
-    }
-
-    /// Removes what [`Self::add`] added.
-    pub(crate) fn sub(&mut self, id: u16, bytes: u64, count: u64) {
-        let rec = &mut self.records.as_mut_slice()[usize::from(id)];
-        rec[BYTES] = rec[BYTES].wrapping_sub(bytes);
-        rec[COUNT] = rec[COUNT].wrapping_sub(count);
-        let live = (rec[META] as u32).wrapping_sub(1);
-        rec[META] = (rec[META] & !0xFFFF_FFFF) | u64::from(live);
-    }
-
-    /// Visits every stack with live blocks (the overflow bucket included, flagged).
-    pub(crate) fn for_each_live(&self, mut f: impl FnMut(StackView<'_>)) {
+    /// Visits every interned stack (the overflow bucket included, flagged).
+    pub(crate) fn for_each_in_use(&self, mut f: impl FnMut(StackView<'_>)) {
         for id in 0..self.used {
             let rec = self.records.as_slice()[id];
-            if rec[META] as u32 == 0 || rec[META] & META_IN_USE == 0 {
+            if rec[META] & META_IN_USE == 0 {
                 continue;
             }
             f(StackView {
+                id: id as u16,
                 frames: self.frames_of(id),
                 depth: (rec[META] >> META_DEPTH_SHIFT) as u16,
                 truncated: rec[META] & META_TRUNCATED != 0,
                 overflow: id == usize::from(OVERFLOW),
-                bytes: rec[BYTES],
-                count: rec[COUNT],
             });
         }
     }
@@ -291,37 +296,78 @@ impl StackTable {
 mod tests {
     use super::*;
 
+    fn intern(t: &mut StackTable, frames: &[usize]) -> u16 {
+        for may_collect in [true, false] {
+            match t.intern(hash(frames), frames, frames.len(), false, may_collect) {
+                Interned::Id(id) => return id,
+                Interned::CollectFirst => {
+                    // Only stack `live` (set by the test through `LIVE`) holds blocks.
+                    let live = LIVE.with(|l| l.get());
+                    t.collect(|id| id == live);
+                }
+            }
+        }
+        unreachable!("a second intern never asks to collect")
+    }
+
+    thread_local! {
+        static LIVE: std::cell::Cell<u16> = const { std::cell::Cell::new(u16::MAX) };
+    }
+
     #[test]
     fn interning_is_stable_and_full_tables_collect_or_overflow() {
         let mut t = StackTable::new(4).expect("memory");
-        let a = t.intern(&[1, 2, 3], 3, false);
-        let b = t.intern(&[1, 2, 4], 3, false);
+        let a = intern(&mut t, &[1, 2, 3]);
+        let b = intern(&mut t, &[1, 2, 4]);
         assert_ne!(a, b);
-        assert_eq!(t.intern(&[1, 2, 3], 3, false), a);
-        t.add(a, 100, 1);
+        assert_eq!(intern(&mut t, &[1, 2, 3]), a);
+        LIVE.with(|l| l.set(a));
         for i in 0..MAX_STACKS - 2 {
-            t.intern(&[9, i + 10], 2, false);
+            intern(&mut t, &[9, i + 10]);
         }
         assert_eq!(t.tracked(), MAX_STACKS);
         // Full: a new stack triggers a collection, which frees all but `a`.
-        let c = t.intern(&[7, 7, 7], 3, false);
+        let c = intern(&mut t, &[7, 7, 7]);
         assert_ne!(c, OVERFLOW);
         assert_eq!(t.tracked(), 2);
-        assert_eq!(t.intern(&[1, 2, 3], 3, false), a);
-        let mut live = 0;
-        t.for_each_live(|s| {
-            live += 1;
-            assert_eq!(s.frames, &[1, 2, 3]);
-            assert_eq!(s.bytes, 100);
-        });
-        assert_eq!(live, 1);
-        // Fill with live stacks: then blocks overflow and are counted.
-        let mut n = 0;
-        while t.dropped() == 0 {
-            let id = t.intern(&[5, n + 100], 2, false);
-            t.add(id, 1, 1);
-            n += 1;
+        assert_eq!(intern(&mut t, &[1, 2, 3]), a);
+        let mut seen = Vec::new();
+        t.for_each_in_use(|s| seen.push((s.id, s.frames.to_vec())));
+        assert!(seen.contains(&(a, vec![1, 2, 3])));
+        assert!(seen.contains(&(c, vec![7, 7, 7])));
+        // Frames beyond the stride are dropped, and the hash follows.
+        assert_eq!(
+            intern(&mut t, &[1, 2, 3, 4, 5, 6]),
+            intern(&mut t, &[1, 2, 3, 4])
+        );
+        // A table full of live stacks: the collection frees nothing, the block goes to
+        // the overflow bucket and is counted; the next COLLECT_EVERY - 1 drops do not
+        // ask for another collection.
+        let mut live_all = StackTable::new(4).expect("memory");
+        for i in 0..MAX_STACKS {
+            live_all.intern(hash(&[3, i]), &[3, i], 2, false, false);
         }
-        assert_eq!(t.tracked(), MAX_STACKS);
+        assert_eq!(live_all.tracked(), MAX_STACKS);
+        assert_eq!(
+            live_all.intern(hash(&[4, 4]), &[4, 4], 2, false, true),
+            Interned::CollectFirst
+        );
+        live_all.collect(|_| true);
+        assert_eq!(
+            live_all.intern(hash(&[4, 4]), &[4, 4], 2, false, false),
+            Interned::Id(OVERFLOW)
+        );
+        assert_eq!(live_all.dropped(), 1);
+        for i in 0..COLLECT_EVERY - 1 {
+            assert_eq!(
+                live_all.intern(hash(&[5, i as usize]), &[5, i as usize], 2, false, true),
+                Interned::Id(OVERFLOW)
+            );
+        }
+        assert_eq!(
+            live_all.intern(hash(&[6, 6]), &[6, 6], 2, false, true),
+            Interned::CollectFirst
+        );
+        assert_eq!(live_all.dropped(), COLLECT_EVERY);
     }
 }
