@@ -8,12 +8,20 @@
 //! Groups are keyed by that site's "function (file:line)", function, or file, or by the
 //! whole traceback. Everything here runs with recording suppressed, so producing a
 //! report never shows up in the next one.
+//!
+//! A report symbolizes only what it reads: grouping by site, function or file reads each
+//! stack down to its site (the tracker's and the allocator's frames above it are shared
+//! by nearly every stack), and only the rows returned need whole tracebacks. So
+//! `statistics` and `compare` resolve in rounds through one [`Session`] — a cold
+//! snapshot of 10,000 stacks reads the debug info for dozens of addresses, not all
+//! 11,000. Exports (which show every stack whole) resolve everything with
+//! [`symbols_of`].
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use super::snapshot::{Snapshot, StackTotals, round_count};
-use super::symbolize::{Frame, resolve_all};
+use super::symbolize::{Frame, Frames, Session, resolve_all};
 use super::{GroupBy, Statistic};
 
 /// Traceback shown for the overflow bucket (stack table full).
@@ -23,7 +31,8 @@ const OVERFLOW_FUNCTION: &str = "<other stacks>";
 /// Shown when the walk recorded no frame (e.g. a thread whose stack bounds are unknown).
 const NO_FRAMES: &str = "<no frames> (unknown)";
 
-pub(crate) type Symbols = HashMap<u64, Vec<Frame>>;
+/// Resolved frames by return address: what grouping and rendering read.
+pub(crate) type Symbols = HashMap<u64, Frames>;
 
 /// One group's running totals and its representative: the index (in the snapshot's
 /// stacks) of its largest stack. Tracebacks are rendered only for the rows returned
@@ -69,7 +78,7 @@ fn trace_into<'a>(
             continue;
         };
         let mut any = false;
-        for f in frames {
+        for f in frames.iter() {
             if !started && f.is_tracker_internal() {
                 continue;
             }
@@ -89,6 +98,121 @@ fn trace_into<'a>(
 /// The site: the first frame that is not allocation plumbing, or the first frame.
 fn site_of(frames: &[&Frame]) -> usize {
     frames.iter().position(|f| !f.is_plumbing()).unwrap_or(0)
+}
+
+/// How far a search for a stack's site has got: the same walk as [`trace_into`] then
+/// [`site_of`], stopped at the site, and resumable where an address is not resolved yet.
+#[derive(Default)]
+struct SiteWalk {
+    /// Next raw frame to look at.
+    pos: usize,
+    /// Physical frames kept so far (counted against the frame limit).
+    kept: u32,
+    /// Past the tracker's own frames.
+    started: bool,
+    /// The first frame kept (address and index in its frames): the site when every
+    /// kept frame is plumbing.
+    first: Option<(u64, usize)>,
+}
+
+enum SiteStep<'a> {
+    /// The walk needs this address resolved to go on.
+    Need(u64),
+    /// The site, or `None` when the walk kept no frame.
+    Done(Option<&'a Frame>),
+}
+
+fn site_step<'a>(
+    snap: &Snapshot,
+    stack: &StackTotals,
+    symbols: &'a Symbols,
+    walk: &mut SiteWalk,
+) -> SiteStep<'a> {
+    let raw = snap.raw_frames(stack);
+    while walk.pos < raw.len() && walk.kept < snap.frame_limit.max(1) {
+        let addr = raw[walk.pos];
+        let Some(frames) = symbols.get(&addr) else {
+            return SiteStep::Need(addr);
+        };
+        walk.pos += 1;
+        let mut any = false;
+        for (i, f) in frames.iter().enumerate() {
+            if !walk.started && f.is_tracker_internal() {
+                continue;
+            }
+            walk.started = true;
+            any = true;
+            if !f.is_plumbing() {
+                return SiteStep::Done(Some(f));
+            }
+            walk.first.get_or_insert((addr, i));
+        }
+        if any {
+            walk.kept += 1;
+        }
+    }
+    SiteStep::Done(walk.first.and_then(|(addr, i)| symbols.get(&addr)?.get(i)))
+}
+
+/// A stack's site frame from resolved `symbols` (an address missing there is skipped, as
+/// [`trace_into`] skips it).
+fn site_frame<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Option<&'a Frame> {
+    let mut walk = SiteWalk::default();
+    loop {
+        match site_step(snap, stack, symbols, &mut walk) {
+            SiteStep::Need(_) => walk.pos += 1,
+            SiteStep::Done(site) => return site,
+        }
+    }
+}
+
+/// Resolves into `symbols` every address that grouping `snaps` by `group_by` reads: all
+/// of them for whole tracebacks; else each stack's frames down to its site, in rounds
+/// (each round resolves the next unresolved address of every stack still searching).
+fn resolve_for_groups(
+    snaps: &[&Snapshot],
+    group_by: GroupBy,
+    session: &mut Session,
+    symbols: &mut Symbols,
+) {
+    if group_by == GroupBy::Traceback {
+        session.resolve(distinct_addrs(snaps.iter().copied()), symbols);
+        return;
+    }
+    let mut searching: Vec<(&Snapshot, &StackTotals, SiteWalk)> = snaps
+        .iter()
+        .flat_map(|snap| snap.stacks.iter().map(move |stack| (*snap, stack)))
+        .filter(|(_, stack)| !stack.overflow)
+        .map(|(snap, stack)| (snap, stack, SiteWalk::default()))
+        .collect();
+    let mut need = Vec::new();
+    while !searching.is_empty() {
+        need.clear();
+        searching.retain_mut(
+            |(snap, stack, walk)| match site_step(snap, stack, symbols, walk) {
+                SiteStep::Need(addr) => {
+                    need.push(addr);
+                    true
+                }
+                SiteStep::Done(_) => false,
+            },
+        );
+        need.sort_unstable();
+        need.dedup();
+        session.resolve(need.iter().copied(), symbols);
+    }
+}
+
+/// Resolves into `symbols` the whole stack `index` of `snap` (a row's traceback).
+fn resolve_stack(
+    snap: &Snapshot,
+    index: Option<usize>,
+    session: &mut Session,
+    symbols: &mut Symbols,
+) {
+    if let Some(stack) = index.and_then(|i| snap.stacks.get(i)) {
+        session.resolve(snap.raw_frames(stack).iter().copied(), symbols);
+    }
 }
 
 /// The traceback a row shows for stack `index` (see [`GroupBy`]).
@@ -135,22 +259,13 @@ pub(crate) fn groups(
                 GroupBy::Site | GroupBy::Traceback => OVERFLOW_FRAME,
             }
         } else {
-            trace_into(snap, stack, symbols, &mut frames);
-            if frames.is_empty() {
-                match group_by {
-                    GroupBy::Function => "<no frames>",
-                    GroupBy::File => "unknown",
-                    GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
-                }
-            } else if group_by == GroupBy::Traceback {
-                joined = frames
-                    .iter()
-                    .map(|f| f.render())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                &joined
+            let site = if group_by == GroupBy::Traceback {
+                trace_into(snap, stack, symbols, &mut frames);
+                frames.first().copied()
             } else {
-                let site = frames[site_of(&frames)];
+                site_frame(snap, stack, symbols)
+            };
+            if let Some(site) = site.filter(|_| group_by != GroupBy::Traceback) {
                 site_keys
                     .entry(site as *const Frame)
                     .or_insert_with(|| match group_by {
@@ -158,6 +273,19 @@ pub(crate) fn groups(
                         GroupBy::File => site.file_key(),
                         GroupBy::Site | GroupBy::Traceback => site.render(),
                     })
+            } else if site.is_none() {
+                match group_by {
+                    GroupBy::Function => "<no frames>",
+                    GroupBy::File => "unknown",
+                    GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
+                }
+            } else {
+                joined = frames
+                    .iter()
+                    .map(|f| f.render())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                &joined
             }
         };
         if !groups.contains_key(key) {
@@ -182,22 +310,35 @@ pub(crate) fn groups(
     groups
 }
 
-pub(crate) fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> Symbols {
+/// Every distinct address of `snaps`, sorted.
+fn distinct_addrs<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> Vec<u64> {
     let mut addrs: Vec<u64> = snaps
         .into_iter()
         .flat_map(|s| s.frames.iter().copied())
         .collect();
     addrs.sort_unstable();
     addrs.dedup();
-    resolve_all(addrs)
+    addrs
+}
+
+/// Every address of `snaps` resolved (for views that show every stack whole).
+pub(crate) fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> Symbols {
+    resolve_all(distinct_addrs(snaps))
 }
 
 pub(crate) fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
     super::allocator::untracked(|| {
-        let symbols = symbols_of([snap]);
+        let mut session = Session::new();
+        let mut symbols = Symbols::new();
+        resolve_for_groups(&[snap], group_by, &mut session, &mut symbols);
         let mut rows: Vec<(String, Group)> = groups(snap, group_by, &symbols).into_iter().collect();
         rows.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(top_n);
+        for (_, g) in &rows {
+            resolve_stack(snap, g.rep, &mut session, &mut symbols);
+        }
+        // The debug info is freed here, before rendering.
+        drop(session);
         rows.into_iter()
             .map(|(_, g)| Statistic {
                 traceback: render(snap, g.rep, group_by, &symbols),
@@ -225,7 +366,9 @@ pub(crate) fn compare(
     top_n: usize,
 ) -> Vec<Statistic> {
     super::allocator::untracked(|| {
-        let symbols = symbols_of([new, old]);
+        let mut session = Session::new();
+        let mut symbols = Symbols::new();
+        resolve_for_groups(&[new, old], group_by, &mut session, &mut symbols);
         let mut new_groups = groups(new, group_by, &symbols);
         let old_groups = groups(old, group_by, &symbols);
         // Each row remembers which snapshot's stack represents it; tracebacks are
@@ -275,6 +418,10 @@ pub(crate) fn compare(
             key(&a.1).cmp(&key(&b.1)).then_with(|| a.0.cmp(&b.0))
         });
         rows.truncate(top_n);
+        for (_, _, source, rep) in &rows {
+            resolve_stack(source, *rep, &mut session, &mut symbols);
+        }
+        drop(session);
         rows.into_iter()
             .map(|(_, mut s, source, rep)| {
                 s.traceback = render(source, rep, group_by, &symbols);

@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{allocator, filter, lock, recorder, sampler, unwind};
+
+mod debuginfo;
 
 /// Source files of the allocation path. Frames located in them are the tracker's own
 /// whatever their names: with `debug = "line-tables-only"` (our release profile) debug
@@ -126,12 +128,15 @@ impl Frame {
     }
 }
 
+/// The frames at one address, innermost (inlined callee) first; shared between the memo
+/// and a symbolization's map, so neither copies the strings.
+pub(crate) type Frames = Arc<[Frame]>;
+
 /// Resolved frames kept between snapshots, so a snapshot whose addresses were all seen
-/// before needs no debug info at all (loading it costs tens of milliseconds and tens of
-/// MiB, and is dropped again after every resolve). The memo holds only the rendered
-/// frames of addresses that appeared in a stack, at most [`MEMO_MAX_ADDRS`] of them (a few
-/// MiB at worst): past that it is cleared and refilled. `stop()` clears it too.
-static MEMO: Mutex<Option<HashMap<u64, Vec<Frame>>>> = Mutex::new(None);
+/// before needs no debug info at all. The memo holds only the frames of addresses a
+/// report asked for, at most [`MEMO_MAX_ADDRS`] of them (a few MiB at worst): past that
+/// it is cleared and refilled. `stop()` clears it too.
+static MEMO: Mutex<Option<HashMap<u64, Frames>>> = Mutex::new(None);
 
 /// The memo's bound: 16,384 stacks of up to 72 frames share most of their addresses, so
 /// real programs stay far below this.
@@ -146,52 +151,213 @@ pub(crate) fn clear_memo() {
     });
 }
 
-/// Resolves every distinct address once: from the memo when it was seen before, else from
-/// the debug info, whose caches are freed afterwards.
-pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, Vec<Frame>> {
-    super::allocator::untracked(|| {
-        let mut memo_guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-        let memo = memo_guard.get_or_insert_with(HashMap::new);
-        let mut out: HashMap<u64, Vec<Frame>> = HashMap::new();
-        let mut loaded = false;
-        for addr in addrs {
-            if out.contains_key(&addr) {
-                continue;
-            }
-            if let Some(frames) = memo.get(&addr) {
-                out.insert(addr, frames.clone());
-                continue;
-            }
-            loaded = true;
-            let mut frames = Vec::new();
-            // A return address points after the call; addr - 1 is inside it, so the
-            // line (and inline frames) are the call's.
-            let pc = addr.saturating_sub(1) as usize as *mut c_void;
-            backtrace::resolve(pc, |sym| {
-                frames.push(Frame {
-                    addr,
-                    function: sym.name().map(|n| format!("{n:#}")),
-                    file: sym.filename().map(|p| p.display().to_string()),
-                    line: sym.lineno(),
-                });
-            });
-            if frames.is_empty() {
-                frames.push(Frame {
-                    addr,
-                    function: None,
-                    file: None,
-                    line: None,
-                });
-            }
-            if memo.len() >= MEMO_MAX_ADDRS {
-                memo.clear();
-            }
-            memo.insert(addr, frames.clone());
-            out.insert(addr, frames);
+/// Resolves every distinct address once (see [`Session`]).
+pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, Frames> {
+    let mut out = HashMap::new();
+    Session::new().resolve(addrs, &mut out);
+    out
+}
+
+/// One symbolization: resolves addresses from the memo, else from the debug info, and
+/// holds whatever debug info it read until dropped — so a report can resolve in several
+/// rounds (the sites first, then the tracebacks of the rows it returns) and read each
+/// compilation unit once. Dropping it frees all of that, and `backtrace`'s caches if it
+/// was asked: nothing of the debug info outlives the report.
+///
+/// The debug info is read by [`debuginfo`] (only the units the addresses fall in);
+/// addresses it declines (objects without their own DWARF, like a system library whose
+/// debug info is a separate file) go to `backtrace`, the reference it agrees with.
+pub(crate) struct Session {
+    reader: Option<debuginfo::Reader>,
+    used_backtrace: bool,
+}
+
+impl Session {
+    pub(crate) fn new() -> Self {
+        Session {
+            reader: None,
+            used_backtrace: false,
         }
-        if loaded {
-            backtrace::clear_symbol_cache();
+    }
+
+    /// Resolves each address of `addrs` not already in `out` into `out`.
+    pub(crate) fn resolve(
+        &mut self,
+        addrs: impl IntoIterator<Item = u64>,
+        out: &mut HashMap<u64, Frames>,
+    ) {
+        super::allocator::untracked(|| {
+            let mut memo_guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+            let memo = memo_guard.get_or_insert_with(HashMap::new);
+            for addr in addrs {
+                if out.contains_key(&addr) {
+                    continue;
+                }
+                if let Some(frames) = memo.get(&addr) {
+                    out.insert(addr, frames.clone());
+                    continue;
+                }
+                let frames = self.resolve_cold(addr);
+                if memo.len() >= MEMO_MAX_ADDRS {
+                    memo.clear();
+                }
+                memo.insert(addr, frames.clone());
+                out.insert(addr, frames);
+            }
+        });
+    }
+
+    /// Resolves `addr` from the debug info.
+    fn resolve_cold(&mut self, addr: u64) -> Frames {
+        // A return address points after the call; addr - 1 is inside it, so the line
+        // (and inline frames) are the call's.
+        let pc = addr.saturating_sub(1);
+        let reader = self.reader.get_or_insert_with(debuginfo::Reader::new);
+        let frames = match reader.frames(pc) {
+            Ok(raw) => raw
+                .into_iter()
+                .map(|f| Frame {
+                    addr,
+                    function: Some(format!("{:#}", backtrace::SymbolName::new(&f.name))),
+                    file: f.file,
+                    line: f.line,
+                })
+                .collect(),
+            Err(_) => {
+                self.used_backtrace = true;
+                resolve_with_backtrace(addr)
+            }
+        };
+        frames.into()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        super::allocator::untracked(|| {
+            self.reader = None;
+            if self.used_backtrace {
+                backtrace::clear_symbol_cache();
+            }
+        });
+    }
+}
+
+/// The frames at return address `addr` as `backtrace` resolves them (its caches stay
+/// until `backtrace::clear_symbol_cache()`).
+fn resolve_with_backtrace(addr: u64) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    // `backtrace::resolve` takes a return address and looks up the byte before it
+    // itself: the same `addr - 1` the debug-info path looks up.
+    backtrace::resolve(addr as usize as *mut c_void, |sym| {
+        frames.push(Frame {
+            addr,
+            function: sym.name().map(|n| format!("{n:#}")),
+            file: sym.filename().map(|p| p.display().to_string()),
+            line: sym.lineno(),
+        });
+    });
+    if frames.is_empty() {
+        frames.push(Frame {
+            addr,
+            function: None,
+            file: None,
+            line: None,
+        });
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a test compares: everything a frame shows.
+    fn shown(frames: &[Frame]) -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+        frames
+            .iter()
+            .map(|f| (f.function.clone(), f.file.clone(), f.line))
+            .collect()
+    }
+
+    /// Return addresses of a real call chain (through std's sort and a closure), plus
+    /// addresses inside a few functions, one every few bytes: those land on inlined code
+    /// at every depth.
+    fn sample_addresses() -> Vec<u64> {
+        let mut addrs = Vec::new();
+        let mut v: Vec<u32> = (0..64).rev().collect();
+        v.sort_by(|a, b| {
+            if addrs.is_empty() {
+                backtrace::trace(|f| {
+                    addrs.push(f.ip() as u64);
+                    true
+                });
+            }
+            a.cmp(b)
+        });
+        let starts = [
+            Frame::render as fn(&Frame) -> String as usize as u64,
+            Frame::is_plumbing as fn(&Frame) -> bool as usize as u64,
+            resolve_with_backtrace as fn(u64) -> Vec<Frame> as usize as u64,
+            debuginfo::Reader::new as fn() -> debuginfo::Reader as usize as u64,
+            sample_addresses as fn() -> Vec<u64> as usize as u64,
+        ];
+        for start in starts {
+            addrs.extend((1..600).step_by(7).map(|k| start + k));
         }
-        out
-    })
+        // The outermost frame of a walk may report address 0.
+        addrs.retain(|&a| a > 1);
+        addrs
+    }
+
+    #[test]
+    fn cold_reader_matches_backtrace_frame_for_frame() {
+        let addrs = sample_addresses();
+        let mut reader = debuginfo::Reader::new();
+        let mut answered = 0;
+        for &addr in &addrs {
+            let expected = resolve_with_backtrace(addr);
+            let Ok(raw) = reader.frames(addr - 1) else {
+                continue;
+            };
+            answered += 1;
+            let got: Vec<Frame> = raw
+                .into_iter()
+                .map(|f| Frame {
+                    addr,
+                    function: Some(format!("{:#}", backtrace::SymbolName::new(&f.name))),
+                    file: f.file,
+                    line: f.line,
+                })
+                .collect();
+            assert_eq!(shown(&got), shown(&expected), "at {addr:#x}");
+        }
+        backtrace::clear_symbol_cache();
+        // The test binary carries its own DWARF: nearly everything is answered here, not
+        // left to `backtrace` (the call chain's bottom frames are in libc).
+        assert!(
+            answered * 10 >= addrs.len() * 9,
+            "answered {answered} of {}",
+            addrs.len()
+        );
+        // Inline frames were among them.
+        assert!(addrs.iter().any(|&a| resolve_with_backtrace(a).len() > 1));
+        backtrace::clear_symbol_cache();
+    }
+
+    #[test]
+    fn memoised_frames_equal_cold_frames() {
+        clear_memo();
+        let addrs = sample_addresses();
+        let cold = resolve_all(addrs.iter().copied());
+        let warm = resolve_all(addrs.iter().copied());
+        for addr in &addrs {
+            assert_eq!(shown(&cold[addr]), shown(&warm[addr]));
+            assert!(
+                Arc::ptr_eq(&cold[addr], &warm[addr]),
+                "warm came from the memo"
+            );
+        }
+        clear_memo();
+    }
 }
