@@ -271,10 +271,10 @@ pub(crate) fn on_alloc(addr: usize, size: usize, mode: u8) {
         return;
     }
     let _inside = Guard::enter(GuardLevel::Inside);
-    let mut raw = [0usize; MAX_RAW_FRAMES];
-    let walk = unwind::capture(&mut raw);
-    let frames = &raw[..KEEP_FRAMES.load(Relaxed).min(walk.len)];
-    let h = stacks::hash(frames);
+    let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
+    let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed));
+    let frames = raw.as_slice();
+    let h = walk.hash;
     let mut cached = cache_get(h);
     // Twice at most: a cached id may belong to an older generation (then it is looked up
     // again under the stack lock).

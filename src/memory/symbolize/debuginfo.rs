@@ -108,6 +108,14 @@ impl Reader {
         }
     }
 
+    /// Whether `pc` lies in the main executable (the file /proc/self/exe names), as
+    /// opposed to a shared library; `None` when no file-backed mapping holds it.
+    pub(super) fn in_main_executable(&self, pc: u64) -> Option<bool> {
+        let mapping = self.mappings.iter().find(|m| m.start <= pc && pc < m.end)?;
+        let exe = std::fs::metadata("/proc/self/exe").ok()?;
+        Some(exe.ino() == mapping.inode)
+    }
+
     /// The frames at `pc` (an address inside a call instruction), innermost first.
     pub(super) fn frames(&mut self, pc: u64) -> Result<Vec<RawFrame>, Decline> {
         let mapping = self
