@@ -236,6 +236,7 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
         checkpoint_interval: Duration::from_millis(settings.trend_checkpoint_interval_ms.into()),
         growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
     };
+    let settings_json = settings.redacted_json();
     let shared = Arc::new(Shared {
         auth: AuthGate::with_timing(
             settings.api_token.clone(),
@@ -243,6 +244,7 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
             limits.auth_block,
         ),
         settings,
+        settings_json,
         started_at: Instant::now(),
         listeners: bound,
         ha_addon: std::env::var_os("SUPERVISOR_TOKEN").is_some(),

@@ -489,11 +489,12 @@ async fn in_flight_cap_answers_rate_limited() {
     };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut ws = ws(s.ingress).await;
-    // system/info runs on a task; a burst of them overlaps with a cap of one.
+    // debug/memory_trend waits for a blocking thread, so it runs on a task; a burst of them
+    // overlaps with a cap of one.
     let n = 200;
     let mut burst = String::new();
     for i in 0..n {
-        burst = json!({"message_id": format!("b{i}"), "command": "system/info"}).to_string();
+        burst = json!({"message_id": format!("b{i}"), "command": "debug/memory_trend"}).to_string();
         ws.stream.feed(Message::text(burst.clone())).await.unwrap();
     }
     ws.stream.flush().await.unwrap();
@@ -515,6 +516,20 @@ async fn in_flight_cap_answers_rate_limited() {
     }
     assert_eq!(ok + limited, n);
     assert!(ok >= 1 && limited >= 1, "ok {ok}, limited {limited}");
+
+    // Commands that finish where they are read (ping, system/info) never hold a slot, so a
+    // burst of them is answered in full, in order.
+    for i in 0..n {
+        let command = if i % 2 == 0 { "ping" } else { "system/info" };
+        let text = json!({"message_id": format!("c{i}"), "command": command}).to_string();
+        ws.stream.feed(Message::text(text)).await.unwrap();
+    }
+    ws.stream.flush().await.unwrap();
+    for i in 0..n {
+        let r = ws.recv().await;
+        assert_eq!(r["message_id"], format!("c{i}"), "{r}");
+        assert!(r.get("result").is_some(), "{r}");
+    }
     s.stop().await;
 }
 

@@ -18,7 +18,7 @@ struct AuthArgs {
 pub const AUTH: Command = Command {
     name: "auth",
     summary: "Authenticates this WebSocket on the direct listener with the API token.",
-    run: |ctx, args| Box::pin(async move { run(ctx, args) }),
+    run: |ctx, args| Box::pin(async move { run(ctx, args).map(Into::into) }),
 };
 
 fn run(ctx: Context, args: serde_json::Value) -> Result<serde_json::Value, CommandError> {

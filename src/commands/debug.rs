@@ -32,7 +32,9 @@ pub const MEMORY_SNAPSHOT: Command = Command {
     run: |ctx, args| {
         Box::pin(async move {
             let args = SnapshotArgs::parse(args)?;
-            snapshot(ctx.shared, args, Tracking::StartIfOff).await
+            snapshot(ctx.shared, args, Tracking::StartIfOff)
+                .await
+                .map(Into::into)
         })
     },
 };
@@ -44,7 +46,7 @@ pub const MEMORY_RESET_PEAK: Command = Command {
     run: |_ctx, args| {
         Box::pin(async move {
             let NoArgs {} = parse_args(args)?;
-            Ok(totals_json(&memory::reset_peak()))
+            Ok(totals_json(&memory::reset_peak()).into())
         })
     },
 };
@@ -162,17 +164,37 @@ pub fn rfc3339(t: SystemTime) -> String {
         .expect("a SystemTime always formats as RFC 3339")
 }
 
-/// The tracking state as JSON (also used by `system/info`).
-pub fn tracking_json() -> Value {
+/// The tracking state as every reply shows it. (Fields in alphabetical order, as a `Value`
+/// map writes them: `system/info` serializes this directly.)
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TrackingJson {
+    pub enabled: bool,
+    pub estimated: bool,
+    pub frames: u32,
+    pub mode: &'static str,
+    pub sample_interval_bytes: Option<u64>,
+    pub since: Option<String>,
+}
+
+/// The tracking state now.
+pub fn tracking() -> TrackingJson {
     let s = memory::status();
-    json!({
-        "enabled": s.enabled,
-        "mode": match s.mode { Mode::Sampled => "sampled", Mode::Exact => "exact" },
-        "sample_interval_bytes": s.sample_interval_bytes,
-        "frames": s.frames,
-        "since": s.since.map(rfc3339),
-        "estimated": s.enabled && s.mode == Mode::Sampled,
-    })
+    TrackingJson {
+        enabled: s.enabled,
+        estimated: s.enabled && s.mode == Mode::Sampled,
+        frames: s.frames,
+        mode: match s.mode {
+            Mode::Sampled => "sampled",
+            Mode::Exact => "exact",
+        },
+        sample_interval_bytes: s.sample_interval_bytes,
+        since: s.since.map(rfc3339),
+    }
+}
+
+/// The tracking state as a JSON tree (for results built with `json!`).
+pub fn tracking_json() -> Value {
+    serde_json::to_value(tracking()).expect("the tracking state always serializes")
 }
 
 /// The allocator totals as JSON.

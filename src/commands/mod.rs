@@ -32,7 +32,100 @@ use crate::system::SystemSampler;
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The boxed future every handler returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, CommandError>> + Send>>;
+
+/// A command's result, as JSON. Most handlers build a [`Value`] tree; a handler on a busy
+/// path (`ping`, `system/info`) answers with a constant or a typed struct that is written
+/// straight into the reply, so a reply does not cost an allocation per key, string and
+/// map node.
+///
+/// Whatever the variant, the text on the wire is what serializing the equivalent
+/// [`Value`] writes: typed results declare their fields in alphabetical order (the order
+/// of a `Value` map), and constants are compact.
+pub enum Reply {
+    /// A tree built with `json!`.
+    Json(Value),
+    /// A typed result, serialized when the reply is written.
+    Typed(Box<dyn TypedResult>),
+    /// Constant JSON text, written as it is.
+    Constant(&'static str),
+}
+
+/// A typed result: anything serializable that owns its data.
+pub trait TypedResult: Send + 'static {
+    /// Writes the result's JSON text to `out`.
+    ///
+    /// # Errors
+    /// Whatever the `Serialize` impl returns (the results here never fail).
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    /// The result as a tree.
+    ///
+    /// # Errors
+    /// As for [`TypedResult::write_json`].
+    fn to_value(&self) -> serde_json::Result<Value>;
+}
+
+impl<T: serde::Serialize + Send + 'static> TypedResult for T {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
+
+    fn to_value(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(self)
+    }
+}
+
+impl Reply {
+    /// A typed result (see [`Reply`] for the field order it must keep).
+    pub fn typed(result: impl TypedResult) -> Self {
+        Self::Typed(Box::new(result))
+    }
+
+    /// Writes the result's JSON text to `out`; no allocation beyond `out`'s growth.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Json(v) => serde_json::to_writer(out, v).expect("a JSON value always serializes"),
+            Self::Typed(t) => t.write_json(out).expect("a typed result always serializes"),
+            Self::Constant(text) => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+
+    /// The result as a tree (for callers off the busy path: HTTP, tests).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Json(v) => v.clone(),
+            Self::Typed(t) => t.to_value().expect("a typed result always serializes"),
+            Self::Constant(text) => {
+                serde_json::from_str(text).expect("a constant result is valid JSON")
+            }
+        }
+    }
+}
+
+impl From<Value> for Reply {
+    fn from(value: Value) -> Self {
+        Self::Json(value)
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            Self::Typed(t) => f.debug_tuple("Typed").field(&t.to_value()).finish(),
+            Self::Constant(text) => f.debug_tuple("Constant").field(text).finish(),
+        }
+    }
+}
+
+impl serde::Serialize for Reply {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Json(v) => v.serialize(serializer),
+            _ => self.to_value().serialize(serializer),
+        }
+    }
+}
 
 /// One registered command.
 #[derive(Clone, Copy)]
@@ -130,12 +223,13 @@ pub enum ListenerKind {
     Direct,
 }
 
-/// The Home Assistant user, as ingress reports them.
+/// The Home Assistant user, as ingress reports them. (Fields in alphabetical order: see
+/// [`Reply`].)
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct User {
+    pub display_name: Option<String>,
     pub id: Option<String>,
     pub name: Option<String>,
-    pub display_name: Option<String>,
 }
 
 /// Where the listeners are bound.
@@ -148,6 +242,9 @@ pub struct BoundListeners {
 /// State shared by every connection and command.
 pub struct Shared {
     pub settings: Settings,
+    /// [`Settings::redacted_json`], built once: settings do not change while the server
+    /// runs, and `system/info` shows them on every call.
+    pub settings_json: Value,
     pub started_at: Instant,
     pub listeners: BoundListeners,
     /// Whether the process runs under the Supervisor (`SUPERVISOR_TOKEN` is set).
@@ -222,28 +319,39 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub session: Arc<Session>,
     /// The request's `message_id` on a WebSocket (streaming commands send their events
-    /// on it); `None` over HTTP.
-    pub message_id: Option<String>,
+    /// on it); `None` over HTTP. Shared, so the session keeps it for the reply without a
+    /// copy.
+    pub message_id: Option<Arc<str>>,
 }
 
 /// Runs `name` with `args`: finds it, checks authentication, runs it.
 ///
 /// # Errors
 /// `unknown_command`, `not_authenticated`, or whatever the handler returns.
-pub async fn dispatch(ctx: Context, name: &str, args: Value) -> Result<Value, CommandError> {
+pub async fn dispatch(ctx: Context, name: &str, args: Value) -> Result<Reply, CommandError> {
+    let command = authorize(&ctx.session, name)?;
+    (command.run)(ctx, args)
+        .await
+        .map_err(|e| e.logged(command.name))
+}
+
+/// The first half of [`dispatch`]: finds `name` and checks that `session` may run it. The
+/// caller runs `(command.run)(…)` and passes an error through [`CommandError::logged`].
+///
+/// # Errors
+/// `unknown_command` or `not_authenticated`.
+pub fn authorize(session: &Session, name: &str) -> Result<&'static Command, CommandError> {
     let command = find(name).ok_or_else(|| {
         CommandError::UnknownCommand(format!(
             "unknown command `{name}`; system/info lists the commands"
         ))
     })?;
-    if command.name != auth::AUTH.name && !ctx.session.is_authenticated() {
+    if command.name != auth::AUTH.name && !session.is_authenticated() {
         return Err(CommandError::NotAuthenticated(
             "authenticate first: send `auth` with {\"token\": \"…\"}, or connect with an Authorization: Bearer header".into(),
         ));
     }
-    (command.run)(ctx, args)
-        .await
-        .map_err(|e| e.logged(command.name))
+    Ok(command)
 }
 
 /// Deserializes a command's arguments; errors name the argument.

@@ -42,14 +42,14 @@ pub const EVENT: &str = "memory_stats";
 pub const MEMORY_SUBSCRIBE: Command = Command {
     name: "debug/memory_subscribe",
     summary: "Streams process, host and heap memory as memory_stats events every interval_s seconds until unsubscribed.",
-    run: |ctx, args| Box::pin(async move { subscribe(ctx, args) }),
+    run: |ctx, args| Box::pin(async move { subscribe(ctx, args).map(Into::into) }),
 };
 
 /// `debug/memory_unsubscribe`.
 pub const MEMORY_UNSUBSCRIBE: Command = Command {
     name: "debug/memory_unsubscribe",
     summary: "Ends a debug/memory_subscribe stream on this socket.",
-    run: |ctx, args| Box::pin(async move { unsubscribe(ctx, args) }),
+    run: |ctx, args| Box::pin(async move { unsubscribe(ctx, args).map(Into::into) }),
 };
 
 #[derive(Debug, serde::Deserialize)]
@@ -138,7 +138,7 @@ fn unsubscribe(ctx: Context, args: Value) -> Result<Value, CommandError> {
     let before = state.subscribers.len();
     state
         .subscribers
-        .retain(|s| !(Arc::ptr_eq(&s.session, &ctx.session) && s.message_id == subscription));
+        .retain(|s| !(Arc::ptr_eq(&s.session, &ctx.session) && *s.message_id == *subscription));
     if state.subscribers.len() == before {
         return Err(CommandError::NotFound(format!(
             "no active subscription {:?} on this socket (`subscription` is the message_id of the debug/memory_subscribe request)",
@@ -167,7 +167,7 @@ struct HubState {
 struct Subscriber {
     session: Arc<Session>,
     events: tokio::sync::mpsc::Sender<String>,
-    message_id: String,
+    message_id: Arc<str>,
     /// Deliver every this-many samples.
     every: u64,
     /// The sample number this subscriber gets next.
@@ -246,7 +246,7 @@ fn deliver(hub: &Hub, seq: u64, data: &Value) {
             return true;
         }
         s.next_due = seq + s.every;
-        let event = protocol::event(Some(&s.message_id), EVENT, data.clone());
+        let event = protocol::event(Some(&*s.message_id), EVENT, data);
         match s.events.try_send(event) {
             Ok(()) => true,
             Err(TrySendError::Closed(_)) => false,

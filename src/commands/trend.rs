@@ -23,7 +23,7 @@ pub const MEMORY_TREND: Command = Command {
         Box::pin(async move {
             let NoArgs {} = parse_args(args)?;
             let report = report(ctx.shared).await?;
-            Ok(report_json(&report))
+            Ok(report_json(&report).into())
         })
     },
 };

@@ -12,6 +12,7 @@
 //! Every error body is `{"error_code": "…", "details": "…"}`; [`status_for`] is the one
 //! mapping from error code to HTTP status.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -83,7 +84,7 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
 
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     let asset = panel::asset(&path);
-    match path.as_str() {
+    match &*path {
         "/healthz" | "/ws" | "/" | "/api/memory/snapshot" | "/api/report" if !is_get => {
             method_not_allowed()
         }
@@ -97,7 +98,7 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
             method_not_allowed()
         }
         _ if asset.is_some() && !is_get => method_not_allowed(),
-        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/healthz" => constant_json_response(StatusCode::OK, HEALTHZ),
         "/ws" => upgrade::handle(req, conn, session(), server),
         // X-Ingress-Path is believed only from the trusted ingress proxy.
         "/" => panel::index(&req, conn.kind == ListenerKind::Ingress && trusted),
@@ -107,7 +108,7 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
         | exports::FOLDED
         | exports::FLAMEGRAPH
         | exports::TREND
-        | exports::METRICS => exports::route(path.as_str(), &req, context()).await,
+        | exports::METRICS => exports::route(&path, &req, context()).await,
         _ if asset.is_some() => panel::serve(asset.expect("checked above")),
         _ => error(
             &CommandError::NotFound(format!("no such path: {}", truncate(&path, 200))),
@@ -172,8 +173,14 @@ fn query_args(query: &str) -> Result<Value, CommandError> {
     Ok(Value::Object(args))
 }
 
-/// Collapses repeated slashes; everything else is matched literally.
-pub fn normalize_path(path: &str) -> String {
+/// Collapses repeated slashes; everything else is matched literally. A path that needs
+/// no change (nearly every one) is borrowed, not copied.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    let normal =
+        !path.is_empty() && !path.contains("//") && (path.len() == 1 || !path.ends_with('/'));
+    if normal {
+        return Cow::Borrowed(path);
+    }
     let mut out = String::with_capacity(path.len());
     for c in path.chars() {
         if c == '/' && out.ends_with('/') {
@@ -184,7 +191,7 @@ pub fn normalize_path(path: &str) -> String {
     if out.len() > 1 && out.ends_with('/') {
         out.pop();
     }
-    if out.is_empty() { "/".into() } else { out }
+    Cow::Owned(if out.is_empty() { "/".into() } else { out })
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<String> {
@@ -234,9 +241,22 @@ pub fn error(e: &CommandError, status: Option<StatusCode>) -> Resp {
     json_response(status.unwrap_or_else(|| status_for(e)), &body)
 }
 
+/// `GET /healthz`'s body, compact, as `json!({"status": "ok"})` writes it.
+const HEALTHZ: &str = r#"{"status":"ok"}"#;
+
 /// A JSON response that is never cached.
-pub fn json_response(status: StatusCode, body: &Value) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Resp {
+    let body = serde_json::to_vec(body).expect("a response body always serializes");
+    json_bytes_response(status, Bytes::from(body))
+}
+
+/// A constant JSON response (its body is not copied).
+fn constant_json_response(status: StatusCode, body: &'static str) -> Resp {
+    json_bytes_response(status, Bytes::from_static(body.as_bytes()))
+}
+
+fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -289,6 +309,55 @@ mod tests {
         assert_eq!(normalize_path("/"), "/");
         assert_eq!(normalize_path(""), "/");
         assert_eq!(normalize_path("///"), "/");
+    }
+
+    #[test]
+    fn paths_that_need_no_change_are_borrowed_and_the_rest_normalised_as_before() {
+        // The normalisation as it was: always copied.
+        fn copied(path: &str) -> String {
+            let mut out = String::with_capacity(path.len());
+            for c in path.chars() {
+                if c == '/' && out.ends_with('/') {
+                    continue;
+                }
+                out.push(c);
+            }
+            if out.len() > 1 && out.ends_with('/') {
+                out.pop();
+            }
+            if out.is_empty() { "/".into() } else { out }
+        }
+        for path in [
+            "",
+            "/",
+            "//",
+            "///",
+            "/healthz",
+            "/healthz/",
+            "//healthz",
+            "/a//b",
+            "/a/b//",
+            "healthz",
+            "healthz/",
+            "a//",
+            "/é/ü",
+            "/%2F/",
+            "/assets/app.js",
+            "*",
+        ] {
+            let normal = normalize_path(path);
+            assert_eq!(normal, copied(path), "{path:?}");
+            assert_eq!(
+                matches!(normal, Cow::Borrowed(_)),
+                normal == path,
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn healthz_answers_what_json_wrote() {
+        assert_eq!(HEALTHZ, json!({"status": "ok"}).to_string());
     }
 
     #[test]

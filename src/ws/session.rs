@@ -1,6 +1,11 @@
 //! One WebSocket session: reads requests, runs commands concurrently (at most
 //! `max_in_flight` per socket), writes replies and events, pings, and closes cleanly.
 //!
+//! A command is polled once where its request is read: one that is done then (`ping`,
+//! `system/info`, argument errors — most requests) is answered at once, without a task;
+//! one that waits (for a blocking thread, a lock) continues on its own task in the
+//! socket's `JoinSet` and counts towards `max_in_flight` until it replies.
+//!
 //! Bounds, and what happens at each:
 //! - inbound message larger than `max_message_bytes` → close 1009;
 //! - more than `max_in_flight` commands running → that request gets `rate_limited`;
@@ -16,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -30,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol;
 use crate::app::Limits;
-use crate::commands::{self, CommandError, Context};
+use crate::commands::{self, CommandError, Context, HandlerFuture, Reply};
 
 /// How long a socket closed for an oversized message keeps draining its input.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -41,7 +46,7 @@ const LINGER_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 const LINGER_MAX_BYTES: usize = 5 * 1024 * 1024;
 
 /// What a finished command task yields: its message id and outcome.
-type Outcome = (String, Result<Value, CommandError>);
+type Outcome = (Arc<str>, Result<Reply, CommandError>);
 /// A joined command task.
 type Joined = Result<(tokio::task::Id, Outcome), tokio::task::JoinError>;
 
@@ -80,9 +85,11 @@ struct Session {
     limits: Arc<Limits>,
     cancel: CancellationToken,
     in_flight: JoinSet<Outcome>,
-    in_flight_ids: HashMap<tokio::task::Id, String>,
+    in_flight_ids: HashMap<tokio::task::Id, Arc<str>>,
     events_rx: mpsc::Receiver<String>,
     last_pong: Instant,
+    /// Renders this socket's replies (keeps its buffer between them).
+    writer: protocol::Writer,
 }
 
 impl Session {
@@ -99,6 +106,7 @@ impl Session {
             in_flight_ids: HashMap::new(),
             events_rx,
             last_pong: Instant::now(),
+            writer: protocol::Writer::default(),
         }
     }
 
@@ -136,7 +144,8 @@ impl Session {
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let e = CommandError::InvalidMessage("binary frames are not accepted; send JSON text".into());
-                        if !self.send_or_slow(protocol::error(&Value::Null, &e)).await? { break End::SlowConsumer; }
+                        let reply = self.writer.error(&Value::Null, &e);
+                        if !self.send_or_slow(reply).await? { break End::SlowConsumer; }
                     }
                     Some(Ok(Message::Pong(_))) => self.last_pong = Instant::now(),
                     Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
@@ -159,36 +168,42 @@ impl Session {
     fn request(&mut self, text: &str) -> Option<String> {
         let req = match protocol::parse_request(text) {
             Ok(r) => r,
-            Err(bad) => return Some(protocol::error(&bad.message_id, &bad.error)),
+            Err(bad) => return Some(self.writer.error(&bad.message_id, &bad.error)),
         };
         if req.command == commands::auth::AUTH.name {
             // Inline, so a command sent right after `auth` sees its outcome.
-            let ctx = self.ctx.clone();
-            let outcome = futures_util::FutureExt::now_or_never(commands::dispatch(
-                ctx,
-                &req.command,
-                req.args,
-            ))
-            .unwrap_or_else(|| {
-                Err(CommandError::Internal(
-                    "auth did not complete at once".into(),
-                ))
+            let outcome = commands::authorize(&self.ctx.session, &req.command).and_then(|auth| {
+                let running = (auth.run)(self.ctx.clone(), req.args);
+                poll_once(auth.name, running).unwrap_or_else(|_| {
+                    Err(CommandError::Internal(
+                        "auth did not complete at once".into(),
+                    ))
+                })
             });
-            return Some(reply(&req.message_id, outcome));
+            return Some(self.reply(&req.message_id, outcome));
         }
         if self.in_flight.len() >= self.limits.max_in_flight {
             let e = CommandError::RateLimited(format!(
                 "at most {} commands may run at once on one socket; wait for replies",
                 self.limits.max_in_flight
             ));
-            return Some(protocol::error(&Value::String(req.message_id), &e));
+            return Some(self.writer.error(&Value::from(&*req.message_id), &e));
         }
+        let command = match commands::authorize(&self.ctx.session, &req.command) {
+            Ok(c) => c,
+            Err(e) => return Some(self.reply(&req.message_id, Err(e))),
+        };
         let mut ctx = self.ctx.clone();
         ctx.message_id = Some(req.message_id.clone());
-        let id = req.message_id.clone();
+        let running = match poll_once(command.name, (command.run)(ctx, req.args)) {
+            Ok(outcome) => return Some(self.reply(&req.message_id, outcome)),
+            Err(running) => running,
+        };
+        let id = req.message_id;
+        let task_id = id.clone();
         let handle = self.in_flight.spawn(async move {
-            let outcome = commands::dispatch(ctx, &req.command, req.args).await;
-            (req.message_id, outcome)
+            let outcome = running.await.map_err(|e| e.logged(command.name));
+            (task_id, outcome)
         });
         self.in_flight_ids.insert(handle.id(), id);
         None
@@ -198,13 +213,13 @@ impl Session {
         match joined {
             Ok((task, (message_id, outcome))) => {
                 self.in_flight_ids.remove(&task);
-                reply(&message_id, outcome)
+                self.reply(&message_id, outcome)
             }
             Err(e) => {
                 let message_id = self
                     .in_flight_ids
                     .remove(&e.id())
-                    .map_or(Value::Null, Value::String);
+                    .map_or(Value::Null, |id| Value::from(&*id));
                 let err = if e.is_cancelled() {
                     CommandError::Unavailable(
                         "the server is shutting down; the command was abandoned".into(),
@@ -212,8 +227,15 @@ impl Session {
                 } else {
                     CommandError::Internal(format!("command task failed: {e}")).logged("(task)")
                 };
-                protocol::error(&message_id, &err)
+                self.writer.error(&message_id, &err)
             }
+        }
+    }
+
+    fn reply(&mut self, message_id: &str, outcome: Result<Reply, CommandError>) -> String {
+        match outcome {
+            Ok(result) => self.writer.result(message_id, &result),
+            Err(e) => self.writer.error(&Value::from(message_id), &e),
         }
     }
 
@@ -309,10 +331,23 @@ impl Session {
     }
 }
 
-fn reply(message_id: &str, outcome: Result<Value, CommandError>) -> String {
-    match outcome {
-        Ok(v) => protocol::result(message_id, v),
-        Err(e) => protocol::error(&Value::String(message_id.to_string()), &e),
+/// Polls a command's future once, where the request was read: its outcome if it is done
+/// (an internal error already logged), or the future to finish on a task. A panic is caught
+/// and answered as the task's panic would be: `internal_error`.
+fn poll_once(
+    name: &'static str,
+    mut running: HandlerFuture,
+) -> Result<Result<Reply, CommandError>, HandlerFuture> {
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        running.as_mut().now_or_never()
+    }));
+    match polled {
+        Ok(Some(outcome)) => Ok(outcome.map_err(|e| e.logged(name))),
+        Ok(None) => Err(running),
+        Err(_) => Ok(Err(CommandError::Internal(format!(
+            "command {name} panicked"
+        ))
+        .logged(name))),
     }
 }
 
@@ -322,7 +357,7 @@ fn server_info(ctx: &Context) -> String {
     protocol::event(
         None,
         "server_info",
-        serde_json::json!({
+        &serde_json::json!({
             "server_version": commands::SERVER_VERSION,
             "ha_addon": ctx.shared.ha_addon,
             "ha_ingress": s.listener == commands::ListenerKind::Ingress,
