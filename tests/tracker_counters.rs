@@ -17,7 +17,7 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 
 #[path = "support/serial.rs"]
 mod serial;
-use serial::serial;
+use serial::{in_quiet_window, serial};
 
 /// More threads at once than the tracker has slots of its own (64).
 const THREADS: usize = 100;
@@ -25,20 +25,6 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 /// The tracker's peak-check step.
 const STEP: u64 = 64 * KIB as u64;
-
-/// Runs `attempt` until one run sees no other thread's allocations (a quiet window):
-/// under nextest each test has the process to itself and the first attempt passes; under
-/// `cargo test` the harness thread may allocate in between.
-fn in_quiet_window(attempt: impl Fn() -> Result<(), String>) {
-    let mut errors = Vec::new();
-    for _ in 0..20 {
-        match attempt() {
-            Ok(()) => return,
-            Err(e) => errors.push(e),
-        }
-    }
-    panic!("never a clean window: {errors:#?}");
-}
 
 /// Bytes thread `i` allocates and hands back: all different, none a round number.
 fn size_of(i: usize) -> usize {

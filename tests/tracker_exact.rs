@@ -13,7 +13,7 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 
 #[path = "support/serial.rs"]
 mod serial;
-use serial::serial;
+use serial::{in_quiet_window, serial};
 
 const EXACT: TrackingConfig = TrackingConfig {
     mode: Mode::Exact,
@@ -250,20 +250,6 @@ fn frames_limit_keeps_that_many_frames_after_trimming() {
     }
     assert!(snap.truncated_stacks() > 0);
     drop(held);
-}
-
-/// Runs `attempt` until one run sees no other thread's allocations (a quiet window):
-/// under nextest this test has the process to itself and the first attempt passes; under
-/// `cargo test` the harness thread may allocate in between.
-fn in_quiet_window(attempt: impl Fn() -> Result<(), String>) {
-    let mut errors = Vec::new();
-    for _ in 0..20 {
-        match attempt() {
-            Ok(()) => return,
-            Err(e) => errors.push(e),
-        }
-    }
-    panic!("never a clean window: {errors:#?}");
 }
 
 const SIZE: u64 = 3 * 1024 * 1024 + 17;

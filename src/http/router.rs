@@ -313,40 +313,26 @@ mod tests {
 
     #[test]
     fn paths_that_need_no_change_are_borrowed_and_the_rest_normalised_as_before() {
-        // The normalisation as it was: always copied.
-        fn copied(path: &str) -> String {
-            let mut out = String::with_capacity(path.len());
-            for c in path.chars() {
-                if c == '/' && out.ends_with('/') {
-                    continue;
-                }
-                out.push(c);
-            }
-            if out.len() > 1 && out.ends_with('/') {
-                out.pop();
-            }
-            if out.is_empty() { "/".into() } else { out }
-        }
-        for path in [
-            "",
-            "/",
-            "//",
-            "///",
-            "/healthz",
-            "/healthz/",
-            "//healthz",
-            "/a//b",
-            "/a/b//",
-            "healthz",
-            "healthz/",
-            "a//",
-            "/é/ü",
-            "/%2F/",
-            "/assets/app.js",
-            "*",
+        for (path, want) in [
+            ("", "/"),
+            ("/", "/"),
+            ("//", "/"),
+            ("///", "/"),
+            ("/healthz", "/healthz"),
+            ("/healthz/", "/healthz"),
+            ("//healthz", "/healthz"),
+            ("/a//b", "/a/b"),
+            ("/a/b//", "/a/b"),
+            ("healthz", "healthz"),
+            ("healthz/", "healthz"),
+            ("a//", "a"),
+            ("/é/ü", "/é/ü"),
+            ("/%2F/", "/%2F"),
+            ("/assets/app.js", "/assets/app.js"),
+            ("*", "*"),
         ] {
             let normal = normalize_path(path);
-            assert_eq!(normal, copied(path), "{path:?}");
+            assert_eq!(normal, want, "{path:?}");
             assert_eq!(
                 matches!(normal, Cow::Borrowed(_)),
                 normal == path,

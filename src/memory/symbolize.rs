@@ -41,6 +41,17 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
+    /// A frame the debug-info reader resolved at return address `addr`, its name
+    /// demangled.
+    fn from_raw(addr: u64, raw: debuginfo::RawFrame) -> Frame {
+        Frame {
+            addr,
+            function: Some(format!("{:#}", backtrace::SymbolName::new(&raw.name))),
+            file: raw.file,
+            line: raw.line,
+        }
+    }
+
     /// "function (file:line)", or "0x… (unknown)" when nothing resolved.
     pub(crate) fn render(&self) -> String {
         let name = match &self.function {
@@ -214,15 +225,7 @@ impl Session {
         let pc = addr.saturating_sub(1);
         let reader = self.reader.get_or_insert_with(debuginfo::Reader::new);
         let frames = match reader.frames(pc) {
-            Ok(raw) => raw
-                .into_iter()
-                .map(|f| Frame {
-                    addr,
-                    function: Some(format!("{:#}", backtrace::SymbolName::new(&f.name))),
-                    file: f.file,
-                    line: f.line,
-                })
-                .collect(),
+            Ok(raw) => raw.into_iter().map(|f| Frame::from_raw(addr, f)).collect(),
             // A shared library (libc, the loader): named from its dynamic symbols only.
             // Its debug info, where installed, is a separate compressed file: libc's alone
             // cost ~115 ms and ~50 MiB per cold report here, for the two or three frames
@@ -379,15 +382,7 @@ mod tests {
                 continue;
             };
             answered += 1;
-            let got: Vec<Frame> = raw
-                .into_iter()
-                .map(|f| Frame {
-                    addr,
-                    function: Some(format!("{:#}", backtrace::SymbolName::new(&f.name))),
-                    file: f.file,
-                    line: f.line,
-                })
-                .collect();
+            let got: Vec<Frame> = raw.into_iter().map(|f| Frame::from_raw(addr, f)).collect();
             assert_eq!(shown(&got), shown(&expected), "at {addr:#x}");
         }
         backtrace::clear_symbol_cache();

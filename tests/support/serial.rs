@@ -11,3 +11,18 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Runs `attempt` until one run sees no other thread's allocations (a quiet window):
+/// under nextest each test has the process to itself and the first attempt passes; under
+/// `cargo test` the harness thread may allocate in between.
+#[allow(dead_code)] // not every file that takes turns needs it
+pub fn in_quiet_window(attempt: impl Fn() -> Result<(), String>) {
+    let mut errors = Vec::new();
+    for _ in 0..20 {
+        match attempt() {
+            Ok(()) => return,
+            Err(e) => errors.push(e),
+        }
+    }
+    panic!("never a clean window: {errors:#?}");
+}

@@ -133,6 +133,27 @@ impl Reader {
     }
 }
 
+/// The whole length, initial length field included, of the unit or line program whose
+/// first 12 bytes are `head`: 4 + a 32-bit length, or 12 + a 64-bit one (64-bit DWARF).
+fn entry_length(head: &[u8]) -> Result<u64, Decline> {
+    let len32 = u32::from_ne_bytes(
+        head.get(..4)
+            .ok_or(Decline::Dwarf)?
+            .try_into()
+            .expect("4 bytes"),
+    );
+    if len32 != u32::MAX {
+        return Ok(4 + u64::from(len32));
+    }
+    let len64 = u64::from_ne_bytes(
+        head.get(4..12)
+            .ok_or(Decline::Dwarf)?
+            .try_into()
+            .expect("8 bytes"),
+    );
+    Ok(12 + len64)
+}
+
 /// "start-end perms offset dev inode path" → a mapping, for lines with an absolute path.
 fn parse_mapping(line: &str) -> Option<Mapping> {
     let mut fields = line.split_ascii_whitespace();
@@ -683,25 +704,8 @@ impl Unit {
     }
 
     fn read(object: &mut Object, at: u64) -> Result<Unit, Decline> {
-        // The unit's length first (4 bytes, or 12 in 64-bit DWARF), then all of it.
-        let head = object.read(object.info, at, 12)?;
-        let len32 = u32::from_ne_bytes(
-            head.get(..4)
-                .ok_or(Decline::Dwarf)?
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let total = if len32 == u32::MAX {
-            let len64 = u64::from_ne_bytes(
-                head.get(4..12)
-                    .ok_or(Decline::Dwarf)?
-                    .try_into()
-                    .expect("8 bytes"),
-            );
-            12 + len64
-        } else {
-            4 + u64::from(len32)
-        };
+        // The unit's length first, then all of it.
+        let total = entry_length(&object.read(object.info, at, 12)?)?;
         let bytes = object.read(object.info, at, total as usize)?;
         let mut unit = Unit {
             bytes,
@@ -791,23 +795,7 @@ impl Unit {
         comp_dir: Option<Vec<u8>>,
         comp_name: Option<Vec<u8>>,
     ) -> Result<(), Decline> {
-        let head = object.read(object.line, at, 12)?;
-        let len32 = u32::from_ne_bytes(
-            head.get(..4)
-                .ok_or(Decline::Dwarf)?
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let total = if len32 == u32::MAX {
-            12 + u64::from_ne_bytes(
-                head.get(4..12)
-                    .ok_or(Decline::Dwarf)?
-                    .try_into()
-                    .expect("8 bytes"),
-            )
-        } else {
-            4 + u64::from(len32)
-        };
+        let total = entry_length(&object.read(object.line, at, 12)?)?;
         let program_bytes = object.read(object.line, at, total as usize)?;
         let program = gimli::DebugLine::new(&program_bytes, NativeEndian).program(
             gimli::DebugLineOffset(0),
