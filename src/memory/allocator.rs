@@ -547,3 +547,57 @@ unsafe impl GlobalAlloc for Tracker {
         new
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One allocation and free through the tracker (not installed here: called directly).
+    fn churn() {
+        let layout = Layout::from_size_align(48, 8).expect("layout");
+        let t = Tracker::new();
+        // SAFETY: a fresh block of `layout`, freed with the same layout.
+        unsafe {
+            let p = t.alloc(layout);
+            assert!(!p.is_null());
+            t.dealloc(p, layout);
+        }
+    }
+
+    #[test]
+    fn exiting_threads_hand_their_slots_on() {
+        // 200 threads one after another: each takes a slot on its first call and gives it
+        // back when it exits, so a handful of slots serve them all (tests running beside
+        // this one may hold a few).
+        for _ in 0..200 {
+            std::thread::spawn(|| {
+                churn();
+                let i = usize::from(SLOT.get());
+                assert!(i < SLOTS, "this thread should own a slot, got {i}");
+                assert!(OWNED.get().is_some());
+            })
+            .join()
+            .expect("thread");
+        }
+        let used = SLOTS_USED.load(Acquire);
+        assert!(used <= 16, "{used} slots used by 200 threads in turn");
+    }
+
+    #[test]
+    fn a_thread_past_its_destructors_counts_in_the_shared_slot() {
+        std::thread::spawn(|| {
+            churn();
+            let shared = &SLOT_TABLE[SLOTS];
+            let frees = shared.frees.load(Relaxed);
+            // What the lease's destructor does at thread exit (taken from the real lease,
+            // so the slot is not released twice when this thread does exit).
+            LEASE.with(|lease| drop(Lease(Cell::new(lease.0.replace(UNASSIGNED)))));
+            assert_eq!(SLOT.get(), SHARED);
+            assert!(OWNED.get().is_none());
+            churn();
+            assert!(shared.frees.load(Relaxed) > frees);
+        })
+        .join()
+        .expect("thread");
+    }
+}

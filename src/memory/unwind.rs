@@ -159,13 +159,16 @@ pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk 
         };
     };
     let fp = frame_pointer();
-    let mut next_fp =
-        (fp >= low && fp <= top && fp != 0 && fp.is_multiple_of(FP_ALIGN)).then_some(fp);
+    // The frame record to read next; 0 ends the walk (no valid record is at 0).
+    let mut fp = if fp >= low && fp <= top && fp.is_multiple_of(FP_ALIGN) {
+        fp
+    } else {
+        0
+    };
     let keep = keep.min(N).min(MAX_DEPTH);
     let mut len = 0;
-    // Reads the record at `fp`: the return address (None at a zero one, the end of the
-    // chain) and the next frame pointer if it passes the checks.
-    let read = |fp: usize| -> Option<(usize, Option<usize>)> {
+    let mut depth = 0;
+    while fp != 0 && depth < MAX_DEPTH {
         // SAFETY: fp is aligned and the record [fp, fp + 16) lies inside this thread's
         // stack, between our own frame (the first fp, checked in full) and the stack's
         // top: that range is mapped. Reads are volatile: this is foreign memory the
@@ -177,30 +180,23 @@ pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk 
             )
         };
         if ret == 0 {
-            return None;
-        }
-        let ok = next > fp && next <= top && next.is_multiple_of(FP_ALIGN);
-        Some((ret, ok.then_some(next)))
-    };
-    while len < keep {
-        let Some(fp) = next_fp else { break };
-        let Some((ret, next)) = read(fp) else {
-            next_fp = None;
             break;
+        }
+        if len < keep {
+            out.buf[len] = MaybeUninit::new(ret);
+            hasher.push(ret);
+            len += 1;
+        }
+        depth += 1;
+        // The next record must be above this one (so above the bottom), leave a whole
+        // record below the top, and be aligned.
+        fp = if next > fp && next <= top && next.is_multiple_of(FP_ALIGN) {
+            next
+        } else {
+            0
         };
-        out.buf[len] = MaybeUninit::new(ret);
-        hasher.push(ret);
-        len += 1;
-        next_fp = next;
     }
     out.len = len;
-    let mut depth = len;
-    while depth < MAX_DEPTH {
-        let Some(fp) = next_fp else { break };
-        let Some((_, next)) = read(fp) else { break };
-        depth += 1;
-        next_fp = next;
-    }
     Walk {
         depth,
         hash: hasher.finish(),
