@@ -70,6 +70,19 @@ mod sites {
 
 /// Folded lines (with `counts` numbers after the stack) whose innermost frame ends with
 /// `function`.
+/// `go tool pprof -top` with `flags`, then the profiles (a base before the profile with
+/// `-diff_base`).
+fn pprof_top(flags: &[&str], profiles: &[&std::path::Path]) -> String {
+    let mut args = vec!["tool", "pprof", "-top"];
+    args.extend_from_slice(flags);
+    args.extend(
+        profiles
+            .iter()
+            .map(|p| p.to_str().expect("a UTF-8 temp path")),
+    );
+    tools::run("go", &args)
+}
+
 fn lines_ending_in<'a>(folded: &'a str, counts: usize, function: &str) -> Vec<&'a str> {
     folded
         .lines()
@@ -279,17 +292,7 @@ async fn exports_in_exact_mode() {
 
     if tools::require("go", "golang-go") {
         // The known allocating function is first by inuse_space.
-        let top = tools::run(
-            "go",
-            &[
-                "tool",
-                "pprof",
-                "-top",
-                "-unit=B",
-                "-sample_index=inuse_space",
-                first.to_str().unwrap(),
-            ],
-        );
+        let top = pprof_top(&["-unit=B", "-sample_index=inuse_space"], &[&first]);
         assert!(top.contains("Build ID: "), "{top}");
         assert!(top.contains("exact: every allocation recorded"), "{top}");
         let first_row = top
@@ -306,18 +309,9 @@ async fn exports_in_exact_mode() {
         );
 
         // -diff_base shows exactly the growth.
-        let diff = tools::run(
-            "go",
-            &[
-                "tool",
-                "pprof",
-                "-top",
-                "-unit=B",
-                "-sample_index=inuse_space",
-                "-diff_base",
-                base.to_str().unwrap(),
-                now.to_str().unwrap(),
-            ],
+        let diff = pprof_top(
+            &["-unit=B", "-sample_index=inuse_space", "-diff_base"],
+            &[&base, &now],
         );
         let row = diff
             .lines()
@@ -335,17 +329,9 @@ async fn exports_in_exact_mode() {
             "unchanged site has no flat difference: {diff}"
         );
         // The objects count too.
-        let objects = tools::run(
-            "go",
-            &[
-                "tool",
-                "pprof",
-                "-top",
-                "-sample_index=inuse_objects",
-                "-diff_base",
-                base.to_str().unwrap(),
-                now.to_str().unwrap(),
-            ],
+        let objects = pprof_top(
+            &["-sample_index=inuse_objects", "-diff_base"],
+            &[&base, &now],
         );
         let row = objects
             .lines()

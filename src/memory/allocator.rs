@@ -141,6 +141,18 @@ enum Event {
     Realloc(i64),
 }
 
+impl Event {
+    /// The change in bytes, and the counter of `slot` the event counts in.
+    #[inline(always)]
+    fn split(self, slot: &Slot) -> (i64, &AtomicU64) {
+        match self {
+            Event::Alloc(size) => (size as i64, &slot.allocs),
+            Event::Free(size) => ((size as i64).wrapping_neg(), &slot.frees),
+            Event::Realloc(delta) => (delta, &slot.reallocs),
+        }
+    }
+}
+
 /// Counts `event` in this thread's slot. Only the owned-slot case is inlined into the
 /// allocator; everything else (the first call on a thread, the shared slot) is one call
 /// away, so the inlined path needs no stack frame of its own.
@@ -194,22 +206,16 @@ fn take_slot() -> Option<&'static Slot> {
 }
 
 impl Slot {
-    /// Counts in a slot this thread owns: plain loads and stores.
-    #[inline(always)]
+    /// Counts in a slot this thread owns: plain loads and stores. (The allocator's hot
+    /// paths call [`Slot::grow_owned`] and [`Slot::shrink_owned`] directly.)
     fn count_owned(&self, event: Event) {
-        match event {
-            Event::Alloc(size) => {
-                if self.grow_owned(size as i64, &self.allocs) {
-                    check_peak(self);
-                }
+        let (delta, field) = event.split(self);
+        if delta > 0 {
+            if self.grow_owned(delta, field) {
+                check_peak(self);
             }
-            Event::Free(size) => self.shrink_owned(size as i64, &self.frees),
-            Event::Realloc(delta) if delta > 0 => {
-                if self.grow_owned(delta, &self.reallocs) {
-                    check_peak(self);
-                }
-            }
-            Event::Realloc(delta) => self.shrink_owned(delta.wrapping_neg(), &self.reallocs),
+        } else {
+            self.shrink_owned(delta.wrapping_neg(), field);
         }
     }
 
@@ -238,11 +244,7 @@ impl Slot {
 
     /// Counts in the shared slot: atomic read-modify-writes.
     fn count_shared(&self, event: Event) {
-        let (delta, field) = match event {
-            Event::Alloc(size) => (size as i64, &self.allocs),
-            Event::Free(size) => ((size as i64).wrapping_neg(), &self.frees),
-            Event::Realloc(delta) => (delta, &self.reallocs),
-        };
+        let (delta, field) = event.split(self);
         let now = self.bytes.fetch_add(delta, Relaxed).wrapping_add(delta);
         field.fetch_add(1, Relaxed);
         if delta > 0 {
@@ -425,7 +427,12 @@ fn after_alloc(ptr: *mut u8, size: usize) -> *mut u8 {
     if slot.grow_owned(size as i64, &slot.allocs) {
         return alloc_peak_due(ptr, size, slot);
     }
-    let mode = slot.mode.load(Relaxed);
+    record_if_tracking(ptr, size, slot.mode.load(Relaxed))
+}
+
+/// The recording half of [`after_alloc`]: `ptr`, recorded first unless `mode` is off.
+#[inline(always)]
+fn record_if_tracking(ptr: *mut u8, size: usize, mode: u8) -> *mut u8 {
     if mode != MODE_OFF {
         return record_alloc(ptr, size, mode);
     }
@@ -437,11 +444,7 @@ fn after_alloc(ptr: *mut u8, size: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_counted_elsewhere(ptr: *mut u8, size: usize) -> *mut u8 {
     count_elsewhere(Event::Alloc(size as u64));
-    let mode = MODE.load(Relaxed);
-    if mode != MODE_OFF {
-        recorder::on_alloc(ptr as usize, size, mode);
-    }
-    ptr
+    record_if_tracking(ptr, size, MODE.load(Relaxed))
 }
 
 /// [`after_alloc`] once the bytes passed this thread's mark.
@@ -449,11 +452,7 @@ fn alloc_counted_elsewhere(ptr: *mut u8, size: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_peak_due(ptr: *mut u8, size: usize, slot: &Slot) -> *mut u8 {
     check_peak(slot);
-    let mode = slot.mode.load(Relaxed);
-    if mode != MODE_OFF {
-        recorder::on_alloc(ptr as usize, size, mode);
-    }
-    ptr
+    record_if_tracking(ptr, size, slot.mode.load(Relaxed))
 }
 
 /// [`after_alloc`] while tracking.
@@ -484,7 +483,8 @@ unsafe fn tracked_dealloc(ptr: *mut u8, layout: Layout) {
 unsafe fn dealloc_counted_elsewhere(ptr: *mut u8, layout: Layout) {
     count_elsewhere(Event::Free(layout.size() as u64));
     if MODE.load(Relaxed) != MODE_OFF {
-        recorder::on_free(ptr as usize);
+        // SAFETY: the caller's arguments.
+        return unsafe { tracked_dealloc(ptr, layout) };
     }
     // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
     unsafe { System.dealloc(ptr, layout) }
@@ -535,16 +535,13 @@ unsafe impl GlobalAlloc for Tracker {
         }
         // SAFETY: forwarded unchanged.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            count(Event::Realloc(
-                (new_size as i64).wrapping_sub(layout.size() as i64),
-            ));
-            let mode = MODE.load(Relaxed);
-            if mode != MODE_OFF {
-                recorder::on_alloc(new as usize, new_size, mode);
-            }
+        if new.is_null() {
+            return new;
         }
-        new
+        count(Event::Realloc(
+            (new_size as i64).wrapping_sub(layout.size() as i64),
+        ));
+        record_if_tracking(new, new_size, MODE.load(Relaxed))
     }
 }
 

@@ -320,49 +320,45 @@ impl StackTable {
 mod tests {
     use super::*;
 
-    fn intern(t: &mut StackTable, frames: &[usize]) -> u16 {
+    /// Interns `frames`; a collection it asks for keeps only stack `live` (the one stack
+    /// the test treats as holding blocks).
+    fn intern(t: &mut StackTable, frames: &[usize], live: u16) -> u16 {
         for may_collect in [true, false] {
             match t.intern(hash(frames), frames, frames.len(), false, may_collect) {
                 Interned::Id(id) => return id,
-                Interned::CollectFirst => {
-                    // Only stack `live` (set by the test through `LIVE`) holds blocks.
-                    let live = LIVE.with(|l| l.get());
-                    t.collect(|id| id == live);
-                }
+                Interned::CollectFirst => t.collect(|id| id == live),
             }
         }
         unreachable!("a second intern never asks to collect")
     }
 
-    thread_local! {
-        static LIVE: std::cell::Cell<u16> = const { std::cell::Cell::new(u16::MAX) };
-    }
-
     #[test]
     fn interning_is_stable_and_full_tables_collect_or_overflow() {
+        // No stack holds blocks yet.
+        const NONE: u16 = u16::MAX;
         let mut t = StackTable::new(4).expect("memory");
-        let a = intern(&mut t, &[1, 2, 3]);
-        let b = intern(&mut t, &[1, 2, 4]);
+        let a = intern(&mut t, &[1, 2, 3], NONE);
+        let b = intern(&mut t, &[1, 2, 4], NONE);
         assert_ne!(a, b);
-        assert_eq!(intern(&mut t, &[1, 2, 3]), a);
-        LIVE.with(|l| l.set(a));
+        assert_eq!(intern(&mut t, &[1, 2, 3], NONE), a);
+        // From here on only `a` holds blocks.
         for i in 0..MAX_STACKS - 2 {
-            intern(&mut t, &[9, i + 10]);
+            intern(&mut t, &[9, i + 10], a);
         }
         assert_eq!(t.tracked(), MAX_STACKS);
         // Full: a new stack triggers a collection, which frees all but `a`.
-        let c = intern(&mut t, &[7, 7, 7]);
+        let c = intern(&mut t, &[7, 7, 7], a);
         assert_ne!(c, OVERFLOW);
         assert_eq!(t.tracked(), 2);
-        assert_eq!(intern(&mut t, &[1, 2, 3]), a);
+        assert_eq!(intern(&mut t, &[1, 2, 3], a), a);
         let mut seen = Vec::new();
         t.for_each_in_use(|s| seen.push((s.id, s.frames.to_vec())));
         assert!(seen.contains(&(a, vec![1, 2, 3])));
         assert!(seen.contains(&(c, vec![7, 7, 7])));
         // Frames beyond the stride are dropped, and the hash follows.
         assert_eq!(
-            intern(&mut t, &[1, 2, 3, 4, 5, 6]),
-            intern(&mut t, &[1, 2, 3, 4])
+            intern(&mut t, &[1, 2, 3, 4, 5, 6], a),
+            intern(&mut t, &[1, 2, 3, 4], a)
         );
         // A table full of live stacks: the collection frees nothing, the block goes to
         // the overflow bucket and is counted; the next COLLECT_EVERY - 1 drops do not

@@ -95,13 +95,8 @@ fn trace_into<'a>(
     }
 }
 
-/// The site: the first frame that is not allocation plumbing, or the first frame.
-fn site_of(frames: &[&Frame]) -> usize {
-    frames.iter().position(|f| !f.is_plumbing()).unwrap_or(0)
-}
-
-/// How far a search for a stack's site has got: the same walk as [`trace_into`] then
-/// [`site_of`], stopped at the site, and resumable where an address is not resolved yet.
+/// How far a search for a stack's site has got: the same walk as [`trace_into`], stopped at
+/// the site, and resumable where an address is not resolved yet.
 #[derive(Default)]
 struct SiteWalk {
     /// Next raw frame to look at.
@@ -154,8 +149,10 @@ fn site_step<'a>(
     SiteStep::Done(walk.first.and_then(|(addr, i)| symbols.get(&addr)?.get(i)))
 }
 
-/// A stack's site frame from resolved `symbols` (an address missing there is skipped, as
-/// [`trace_into`] skips it).
+/// A stack's site: the first frame of its [`trace`] that is not allocation plumbing, or the
+/// first frame when all are; from resolved `symbols` (an address missing there is skipped,
+/// as [`trace_into`] skips it). The one definition of a site: grouping keys by it and
+/// rows show their traceback from it.
 fn site_frame<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Option<&'a Frame> {
     let mut walk = SiteWalk::default();
     loop {
@@ -235,7 +232,9 @@ fn render(
     let from = if group_by == GroupBy::Traceback {
         0
     } else {
-        site_of(&frames)
+        site_frame(snap, stack, symbols)
+            .and_then(|site| frames.iter().position(|f| std::ptr::eq(*f, site)))
+            .unwrap_or(0)
     };
     frames[from..].iter().map(|f| f.render()).collect()
 }
@@ -259,33 +258,35 @@ pub(crate) fn groups(
                 GroupBy::Site | GroupBy::Traceback => OVERFLOW_FRAME,
             }
         } else {
-            let site = if group_by == GroupBy::Traceback {
+            if group_by == GroupBy::Traceback {
                 trace_into(snap, stack, symbols, &mut frames);
-                frames.first().copied()
-            } else {
-                site_frame(snap, stack, symbols)
-            };
-            if let Some(site) = site.filter(|_| group_by != GroupBy::Traceback) {
-                site_keys
-                    .entry(site as *const Frame)
-                    .or_insert_with(|| match group_by {
-                        GroupBy::Function => site.function_key(),
-                        GroupBy::File => site.file_key(),
-                        GroupBy::Site | GroupBy::Traceback => site.render(),
-                    })
-            } else if site.is_none() {
-                match group_by {
-                    GroupBy::Function => "<no frames>",
-                    GroupBy::File => "unknown",
-                    GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
+                if frames.is_empty() {
+                    NO_FRAMES
+                } else {
+                    joined = frames
+                        .iter()
+                        .map(|f| f.render())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    &joined
                 }
             } else {
-                joined = frames
-                    .iter()
-                    .map(|f| f.render())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                &joined
+                match site_frame(snap, stack, symbols) {
+                    None => match group_by {
+                        GroupBy::Function => "<no frames>",
+                        GroupBy::File => "unknown",
+                        GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
+                    },
+                    Some(site) => {
+                        site_keys
+                            .entry(site as *const Frame)
+                            .or_insert_with(|| match group_by {
+                                GroupBy::Function => site.function_key(),
+                                GroupBy::File => site.file_key(),
+                                GroupBy::Site | GroupBy::Traceback => site.render(),
+                            })
+                    }
+                }
             }
         };
         if !groups.contains_key(key) {

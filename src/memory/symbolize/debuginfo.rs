@@ -96,6 +96,8 @@ struct Mapping {
 pub(super) struct Reader {
     mappings: Vec<Mapping>,
     objects: HashMap<String, Option<Object>>,
+    /// The inode of the main executable (/proc/self/exe), read once.
+    exe_inode: Option<u64>,
 }
 
 impl Reader {
@@ -105,6 +107,7 @@ impl Reader {
         Reader {
             mappings: maps.lines().filter_map(parse_mapping).collect(),
             objects: HashMap::new(),
+            exe_inode: std::fs::metadata("/proc/self/exe").ok().map(|m| m.ino()),
         }
     }
 
@@ -112,8 +115,7 @@ impl Reader {
     /// opposed to a shared library; `None` when no file-backed mapping holds it.
     pub(super) fn in_main_executable(&self, pc: u64) -> Option<bool> {
         let mapping = self.mappings.iter().find(|m| m.start <= pc && pc < m.end)?;
-        let exe = std::fs::metadata("/proc/self/exe").ok()?;
-        Some(exe.ino() == mapping.inode)
+        Some(self.exe_inode? == mapping.inode)
     }
 
     /// The frames at `pc` (an address inside a call instruction), innermost first.
