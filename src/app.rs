@@ -4,90 +4,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commands::{BoundListeners, ListenerKind, Shared};
-use crate::http::auth::AuthGate;
+use crate::commands::{BoundListeners, ListenerKind, Services};
 use crate::http::{self, Server};
-use crate::memory::{self, Baselines, MemoryError};
+use crate::memory::{self, MemoryError};
 use crate::settings::Settings;
-use crate::system::SystemSampler;
 
-/// Every bound the server keeps, with what happens at it (see `ws::session` and `http`).
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Concurrent WebSocket sessions over both listeners; more → 503 on the upgrade.
-    pub max_ws_sessions: usize,
-    /// Commands running at once on one socket; more → `rate_limited`.
-    pub max_in_flight: usize,
-    /// Largest inbound WebSocket message; larger → close 1009. 1 MiB is far above any
-    /// request and far below ingress's 4 MiB.
-    pub max_message_bytes: usize,
-    /// Events queued per socket; a full queue means the client fell behind → close 1008.
-    pub outbound_queue: usize,
-    /// tungstenite's write buffer cap: one large snapshot reply fits.
-    pub max_write_buffer_bytes: usize,
-    /// A write that does not complete in this time → the client is not reading → close.
-    pub write_timeout: Duration,
-    /// Server pings this often...
-    pub ping_interval: Duration,
-    /// ...and closes a socket that sent no pong for this long.
-    pub pong_timeout: Duration,
-    /// Open HTTP connections per listener; more wait in the kernel backlog.
-    pub max_connections: usize,
-    /// Request headers must arrive within this time (slowloris guard).
-    pub header_read_timeout: Duration,
-    /// Request head buffer; larger headers → 431 (hyper's minimum is 8 KiB).
-    pub max_header_bytes: usize,
-    /// On shutdown, running commands get this long (from the signal) to reply; later
-    /// ones get `unavailable`.
-    pub command_deadline: Duration,
-    /// On shutdown, everything must be done within this (the Supervisor kills after 10 s).
-    pub shutdown_timeout: Duration,
-    /// The memory stream's clock: `debug/memory_subscribe`'s `interval_s` counts these
-    /// ticks. One second in production; tests shorten it to exercise the queue bound fast.
-    pub stream_tick: Duration,
-    /// Direct-listener authentication failures are counted over this window...
-    pub auth_window: Duration,
-    /// ...and an address over the limit is blocked for this long.
-    pub auth_block: Duration,
-    // The trend's intervals are settings (`trend_sample_interval_ms`,
-    // `trend_checkpoint_interval_ms`), so the binary's tests can shorten them too.
-    /// A window's slope must reach this many bytes per hour to be `growing`. 1 MiB/h is
-    /// 24 MiB a day: a leak that takes a small add-on down within days, and far above the
-    /// drift of an idle process.
-    pub trend_growth_threshold_bytes_per_hour: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_ws_sessions: 256,
-            max_in_flight: 32,
-            max_message_bytes: 1024 * 1024,
-            outbound_queue: 64,
-            max_write_buffer_bytes: 8 * 1024 * 1024,
-            write_timeout: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(30),
-            pong_timeout: Duration::from_secs(90),
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            command_deadline: Duration::from_secs(4),
-            stream_tick: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_millis(4_800),
-            auth_window: crate::http::auth::WINDOW,
-            auth_block: crate::http::auth::BLOCK,
-            trend_growth_threshold_bytes_per_hour: 1024 * 1024,
-        }
-    }
-}
+pub use crate::limits::Limits;
 
 /// The bound listeners: ingress always, direct only when an API token is set.
 pub struct Listeners {
@@ -170,7 +100,7 @@ pub fn bound_addrs(listeners: &Listeners) -> Result<BoundListeners, AppError> {
 
 /// Serves a built server on its listeners until `shutdown` completes, then shuts down
 /// within `limits.shutdown_timeout`. (`run` is `build_server` then this; tests that need
-/// the shared state call the two themselves.)
+/// the services call the two themselves.)
 ///
 /// # Errors
 /// None today; the `Result` leaves room for start-up failures.
@@ -179,8 +109,7 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (shared, limits) = (server.shared.clone(), server.limits.clone());
-    let bound = shared.listeners;
+    let bound = server.services.server.listeners;
 
     tracing::info!(addr = %bound.ingress, "ingress listener up");
     server.tasks.spawn(http::serve(
@@ -197,31 +126,47 @@ pub async fn serve(
         }
         _ => tracing::info!("direct listener off (no api_token set)"),
     }
-    server
-        .tasks
-        .spawn(crate::trend::run(shared.clone(), server.cancel.clone()));
+    start_background(&server);
 
     shutdown.await;
+    stop(&server).await;
+    Ok(())
+}
+
+/// Starts the trend's sampling task on the server's task tracker.
+fn start_background(server: &Server) {
+    let services = &server.services;
+    server.tasks.spawn(crate::trend::run(
+        services.trend.clone(),
+        services.system.clone(),
+        server.cancel.clone(),
+    ));
+}
+
+/// The three steps of shutdown: stop accepting and cancel (sessions close with 1001 once
+/// their running commands reply or the command deadline passes), then wait for every task
+/// within `limits.shutdown_timeout`.
+async fn stop(server: &Server) {
     tracing::info!("shutting down: no new connections; running commands may finish");
-    let _ = shared.shutdown_started.set(Instant::now());
+    let _ = server.services.server.shutdown_started.set(Instant::now());
     server.cancel.cancel();
     server.tasks.close();
-    if tokio::time::timeout(limits.shutdown_timeout, server.tasks.wait())
+    if tokio::time::timeout(server.limits.shutdown_timeout, server.tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!("shutdown deadline reached with tasks still running; exiting anyway");
     }
     tracing::info!("stopped");
-    Ok(())
 }
 
-/// Builds the shared state and the server every connection uses, and starts tracking
-/// when the settings ask for it at boot. `run` calls it; the fuzz targets use it to serve
+/// Builds the services and the server every connection uses, and starts tracking when
+/// the settings ask for it at boot. `run` calls it; the fuzz targets use it to serve
 /// in-memory connections.
 pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -> Arc<Server> {
+    let services = Services::new(&settings, &limits, bound);
     if settings.debug_memory {
-        match memory::start(crate::commands::debug::tracking_config(&settings)) {
+        match memory::start(services.heap.config()) {
             Ok(_) => {
                 tracing::info!(mode = ?settings.debug_memory_mode, frames = settings.debug_memory_frames, "allocation tracking on from boot")
             }
@@ -231,40 +176,67 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
             Err(e) => tracing::warn!(error = %e, "could not start allocation tracking"),
         }
     }
-    let trend_settings = crate::trend::TrendSettings {
-        sample_interval: Duration::from_millis(settings.trend_sample_interval_ms.into()),
-        checkpoint_interval: Duration::from_millis(settings.trend_checkpoint_interval_ms.into()),
-        growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
-    };
-    let settings_json = settings.redacted_json();
-    let shared = Arc::new(Shared {
-        auth: AuthGate::with_timing(
-            settings.api_token.clone(),
-            limits.auth_window,
-            limits.auth_block,
-        ),
-        settings,
-        settings_json,
-        started_at: Instant::now(),
-        listeners: bound,
-        ha_addon: std::env::var_os("SUPERVISOR_TOKEN").is_some(),
-        baselines: Mutex::new(Baselines::default()),
-        snapshot_lock: tokio::sync::Mutex::new(()),
-        system: Mutex::new(SystemSampler::new()),
-        shutdown_started: OnceLock::new(),
-        memory_stream: crate::commands::stream::Hub::new(limits.stream_tick),
-        trend: Mutex::new(crate::trend::History::default()),
-        trend_settings,
-        checkpoints: Mutex::new(memory::Checkpoints::default()),
-    });
     Arc::new(Server {
-        shared,
+        services: Arc::new(services),
+        trusted_proxies: settings.trusted_proxies,
         ws_slots: Arc::new(Semaphore::new(limits.max_ws_sessions)),
         limits: Arc::new(limits),
         cancel: CancellationToken::new(),
         tasks: TaskTracker::new(),
         refused_log: Mutex::default(),
     })
+}
+
+/// The admin API for an embedder's own server: a hyper service per connection (see
+/// [`Admin::service`]), with the trend's background task running until
+/// [`Admin::shutdown`]. Requests are treated as the direct listener treats them: a bearer
+/// token on every request (`Settings::embedded` sets one), `auth` in-band for a WebSocket.
+pub struct Admin {
+    server: Arc<Server>,
+}
+
+impl Admin {
+    /// Builds the services for `settings` and starts the background task; `serving_on` is
+    /// the embedder's own address, as `system/info` reports it. Call it inside a tokio
+    /// runtime.
+    pub fn start(settings: Settings, limits: Limits, serving_on: SocketAddr) -> Self {
+        let bound = BoundListeners {
+            ingress: settings.ingress_listen,
+            direct: Some(serving_on),
+        };
+        let server = build_server(settings, limits, bound);
+        start_background(&server);
+        Self { server }
+    }
+
+    /// The service for one connection from `peer`: hand it to
+    /// `hyper::server::conn::http1::Builder::serve_connection` and call `.with_upgrades()`
+    /// on the connection so `/ws` works.
+    pub fn service(
+        &self,
+        peer: SocketAddr,
+    ) -> impl hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = http::router::Resp,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static {
+        http::service(
+            self.server.clone(),
+            http::Conn {
+                kind: ListenerKind::Direct,
+                peer,
+            },
+        )
+    }
+
+    /// Closes every WebSocket session (1001) and stops the background task, within the
+    /// limits' shutdown timeout.
+    pub async fn shutdown(self) {
+        stop(&self.server).await;
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

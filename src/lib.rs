@@ -16,7 +16,10 @@
 pub mod app;
 pub mod commands;
 pub mod export;
+pub mod gate;
+pub mod heap;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod memory;
 pub mod settings;

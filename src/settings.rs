@@ -280,6 +280,10 @@ pub enum OptionsSource {
     Missing(PathBuf),
 }
 
+/// The options path [`Settings::embedded`] reads: none exists, so only the defaults
+/// (and the two values it passes) apply.
+const EMBEDDED_NO_FILE: &str = "/nonexistent/heapwatch-embedded/options.json";
+
 /// The ESPHome device-builder truthy table: on for "1", "true", "yes", "on"
 /// (case-insensitive, surrounding whitespace ignored); off for anything else.
 pub fn env_flag_is_on(value: &str) -> bool {
@@ -318,6 +322,26 @@ impl Settings {
     /// As [`Settings::load`].
     pub fn load_dev(options_path: &Path) -> Result<(Self, OptionsSource), SettingsError> {
         Self::load_inner(options_path, std::env::vars(), true)
+    }
+
+    /// Settings for embedding the admin API in another service: no options file and no
+    /// environment, both listeners on loopback (ingress 127.0.0.1:8099, direct
+    /// 127.0.0.1:8100), loopback as the only trusted proxy, data under `./data`, and
+    /// `api_token` required on every request that does not come through a trusted proxy.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] when `api_token` breaks the options file's rule (at
+    /// least 32 characters, no control characters).
+    pub fn embedded(api_token: &str) -> Result<Self, SettingsError> {
+        let env = [
+            (format!("{ENV_PREFIX}_API_TOKEN"), api_token.to_owned()),
+            (
+                format!("{ENV_PREFIX}_DIRECT_LISTEN"),
+                "127.0.0.1:8100".into(),
+            ),
+        ];
+        let (settings, _) = Self::load_inner(Path::new(EMBEDDED_NO_FILE), env, true)?;
+        Ok(settings)
     }
 
     fn load_inner(

@@ -117,6 +117,24 @@ impl SystemSampler {
     }
 }
 
+/// One sampler shared by everything that samples (commands, the memory stream, the trend):
+/// the lock keeps sysinfo's incremental state consistent between refreshes.
+#[derive(Default)]
+pub struct SharedSampler {
+    /// std mutex: held for one refresh, on a blocking thread, never across `.await`.
+    inner: std::sync::Mutex<SystemSampler>,
+}
+
+impl SharedSampler {
+    /// Samples now (reads /proc: call it from a blocking thread).
+    pub fn sample(&self) -> SystemMemory {
+        self.inner
+            .lock()
+            .expect("system sampler lock poisoned")
+            .sample()
+    }
+}
+
 /// `VmHWM` from /proc/self/status: the kernel's peak resident set size.
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -13,14 +13,14 @@
 //! last [`GROWING_SITE_MIN_RUN`] checkpoints. Everything here is typed; `commands::trend`
 //! turns it into JSON and `export::metrics` into Prometheus series.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::Shared;
-use crate::memory::{self, SiteHistory};
+use crate::memory::{self, Checkpoints, SiteHistory, Snapshot};
+use crate::system::SharedSampler;
 
 /// Points in the ring: 24 hours at one sample a minute.
 pub const HISTORY_POINTS: usize = 1_440;
@@ -53,7 +53,8 @@ pub const GROWING_SITE_MIN_RUN: usize = 3;
 /// Growing sites reported at most.
 pub const GROWING_SITES_MAX: usize = 10;
 
-/// The trend's settings, from `app::Limits` (tests shorten the intervals).
+/// The trend's settings: the intervals from the settings, the threshold from `Limits`
+/// (tests shorten the intervals).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrendSettings {
     /// How often the history is sampled.
@@ -430,15 +431,132 @@ pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<G
     out
 }
 
+/// The trend's state: the history ring and the checkpoints, each behind its own lock, and
+/// the settings they are kept with. One per server; the background task [`run`] fills it
+/// and `debug/memory_trend` reads it.
+pub struct Monitor {
+    settings: TrendSettings,
+    /// std mutex: the RSS/heap ring; held to push or copy a window, never across `.await`.
+    history: Mutex<History>,
+    /// std mutex: the automatic checkpoints (apart from the user's baselines); held to push
+    /// or clone, never across `.await`.
+    checkpoints: Mutex<Checkpoints>,
+}
+
+/// Everything the trend knows, typed (the commands turn it into JSON, the metrics into
+/// series).
+#[derive(Clone, Debug)]
+pub struct TrendReport {
+    pub settings: TrendSettings,
+    pub windows: Vec<WindowReport>,
+    /// `growing` if any window of either series grows, else `stable` if any has data.
+    pub verdict: Verdict,
+    pub samples: usize,
+    pub capacity: usize,
+    pub oldest: Option<SystemTime>,
+    /// (when, RSS, heap) of the newest sample.
+    pub latest: Option<(SystemTime, u64, u64)>,
+    /// When each held checkpoint was taken, oldest first.
+    pub checkpoints: Vec<SystemTime>,
+    pub growing_sites: Vec<GrowingSite>,
+}
+
+impl Monitor {
+    /// An empty history (allocated now, at its full size) and no checkpoints.
+    pub fn new(settings: TrendSettings) -> Self {
+        Self {
+            settings,
+            history: Mutex::new(History::default()),
+            checkpoints: Mutex::new(Checkpoints::default()),
+        }
+    }
+
+    /// The intervals and threshold this monitor keeps its history with.
+    pub fn settings(&self) -> TrendSettings {
+        self.settings
+    }
+
+    /// Records one history sample now.
+    pub fn sample_once(&self, system: &SharedSampler) {
+        let rss = system.sample().process.rss_bytes;
+        let heap = memory::totals().current_bytes;
+        self.history
+            .lock()
+            .expect("trend lock poisoned")
+            .push(Instant::now(), rss, heap);
+    }
+
+    /// Takes one checkpoint now if tracking is on; forgets them if it is off.
+    pub fn checkpoint_once(&self) {
+        if !memory::status().enabled {
+            self.checkpoints
+                .lock()
+                .expect("checkpoints lock poisoned")
+                .clear();
+            return;
+        }
+        let snapshot = memory::take_snapshot();
+        self.checkpoints
+            .lock()
+            .expect("checkpoints lock poisoned")
+            .push(snapshot);
+    }
+
+    /// The report, computed on this thread: it symbolizes the checkpoints, so call it off
+    /// the async workers and one at a time with other symbolizing jobs.
+    pub fn report(&self) -> TrendReport {
+        let settings = self.settings;
+        let threshold = settings.growth_threshold_bytes_per_hour as f64;
+        let (windows, samples, capacity, oldest, latest) = {
+            let history = self.history.lock().expect("trend lock poisoned");
+            (
+                windows(&history, settings.sample_interval, threshold),
+                history.len(),
+                history.capacity(),
+                history.oldest(),
+                history.latest(),
+            )
+        };
+        let held: Vec<Snapshot> = self
+            .checkpoints
+            .lock()
+            .expect("checkpoints lock poisoned")
+            .iter()
+            .cloned()
+            .collect();
+        let times: Vec<SystemTime> = held
+            .iter()
+            .map(|s| s.taken_at.unwrap_or(SystemTime::UNIX_EPOCH))
+            .collect();
+        let growing_sites = if held.len() > GROWING_SITE_MIN_RUN {
+            let refs: Vec<&Snapshot> = held.iter().collect();
+            growing_sites(&times, memory::site_history(&refs))
+        } else {
+            Vec::new()
+        };
+        TrendReport {
+            settings,
+            verdict: combine(windows.iter().map(WindowReport::verdict)),
+            windows,
+            samples,
+            capacity,
+            oldest,
+            latest,
+            checkpoints: times,
+            growing_sites,
+        }
+    }
+}
+
 /// The background task: samples the history every `sample_interval` and takes a
 /// checkpoint every `checkpoint_interval` while tracking, until `cancel` fires. The
 /// sampling (it reads /proc) and the snapshot copy run on blocking threads.
-pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+pub async fn run(monitor: Arc<Monitor>, system: Arc<SharedSampler>, cancel: CancellationToken) {
     let TrendSettings {
         sample_interval,
         checkpoint_interval,
         ..
-    } = shared.trend_settings;
+    } = monitor.settings;
     let mut samples = tokio::time::interval(sample_interval.max(Duration::from_millis(1)));
     samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut checkpoints = tokio::time::interval_at(
@@ -450,56 +568,21 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = samples.tick() => {
-                let shared = shared.clone();
-                let done = tokio::task::spawn_blocking(move || sample_once(&shared));
+                let (monitor, system) = (monitor.clone(), system.clone());
+                let done = tokio::task::spawn_blocking(move || monitor.sample_once(&system));
                 if let Err(e) = done.await {
                     tracing::warn!(error = %e, "trend sample failed");
                 }
             }
             _ = checkpoints.tick() => {
-                let shared = shared.clone();
-                let done = tokio::task::spawn_blocking(move || checkpoint_once(&shared));
+                let monitor = monitor.clone();
+                let done = tokio::task::spawn_blocking(move || monitor.checkpoint_once());
                 if let Err(e) = done.await {
                     tracing::warn!(error = %e, "trend checkpoint failed");
                 }
             }
         }
     }
-}
-
-/// Records one history sample now.
-pub fn sample_once(shared: &Shared) {
-    let rss = shared
-        .system
-        .lock()
-        .expect("system sampler lock poisoned")
-        .sample()
-        .process
-        .rss_bytes;
-    let heap = memory::totals().current_bytes;
-    shared
-        .trend
-        .lock()
-        .expect("trend lock poisoned")
-        .push(Instant::now(), rss, heap);
-}
-
-/// Takes one checkpoint now if tracking is on; forgets them if it is off.
-pub fn checkpoint_once(shared: &Shared) {
-    if !memory::status().enabled {
-        shared
-            .checkpoints
-            .lock()
-            .expect("checkpoints lock poisoned")
-            .clear();
-        return;
-    }
-    let snapshot = memory::take_snapshot();
-    shared
-        .checkpoints
-        .lock()
-        .expect("checkpoints lock poisoned")
-        .push(snapshot);
 }
 
 #[cfg(test)]

@@ -211,8 +211,8 @@ async fn abandoned_commands_get_unavailable_at_shutdown() {
     };
     let s = TestServer::start_with(|_| {}, limits).await;
     let mut w = ws(s.ingress).await;
-    let shared = s.shared.clone();
-    let held = shared.snapshot_lock.lock().await;
+    let services = s.services.clone();
+    let held = services.heap.exclusive().await;
     for i in 0..3 {
         w.send(
             &format!("q{i}"),

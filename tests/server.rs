@@ -301,7 +301,8 @@ async fn websocket_in_band_auth() {
     let s = TestServer::start().await;
     let mut ws = ws_connect(s.direct(), &[], None).await.unwrap();
     assert_eq!(ws.info["data"]["requires_auth"], true);
-    for (i, cmd) in ["ping", "system/info", "debug/memory_snapshot"]
+    // An unknown command too: nothing about the server is learned before auth.
+    for (i, cmd) in ["ping", "system/info", "debug/memory_snapshot", "nope/nope"]
         .iter()
         .enumerate()
     {

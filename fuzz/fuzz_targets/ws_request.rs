@@ -5,7 +5,7 @@
 #[path = "common.rs"]
 mod common;
 
-use heapwatch::commands::{self, Context, ListenerKind, Session};
+use heapwatch::commands::{self, Args, Caller, Context, ListenerKind, Started};
 use heapwatch::ws::protocol;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -44,13 +44,19 @@ fuzz_target!(|data: &[u8]| {
     } else {
         ListenerKind::Direct
     };
-    let session = Session::new(kind, "127.0.0.1".parse().unwrap(), None, ingress);
+    let caller = Caller::new(kind, "127.0.0.1".parse().unwrap(), None, ingress);
     let ctx = Context {
-        shared: server.shared.clone(),
-        session,
+        services: server.services.clone(),
+        caller,
         message_id: Some(req.message_id.clone()),
     };
-    let outcome = common::runtime().block_on(commands::dispatch(ctx, &req.command, req.args));
+    // The session's own path: start where the request was read (inside the runtime, as a
+    // session is), finish what waits.
+    let _in_runtime = common::runtime().enter();
+    let outcome = match commands::start_named(ctx, &req.command, Args::Json(req.args)) {
+        Started::Done(outcome) => outcome,
+        Started::Pending(pending) => common::runtime().block_on(pending.finish()),
+    };
     match outcome {
         Ok(v) => {
             serde_json::to_string(&v).unwrap();

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use super::{Command, CommandError, Context, ListenerKind, parse_args};
-use crate::http::auth::Verdict;
+use super::{Args, Command, CommandError, Context, ListenerKind};
+use crate::gate::Decision;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,19 +21,19 @@ pub const AUTH: Command = Command {
     run: |ctx, args| Box::pin(async move { run(ctx, args).map(Into::into) }),
 };
 
-fn run(ctx: Context, args: serde_json::Value) -> Result<serde_json::Value, CommandError> {
-    let AuthArgs { token } = parse_args(args)?;
-    if ctx.session.listener == ListenerKind::Ingress {
+fn run(ctx: Context, args: Args) -> Result<serde_json::Value, CommandError> {
+    let AuthArgs { token } = args.parse()?;
+    if ctx.caller.listener == ListenerKind::Ingress {
         // Home Assistant already authenticated ingress users.
         return Ok(json!({"authenticated": true}));
     }
-    match ctx.shared.auth.check(ctx.session.peer, Some(&token)) {
-        Verdict::Allowed => {
-            ctx.session.authenticated.store(true, Ordering::Release);
+    match ctx.services.gate.check(ctx.caller.peer, Some(&token)) {
+        Decision::Allowed => {
+            ctx.caller.authenticated.store(true, Ordering::Release);
             Ok(json!({"authenticated": true}))
         }
-        Verdict::Denied => Err(CommandError::NotAuthenticated("wrong token".into())),
-        Verdict::RateLimited { retry_after_s } => Err(CommandError::RateLimited(format!(
+        Decision::Denied => Err(CommandError::NotAuthenticated("wrong token".into())),
+        Decision::RateLimited { retry_after_s } => Err(CommandError::RateLimited(format!(
             "too many failed attempts from this address; try again in {retry_after_s} s"
         ))),
     }

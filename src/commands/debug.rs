@@ -8,22 +8,19 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use std::sync::Arc;
-
-use super::{Command, CommandError, NoArgs, Shared, blocking, parse_args};
-use crate::memory::{
-    self, Baselines, GroupBy, MemoryError, Mode, Statistic, Totals, TrackingConfig,
-};
-use crate::settings::{MemoryMode, Settings};
+use super::args::{Bounded, Range, optional_name};
+use super::{Args, Command, CommandError, NoArgs, Services, blocking};
+use crate::heap::{NoBaseline, list_or_none, names_of};
+use crate::memory::{self, Baselines, GroupBy, MemoryError, Mode, Statistic, Totals};
 use crate::system::SystemMemory;
+
+pub use super::args::NAME_MAX_CHARS;
 
 /// Bounds of `top_n`: 200 rows keep a reply far under ingress's 4 MiB message limit even
 /// with 64-frame tracebacks.
 pub const TOP_N_MAX: i64 = 200;
 /// The device-builder's default.
 pub const TOP_N_DEFAULT: i64 = 25;
-/// Longest baseline name, in characters.
-pub const NAME_MAX_CHARS: usize = 100;
 
 /// `debug/memory_snapshot`.
 pub const MEMORY_SNAPSHOT: Command = Command {
@@ -31,8 +28,8 @@ pub const MEMORY_SNAPSHOT: Command = Command {
     summary: "Top-N allocation sites, optionally compared with a saved baseline; starts tracking if it is off.",
     run: |ctx, args| {
         Box::pin(async move {
-            let args = SnapshotArgs::parse(args)?;
-            snapshot(ctx.shared, args, Tracking::StartIfOff)
+            let args: SnapshotArgs = args.parse()?;
+            snapshot(&ctx.services, args, Tracking::StartIfOff)
                 .await
                 .map(Into::into)
         })
@@ -45,116 +42,92 @@ pub const MEMORY_RESET_PEAK: Command = Command {
     summary: "Resets the peak heap bytes to the current bytes and returns the allocator totals.",
     run: |_ctx, args| {
         Box::pin(async move {
-            let NoArgs {} = parse_args(args)?;
+            let NoArgs {} = args.parse()?;
             Ok(totals_json(&memory::reset_peak()).into())
         })
     },
 };
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSnapshotArgs {
-    top_n: Option<Value>,
-    group_by: Option<Value>,
-    save_as: Option<Value>,
-    compare_with: Option<Value>,
-    drop_baseline: Option<Value>,
+/// `top_n`'s bounds.
+pub struct TopN;
+
+impl Range for TopN {
+    const MIN: u64 = 1;
+    const MAX: u64 = TOP_N_MAX.unsigned_abs();
+    const UNIT: &'static str = "";
 }
 
-/// Validated `debug/memory_snapshot` arguments.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `debug/memory_snapshot` arguments (also the report's, which refuses the two that
+/// change baselines).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotArgs {
+    /// Rows returned, 1 to [`TOP_N_MAX`] (default [`TOP_N_DEFAULT`]).
+    #[serde(default = "top_n_default", deserialize_with = "top_n")]
     pub top_n: usize,
+    /// How rows are grouped: `site` (default), `function`, `file` or `traceback`.
+    #[serde(default = "group_by_default", deserialize_with = "group_by")]
     pub group_by: GroupBy,
+    #[serde(default, deserialize_with = "optional_name")]
     pub save_as: Option<String>,
+    #[serde(default, deserialize_with = "optional_name")]
     pub compare_with: Option<String>,
+    #[serde(default, deserialize_with = "optional_name")]
     pub drop_baseline: Option<String>,
 }
 
 impl SnapshotArgs {
-    /// Validates raw JSON arguments; every error names the argument.
+    /// Validates JSON arguments; every error names the argument.
     ///
     /// # Errors
     /// [`CommandError::InvalidArgs`].
     pub fn parse(args: Value) -> Result<Self, CommandError> {
-        let raw: RawSnapshotArgs = parse_args(args)?;
-        let top_n = match raw.top_n {
-            None | Some(Value::Null) => TOP_N_DEFAULT,
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|n| (1..=TOP_N_MAX).contains(&n)) => {
-                n.as_i64().expect("checked above")
-            }
-            Some(other) => {
-                return Err(CommandError::InvalidArgs(format!(
-                    "argument `top_n`: expected an integer from 1 to {TOP_N_MAX}, got {}",
-                    short(&other)
-                )));
-            }
-        };
-        let group_by = match raw.group_by {
-            None | Some(Value::Null) => GroupBy::Site,
-            Some(Value::String(s)) => match s.as_str() {
-                "site" => GroupBy::Site,
-                "function" => GroupBy::Function,
-                "file" => GroupBy::File,
-                "traceback" => GroupBy::Traceback,
-                _ => return Err(bad_group_by(&Value::String(s))),
-            },
-            Some(other) => return Err(bad_group_by(&other)),
-        };
-        Ok(Self {
-            top_n: usize::try_from(top_n).expect("1..=200 fits"),
-            group_by,
-            save_as: name_arg("save_as", raw.save_as)?,
-            compare_with: name_arg("compare_with", raw.compare_with)?,
-            drop_baseline: name_arg("drop_baseline", raw.drop_baseline)?,
-        })
+        Args::Json(args).parse()
     }
 }
 
-fn bad_group_by(v: &Value) -> CommandError {
-    CommandError::InvalidArgs(format!(
-        "argument `group_by`: expected one of \"site\", \"function\", \"file\", \"traceback\", got {}",
-        short(v)
-    ))
+fn top_n_default() -> usize {
+    usize::try_from(TOP_N_DEFAULT).expect("25 fits")
 }
 
-/// A JSON value shortened for an error message (never echoes a 10 KB string whole).
-fn short(v: &Value) -> String {
-    super::shorten(&v.to_string(), 40)
+/// `top_n` for `#[serde(deserialize_with)]`: `null` is the default.
+///
+/// # Errors
+/// Outside 1 to [`TOP_N_MAX`], or not an integer.
+pub fn top_n<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n: Option<Bounded<TopN>> = serde::Deserialize::deserialize(d)?;
+    Ok(n.map_or_else(top_n_default, |n| {
+        usize::try_from(n.get()).expect("1..=200 fits")
+    }))
 }
 
-fn name_arg(field: &str, v: Option<Value>) -> Result<Option<String>, CommandError> {
-    let invalid = |why: String| CommandError::InvalidArgs(format!("argument `{field}`: {why}"));
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            let chars = s.chars().count();
-            if chars == 0 {
-                Err(invalid("must not be empty".into()))
-            } else if chars > NAME_MAX_CHARS {
-                Err(invalid(format!(
-                    "at most {NAME_MAX_CHARS} characters, got {chars}"
-                )))
-            } else if s.chars().any(char::is_control) {
-                Err(invalid("must not contain control characters".into()))
-            } else {
-                Ok(Some(s))
-            }
-        }
-        Some(other) => Err(invalid(format!("expected a string, got {}", short(&other)))),
-    }
+/// `site`.
+pub fn group_by_default() -> GroupBy {
+    GroupBy::Site
 }
 
-/// The tracker configuration the settings ask for.
-pub fn tracking_config(settings: &Settings) -> TrackingConfig {
-    TrackingConfig {
-        mode: match settings.debug_memory_mode {
-            MemoryMode::Sampled => Mode::Sampled,
-            MemoryMode::Exact => Mode::Exact,
-        },
-        frames: settings.debug_memory_frames,
-        sample_interval_bytes: u64::from(settings.debug_memory_sample_kib) * 1024,
-    }
+/// `group_by` on the wire.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GroupByArg {
+    Site,
+    Function,
+    File,
+    Traceback,
+}
+
+/// `group_by` for `#[serde(deserialize_with)]`: `null` is `site`.
+///
+/// # Errors
+/// Not one of the four names.
+pub fn group_by<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupBy, D::Error> {
+    let g: Option<GroupByArg> = serde::Deserialize::deserialize(d)?;
+    Ok(match g {
+        None | Some(GroupByArg::Site) => GroupBy::Site,
+        Some(GroupByArg::Function) => GroupBy::Function,
+        Some(GroupByArg::File) => GroupBy::File,
+        Some(GroupByArg::Traceback) => GroupBy::Traceback,
+    })
 }
 
 /// RFC 3339 in UTC, as every timestamp on the wire.
@@ -239,10 +212,6 @@ fn statistic_json(s: &Statistic) -> Value {
     })
 }
 
-fn names_of(b: &Baselines) -> Vec<String> {
-    b.list().into_iter().map(|(n, _)| n).collect()
-}
-
 /// The saved baselines with when each was taken, sorted by name.
 fn baselines_json(b: &Baselines) -> Value {
     b.list()
@@ -273,7 +242,7 @@ and later with compare_with to see what grew since.";
 /// `unavailable` (the tracker is not installed, or it is off and `tracking` is
 /// [`Tracking::MustBeOn`]).
 pub async fn snapshot(
-    shared: Arc<Shared>,
+    services: &Services,
     args: SnapshotArgs,
     tracking: Tracking,
 ) -> Result<Value, CommandError> {
@@ -283,12 +252,13 @@ pub async fn snapshot(
                 .into(),
         ));
     }
+    let heap = &services.heap;
     // One snapshot at a time: the lock is async because the blocking work is awaited.
-    let _serial = shared.snapshot_lock.lock().await;
+    let _one_at_a_time = heap.exclusive().await;
 
     // Check what would fail before changing anything.
     {
-        let baselines = shared.baselines.lock().expect("baselines lock poisoned");
+        let baselines = heap.baselines();
         let mut names = names_of(&baselines);
         if let Some(d) = &args.drop_baseline {
             names.retain(|n| n != d);
@@ -296,10 +266,10 @@ pub async fn snapshot(
         if let Some(c) = &args.compare_with
             && !names.contains(c)
         {
-            return Err(CommandError::NotFound(format!(
-                "no baseline named {c:?}; saved baselines: {}",
-                list_or_none(&names)
-            )));
+            return Err(not_found(NoBaseline {
+                name: c.clone(),
+                saved: names,
+            }));
         }
         if let Some(s) = &args.save_as
             && !names.contains(s)
@@ -310,13 +280,9 @@ pub async fn snapshot(
     }
 
     if let Some(d) = &args.drop_baseline {
-        shared
-            .baselines
-            .lock()
-            .expect("baselines lock poisoned")
-            .remove(d);
+        heap.baselines().remove(d);
     }
-    let started_now = match memory::start(tracking_config(&shared.settings)) {
+    let started_now = match memory::start(heap.config()) {
         Ok(started) => started,
         Err(MemoryError::NotInstalled) => {
             return Err(CommandError::Unavailable(
@@ -329,15 +295,11 @@ pub async fn snapshot(
         tracing::info!("allocation tracking started by debug/memory_snapshot");
     }
 
-    let baseline = args.compare_with.as_ref().and_then(|c| {
-        shared
-            .baselines
-            .lock()
-            .expect("baselines lock poisoned")
-            .get(c)
-            .cloned()
-    });
-    let shared2 = shared.clone();
+    let baseline = args
+        .compare_with
+        .as_ref()
+        .and_then(|c| heap.baselines().get(c).cloned());
+    let system_sampler = services.system.clone();
     let (group_by, top_n) = (args.group_by, args.top_n);
     let (snapshot, rows, system, totals) = blocking(move || {
         let snapshot = memory::take_snapshot();
@@ -346,18 +308,14 @@ pub async fn snapshot(
             Some(old) => snapshot.compare_to(old, group_by, top_n),
             None => snapshot.statistics(group_by, top_n),
         };
-        let system = shared2
-            .system
-            .lock()
-            .expect("system sampler lock poisoned")
-            .sample();
+        let system = system_sampler.sample();
         (snapshot, rows, system, totals)
     })
     .await?;
 
     let taken_at = snapshot.taken_at.unwrap_or_else(SystemTime::now);
     let (names, listed) = {
-        let mut baselines = shared.baselines.lock().expect("baselines lock poisoned");
+        let mut baselines = heap.baselines();
         if let Some(name) = &args.save_as {
             baselines.save(name, snapshot).map_err(|e| match e {
                 MemoryError::BaselinesFull { max, names } => full_error(max, &names),
@@ -389,16 +347,9 @@ pub async fn snapshot(
     Ok(result)
 }
 
-fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names
-            .iter()
-            .map(|n| format!("{n:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+/// A missing baseline as the client sees it.
+pub fn not_found(e: NoBaseline) -> CommandError {
+    CommandError::NotFound(e.to_string())
 }
 
 fn full_error(max: usize, names: &[String]) -> CommandError {

@@ -1,13 +1,18 @@
-//! The command registry: every WebSocket command (and the HTTP endpoints that mirror one)
-//! is a name, a one-line summary and a handler taking typed arguments.
+//! The command registry: every WebSocket command and every HTTP endpoint that is not the
+//! panel is a name, a one-line summary and a handler taking typed arguments.
 //!
-//! Transports (`ws`, `http`) parse envelopes, then call [`dispatch`]; handlers reach state
-//! only through [`Shared`] and the typed APIs of `memory` and `system`. Adding a command is
-//! one file (or function) and one line in [`REGISTRY`].
+//! Transports (`ws`, `http`) parse envelopes into a name (or a route's command) and
+//! [`Args`], then call [`start`] (or [`start_named`]); that is the one dispatch path, with
+//! authentication, authorisation, the first poll and the logging of internal errors in
+//! it. Handlers reach state only through the parts of [`Services`] they use and the typed
+//! APIs of `memory`, `system` and `trend`; they return a [`Reply`] and queue [`Event`]s,
+//! and only the transports turn those into JSON envelopes or HTTP responses. Adding a
+//! command is one file (or function) and one line in [`REGISTRY`] (or [`DOCUMENTS`]).
 
+pub mod args;
 pub mod auth;
 pub mod debug;
-pub mod export;
+pub mod download;
 pub mod report;
 pub mod stream;
 pub mod system;
@@ -18,15 +23,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
+use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::http::auth::AuthGate;
-use crate::memory::Baselines;
+pub use args::{Args, DETAIL_PART_MAX_CHARS, NoArgs, shorten};
+
+use crate::gate::AuthGate;
+use crate::heap::{Heap, tracking_config};
+use crate::limits::Limits;
 use crate::settings::Settings;
-use crate::system::SystemSampler;
+use crate::system::SharedSampler;
+use crate::trend::{Monitor, TrendSettings};
 
 /// The server's version, as reported everywhere.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -49,6 +58,29 @@ pub enum Reply {
     Typed(Box<dyn TypedResult>),
     /// Constant JSON text, written as it is.
     Constant(&'static str),
+    /// A document that is not JSON (a profile, a flame graph, metrics text, a report
+    /// download): only the HTTP transport serves these.
+    Document(Document),
+}
+
+/// A document reply: its bytes, what they are, and a file name when it is a download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    /// `Some`: the browser saves it under this name (`Content-Disposition: attachment`).
+    pub file_name: Option<String>,
+}
+
+/// An event a command queues for its caller (on the WebSocket, the transport writes it as
+/// `{"data": …, "event": …, "message_id": …}`).
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// The request the event belongs to (a subscription's `message_id`).
+    pub message_id: Option<Arc<str>>,
+    pub name: &'static str,
+    /// Shared: one sample goes to every subscriber without a copy.
+    pub data: Arc<Value>,
 }
 
 /// A typed result: anything serializable that owns its data.
@@ -81,12 +113,16 @@ impl Reply {
         Self::Typed(Box::new(result))
     }
 
-    /// Writes the result's JSON text to `out`; no allocation beyond `out`'s growth.
+    /// Writes the result's JSON text to `out`; no allocation beyond `out`'s growth. A
+    /// document is written as a JSON string of its text (transports serve documents
+    /// themselves; this keeps the function total).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Self::Json(v) => serde_json::to_writer(out, v).expect("a JSON value always serializes"),
             Self::Typed(t) => t.write_json(out).expect("a typed result always serializes"),
             Self::Constant(text) => out.extend_from_slice(text.as_bytes()),
+            Self::Document(d) => serde_json::to_writer(out, &String::from_utf8_lossy(&d.body))
+                .expect("a string always serializes"),
         }
     }
 
@@ -98,6 +134,7 @@ impl Reply {
             Self::Constant(text) => {
                 serde_json::from_str(text).expect("a constant result is valid JSON")
             }
+            Self::Document(d) => Value::String(String::from_utf8_lossy(&d.body).into_owned()),
         }
     }
 }
@@ -114,6 +151,7 @@ impl std::fmt::Debug for Reply {
             Self::Json(v) => f.debug_tuple("Json").field(v).finish(),
             Self::Typed(t) => f.debug_tuple("Typed").field(&t.to_value()).finish(),
             Self::Constant(text) => f.debug_tuple("Constant").field(text).finish(),
+            Self::Document(d) => f.debug_tuple("Document").field(d).finish(),
         }
     }
 }
@@ -134,11 +172,11 @@ pub struct Command {
     pub name: &'static str,
     /// One line for `system/info` and the docs.
     pub summary: &'static str,
-    /// Runs the command with its raw `args` object.
-    pub run: fn(Context, Value) -> HandlerFuture,
+    /// Runs the command with its arguments (it parses them into its typed struct).
+    pub run: fn(Context, Args) -> HandlerFuture,
 }
 
-/// Every command, in the order `system/info` lists them.
+/// Every WebSocket command, in the order `system/info` lists them.
 pub const REGISTRY: &[Command] = &[
     system::PING,
     auth::AUTH,
@@ -150,7 +188,17 @@ pub const REGISTRY: &[Command] = &[
     trend::MEMORY_TREND,
 ];
 
-/// Finds a command by name.
+/// The commands that answer with a [`Document`]: served over HTTP only (the router maps a
+/// path to each), never found by a WebSocket request.
+pub const DOCUMENTS: &[Command] = &[
+    report::REPORT,
+    download::PROFILE,
+    download::FOLDED,
+    download::FLAMEGRAPH,
+    download::METRICS,
+];
+
+/// Finds a WebSocket command by name.
 pub fn find(name: &str) -> Option<&'static Command> {
     REGISTRY.iter().find(|c| c.name == name)
 }
@@ -239,58 +287,88 @@ pub struct BoundListeners {
     pub direct: Option<SocketAddr>,
 }
 
-/// State shared by every connection and command.
-pub struct Shared {
-    pub settings: Settings,
-    /// [`Settings::redacted_json`], built once: settings do not change while the server
-    /// runs, and `system/info` shows them on every call.
+/// What the server is, fixed at start (plus the moment shutdown began).
+pub struct ServerFacts {
+    /// The settings with secrets redacted, built once: settings do not change while the
+    /// server runs, and `system/info` shows them on every call.
     pub settings_json: Value,
     pub started_at: Instant,
     pub listeners: BoundListeners,
     /// Whether the process runs under the Supervisor (`SUPERVISOR_TOKEN` is set).
     pub ha_addon: bool,
-    pub auth: AuthGate,
-    /// std mutex: held only to read or change the map, never across `.await`.
-    pub baselines: std::sync::Mutex<Baselines>,
-    /// tokio mutex: serialises snapshot commands so two big snapshots never run at once
-    /// (each holds symbolization caches); held across the blocking task's `.await` on
-    /// purpose.
-    pub snapshot_lock: tokio::sync::Mutex<()>,
-    /// std mutex: the sampler is used inside `spawn_blocking` only.
-    pub system: std::sync::Mutex<SystemSampler>,
     /// Set when shutdown begins; running commands get until this plus the command
     /// deadline to reply.
     pub shutdown_started: std::sync::OnceLock<Instant>,
-    /// The one memory sampler behind every `debug/memory_subscribe`.
-    pub memory_stream: stream::Hub,
-    /// std mutex: the RSS/heap history ring; held to push or copy a window, never across
-    /// `.await`.
-    pub trend: std::sync::Mutex<crate::trend::History>,
-    /// The trend's intervals and threshold (from `app::Limits`).
-    pub trend_settings: crate::trend::TrendSettings,
-    /// std mutex: the automatic checkpoints (apart from the user's baselines); held to
-    /// push or clone, never across `.await`.
-    pub checkpoints: std::sync::Mutex<crate::memory::Checkpoints>,
 }
 
-/// Per-connection facts a handler may use.
+/// The parts of the server that commands use, each owning its own state (and its own
+/// lock, where it has one). Handlers take the part they need.
+pub struct Services {
+    pub server: ServerFacts,
+    /// The direct listener's token check and brute-force limit.
+    pub gate: AuthGate,
+    /// The tracking configuration, baselines and the symbolizing lock.
+    pub heap: Heap,
+    /// The one system-memory sampler (shared with the trend's task).
+    pub system: Arc<SharedSampler>,
+    /// The RSS/heap history and checkpoints (filled by the trend's task).
+    pub trend: Arc<Monitor>,
+    /// The one memory sampler behind every `debug/memory_subscribe`.
+    pub stream: stream::Hub,
+}
+
+impl Services {
+    /// The services for a server with these settings and limits, listening on `bound`.
+    /// Nothing runs yet: the trend's background task is the caller's to start
+    /// (`trend::run`), and tracking from boot is `app`'s decision.
+    pub fn new(settings: &Settings, limits: &Limits, bound: BoundListeners) -> Self {
+        let trend_settings = TrendSettings {
+            sample_interval: Duration::from_millis(settings.trend_sample_interval_ms.into()),
+            checkpoint_interval: Duration::from_millis(
+                settings.trend_checkpoint_interval_ms.into(),
+            ),
+            growth_threshold_bytes_per_hour: limits.trend_growth_threshold_bytes_per_hour,
+        };
+        Self {
+            server: ServerFacts {
+                settings_json: settings.redacted_json(),
+                started_at: Instant::now(),
+                listeners: bound,
+                ha_addon: std::env::var_os("SUPERVISOR_TOKEN").is_some(),
+                shutdown_started: std::sync::OnceLock::new(),
+            },
+            gate: AuthGate::with_timing(
+                settings.api_token.clone(),
+                limits.auth_window,
+                limits.auth_block,
+            ),
+            heap: Heap::new(tracking_config(settings)),
+            system: Arc::new(SharedSampler::default()),
+            trend: Arc::new(Monitor::new(trend_settings)),
+            stream: stream::Hub::new(limits.stream_tick),
+        }
+    }
+}
+
+/// Per-connection facts a handler may use: who is calling, from where, and (on a
+/// WebSocket) where its events go.
 #[derive(Debug)]
-pub struct Session {
+pub struct Caller {
     pub listener: ListenerKind,
     pub peer: IpAddr,
     pub user: Option<User>,
-    /// Set once the session proved it may run commands (always on ingress; after a good
+    /// Set once the caller proved it may run commands (always on ingress; after a good
     /// bearer header or `auth` command on the direct listener).
     pub authenticated: AtomicBool,
-    /// The session's bounded outbound queue for events (set by the WebSocket session).
-    pub events: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
+    /// The caller's bounded outbound queue for events (set by the WebSocket session).
+    pub events: std::sync::OnceLock<tokio::sync::mpsc::Sender<Event>>,
     /// Cancelled by an event producer that found `events` full: the client fell behind,
     /// and the session closes with 1008 instead of buffering more for it.
     pub slow_consumer: tokio_util::sync::CancellationToken,
 }
 
-impl Session {
-    /// A new session with no event queue yet (the WebSocket session sets one).
+impl Caller {
+    /// A new caller with no event queue yet (the WebSocket session sets one).
     pub fn new(
         listener: ListenerKind,
         peer: IpAddr,
@@ -316,81 +394,111 @@ impl Session {
 /// What a handler receives.
 #[derive(Clone)]
 pub struct Context {
-    pub shared: Arc<Shared>,
-    pub session: Arc<Session>,
+    pub services: Arc<Services>,
+    pub caller: Arc<Caller>,
     /// The request's `message_id` on a WebSocket (streaming commands send their events
     /// on it); `None` over HTTP. Shared, so the session keeps it for the reply without a
     /// copy.
     pub message_id: Option<Arc<str>>,
 }
 
-/// Runs `name` with `args`: finds it, checks authentication, runs it.
-///
-/// # Errors
-/// `unknown_command`, `not_authenticated`, or whatever the handler returns.
-pub async fn dispatch(ctx: Context, name: &str, args: Value) -> Result<Reply, CommandError> {
-    let command = authorize(&ctx.session, name)?;
-    (command.run)(ctx, args)
-        .await
-        .map_err(|e| e.logged(command.name))
+/// A command after its first poll.
+pub enum Started {
+    /// It finished at once (most commands: `ping`, `system/info`, argument errors).
+    Done(Result<Reply, CommandError>),
+    /// It waits (for a blocking thread or a lock): finish it with [`Pending::finish`].
+    Pending(Pending),
 }
 
-/// The first half of [`dispatch`]: finds `name` and checks that `session` may run it. The
-/// caller runs `(command.run)(…)` and passes an error through [`CommandError::logged`].
-///
-/// # Errors
-/// `unknown_command` or `not_authenticated`.
-pub fn authorize(session: &Session, name: &str) -> Result<&'static Command, CommandError> {
-    let command = find(name).ok_or_else(|| {
-        CommandError::UnknownCommand(format!(
-            "unknown command `{name}`; system/info lists the commands"
+/// A command still running.
+pub struct Pending {
+    name: &'static str,
+    future: HandlerFuture,
+}
+
+impl Pending {
+    /// Runs the command to its end; an internal error is logged.
+    pub async fn finish(self) -> Result<Reply, CommandError> {
+        self.future.await.map_err(|e| e.logged(self.name))
+    }
+}
+
+/// Refused before anything about the server is looked up: a caller that has not
+/// authenticated learns only that it must.
+fn not_authenticated() -> CommandError {
+    CommandError::NotAuthenticated(
+        "authenticate first: send `auth` with {\"token\": \"…\"}, or connect with an Authorization: Bearer header".into(),
+    )
+}
+
+/// Starts the WebSocket command `name`: an unauthenticated caller gets
+/// `not_authenticated` for every name but `auth` (so nothing about the server, not even
+/// which commands exist, is learned before auth); then an unknown name gets
+/// `unknown_command`; then [`start`].
+pub fn start_named(ctx: Context, name: &str, args: Args) -> Started {
+    if name != auth::AUTH.name && !ctx.caller.is_authenticated() {
+        return Started::Done(Err(not_authenticated()));
+    }
+    match find(name) {
+        Some(command) => start(ctx, command, args),
+        None => Started::Done(Err(CommandError::UnknownCommand(format!(
+            "unknown command `{}`; system/info lists the commands",
+            shorten(name, DETAIL_PART_MAX_CHARS)
+        )))),
+    }
+}
+
+/// The one dispatch path: checks that the caller may run `command`, runs it and polls it
+/// once where the request was read. A panic in that poll is answered as a panicking task
+/// would be: `internal_error`.
+pub fn start(ctx: Context, command: &'static Command, args: Args) -> Started {
+    if let Err(e) = authorize(&ctx.caller, command) {
+        return Started::Done(Err(e));
+    }
+    let mut future = (command.run)(ctx, args);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        future.as_mut().now_or_never()
+    }));
+    match polled {
+        Ok(Some(outcome)) => Started::Done(outcome.map_err(|e| e.logged(command.name))),
+        Ok(None) => Started::Pending(Pending {
+            name: command.name,
+            future,
+        }),
+        Err(_) => Started::Done(Err(CommandError::Internal(format!(
+            "command {} panicked",
+            command.name
         ))
-    })?;
-    if command.name != auth::AUTH.name && !session.is_authenticated() {
-        return Err(CommandError::NotAuthenticated(
-            "authenticate first: send `auth` with {\"token\": \"…\"}, or connect with an Authorization: Bearer header".into(),
-        ));
+        .logged(command.name))),
     }
-    Ok(command)
 }
 
-/// Deserializes a command's arguments; errors name the argument.
+/// [`start`], then waits for the command's end (for transports with nothing else to do
+/// meanwhile: HTTP, the fuzz targets).
 ///
 /// # Errors
-/// [`CommandError::InvalidArgs`] naming the offending argument.
-pub fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, CommandError> {
-    serde_path_to_error::deserialize(args).map_err(|e| {
-        let path = shorten(&e.path().to_string(), DETAIL_PART_MAX_CHARS);
-        // serde quotes the offending value or field name: keep a 10 KB one out of replies.
-        let inner = shorten(&e.into_inner().to_string(), DETAIL_PART_MAX_CHARS);
-        if path == "." || path.is_empty() {
-            CommandError::InvalidArgs(inner)
-        } else {
-            CommandError::InvalidArgs(format!("argument `{path}`: {inner}"))
-        }
-    })
-}
-
-/// Longest piece of client input quoted back in an error's details, in characters.
-pub const DETAIL_PART_MAX_CHARS: usize = 160;
-
-/// `s` cut to `max` characters, with an ellipsis and the full length when cut.
-pub fn shorten(s: &str, max: usize) -> String {
-    let n = s.chars().count();
-    if n <= max {
-        s.to_string()
-    } else {
-        format!(
-            "{}… ({n} characters)",
-            s.chars().take(max).collect::<String>()
-        )
+/// `not_authenticated`, or whatever the handler returns.
+pub async fn dispatch(
+    ctx: Context,
+    command: &'static Command,
+    args: Args,
+) -> Result<Reply, CommandError> {
+    match start(ctx, command, args) {
+        Started::Done(outcome) => outcome,
+        Started::Pending(pending) => pending.finish().await,
     }
 }
 
-/// Arguments of commands that take none: any argument is an error.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoArgs {}
+/// Whether `caller` may run `command`: `auth` always, anything else once authenticated.
+///
+/// # Errors
+/// `not_authenticated`.
+pub fn authorize(caller: &Caller, command: &Command) -> Result<(), CommandError> {
+    if command.name != auth::AUTH.name && !caller.is_authenticated() {
+        return Err(not_authenticated());
+    }
+    Ok(())
+}
 
 /// Runs blocking work off the async worker threads.
 ///
@@ -404,6 +512,19 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| CommandError::Internal(format!("blocking task failed: {e}")))
 }
 
+/// Runs a symbolizing job on a blocking thread, one at a time with every other (see
+/// [`Heap::exclusive`]).
+///
+/// # Errors
+/// [`CommandError::Internal`] when the task panicked.
+pub async fn exclusive<T: Send + 'static>(
+    services: &Services,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CommandError> {
+    let _one_at_a_time = services.heap.exclusive().await;
+    blocking(f).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,7 +532,7 @@ mod tests {
     #[test]
     fn registry_names_are_unique_and_well_formed() {
         let mut seen = std::collections::HashSet::new();
-        for c in REGISTRY {
+        for c in REGISTRY.iter().chain(DOCUMENTS) {
             assert!(seen.insert(c.name), "duplicate command {}", c.name);
             let bare = ["ping", "auth"].contains(&c.name);
             let parts: Vec<_> = c.name.split('/').collect();
@@ -448,32 +569,24 @@ mod tests {
     }
 
     #[test]
+    fn every_document_command_is_documented_in_api_md() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md"))
+            .expect("docs/API.md exists");
+        for c in DOCUMENTS {
+            assert!(
+                doc.contains(&format!("`{}`", c.name)),
+                "docs/API.md does not name {}",
+                c.name
+            );
+            assert!(find(c.name).is_none(), "{} is HTTP only", c.name);
+        }
+    }
+
+    #[test]
     fn error_codes_are_lower_case_and_internal_details_hidden() {
         let e = CommandError::Internal("secret path /x/y".into());
         assert_eq!(e.code(), "internal_error");
         assert!(!e.details().contains("/x/y"));
         assert_eq!(CommandError::InvalidArgs("a".into()).details(), "a");
-    }
-
-    #[test]
-    fn parse_args_names_the_argument() {
-        #[derive(Debug, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct A {
-            top_n: Option<u32>,
-        }
-        let e = parse_args::<A>(serde_json::json!({"top_n": "x"})).unwrap_err();
-        assert!(e.details().contains("top_n"), "{e:?}");
-        let e = parse_args::<A>(serde_json::json!({"bogus": 1})).unwrap_err();
-        assert!(e.details().contains("bogus"), "{e:?}");
-        let long = "k".repeat(10_000);
-        let e = parse_args::<A>(serde_json::json!({ long.clone(): 1 })).unwrap_err();
-        assert!(
-            e.details().len() < 400 && e.details().contains("kkkk"),
-            "{e:?}"
-        );
-        let e = parse_args::<A>(serde_json::Value::String(long)).unwrap_err();
-        assert!(e.details().len() < 400, "{e:?}");
     }
 }

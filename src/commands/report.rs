@@ -6,14 +6,16 @@
 //! A report only looks: it never starts tracking and never saves or drops a baseline.
 //! With tracking off, `snapshot` is null and `snapshot_unavailable` says why.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
+use super::args::optional_name;
 use super::debug::{self, SnapshotArgs, Tracking, rfc3339, system_json, totals_json};
-use super::{CommandError, SERVER_VERSION, Shared, blocking};
-use crate::{logging, memory};
+use super::{Command, CommandError, Document, Reply, SERVER_VERSION, Services, blocking};
+use crate::logging;
+use crate::memory::{self, GroupBy};
 
 /// Rows in the report's snapshot when the request does not say: twice the panel's default,
 /// so the report holds a little more than the screen showed.
@@ -21,24 +23,73 @@ pub const REPORT_TOP_N: i64 = 50;
 /// Bumped when the report's shape changes incompatibly.
 pub const REPORT_FORMAT: u32 = 1;
 
-/// Builds a report. `args` are `debug/memory_snapshot` arguments limited to `top_n`,
-/// `group_by` and `compare_with`.
-///
-/// # Errors
-/// `invalid_args` (a bad or state-changing argument), `not_found` (unknown
-/// `compare_with`, or one given while tracking is off).
-pub async fn build(shared: Arc<Shared>, mut args: Value) -> Result<Value, CommandError> {
-    if let Some(obj) = args.as_object_mut() {
-        for field in ["save_as", "drop_baseline"] {
-            if obj.contains_key(field) {
+/// The report as a download (`GET /api/report`).
+pub const REPORT: Command = Command {
+    name: "debug/memory_report",
+    summary: "A bug report: version, settings, tracking, system and allocator totals, the snapshot, the trend and recent log lines, as a JSON download.",
+    run: |ctx, args| {
+        Box::pin(async move {
+            let args: ReportArgs = args.parse()?;
+            let report = build(&ctx.services, args.into_snapshot_args()?).await?;
+            let body = serde_json::to_vec_pretty(&report).expect("a JSON value always serializes");
+            Ok(Reply::Document(Document {
+                body,
+                content_type: "application/json",
+                file_name: Some(file_name(SystemTime::now())),
+            }))
+        })
+    },
+};
+
+/// The report's arguments: `debug/memory_snapshot`'s, less the two that change baselines
+/// (accepted only to be refused in words that say why).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportArgs {
+    #[serde(default = "report_top_n", deserialize_with = "debug::top_n")]
+    top_n: usize,
+    #[serde(
+        default = "debug::group_by_default",
+        deserialize_with = "debug::group_by"
+    )]
+    group_by: GroupBy,
+    #[serde(default, deserialize_with = "optional_name")]
+    compare_with: Option<String>,
+    save_as: Option<IgnoredAny>,
+    drop_baseline: Option<IgnoredAny>,
+}
+
+fn report_top_n() -> usize {
+    usize::try_from(REPORT_TOP_N).expect("50 fits")
+}
+
+impl ReportArgs {
+    fn into_snapshot_args(self) -> Result<SnapshotArgs, CommandError> {
+        for (field, given) in [
+            ("save_as", self.save_as.is_some()),
+            ("drop_baseline", self.drop_baseline.is_some()),
+        ] {
+            if given {
                 return Err(CommandError::InvalidArgs(format!(
                     "argument `{field}`: a report does not change baselines; use debug/memory_snapshot"
                 )));
             }
         }
-        obj.entry("top_n").or_insert(Value::from(REPORT_TOP_N));
+        Ok(SnapshotArgs {
+            top_n: self.top_n,
+            group_by: self.group_by,
+            save_as: None,
+            compare_with: self.compare_with,
+            drop_baseline: None,
+        })
     }
-    let args = SnapshotArgs::parse(args)?;
+}
+
+/// Builds a report.
+///
+/// # Errors
+/// `not_found` (unknown `compare_with`, or one given while tracking is off).
+pub async fn build(services: &Services, args: SnapshotArgs) -> Result<Value, CommandError> {
     let tracking_on = memory::status().enabled;
     if !tracking_on && let Some(c) = &args.compare_with {
         return Err(CommandError::NotFound(format!(
@@ -46,18 +97,10 @@ pub async fn build(shared: Arc<Shared>, mut args: Value) -> Result<Value, Comman
         )));
     }
 
-    let sampler = shared.clone();
-    let (system, totals) = blocking(move || {
-        let system = sampler
-            .system
-            .lock()
-            .expect("system sampler lock poisoned")
-            .sample();
-        (system, memory::totals())
-    })
-    .await?;
+    let sampler = services.system.clone();
+    let (system, totals) = blocking(move || (sampler.sample(), memory::totals())).await?;
     let (snapshot, unavailable) = if tracking_on {
-        match debug::snapshot(shared.clone(), args, Tracking::MustBeOn).await {
+        match debug::snapshot(services, args, Tracking::MustBeOn).await {
             Ok(s) => (s, Value::Null),
             Err(e @ CommandError::Unavailable(_)) => (Value::Null, Value::from(e.details())),
             Err(e) => return Err(e),
@@ -68,17 +111,18 @@ pub async fn build(shared: Arc<Shared>, mut args: Value) -> Result<Value, Comman
             Value::from("allocation tracking is off: start it in the panel, then download again"),
         )
     };
-    let trend = super::trend::report(shared.clone()).await?;
+    let trend = super::trend::report(services).await?;
     let logs = logging::ring().recent();
+    let server = &services.server;
     Ok(json!({
         "report": "heapwatch",
         "format": REPORT_FORMAT,
         "generated_at": rfc3339(SystemTime::now()),
         "server_version": SERVER_VERSION,
-        "ha_addon": shared.ha_addon,
-        "uptime_s": shared.started_at.elapsed().as_secs(),
+        "ha_addon": server.ha_addon,
+        "uptime_s": server.started_at.elapsed().as_secs(),
         "platform": {"os": std::env::consts::OS, "arch": std::env::consts::ARCH},
-        "settings": shared.settings.redacted_json(),
+        "settings": server.settings_json,
         "tracking": debug::tracking_json(),
         "system": system_json(&system),
         "allocator": totals_json(&totals),

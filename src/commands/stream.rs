@@ -7,9 +7,9 @@
 //! async workers) and hands it to each subscriber whose `interval_s` is due. With nobody
 //! subscribed there is no task at all; the next subscriber starts it again.
 //!
-//! Events go through the session's bounded outbound queue (`Session::events`). A
+//! Events go through the caller's bounded outbound queue (`Caller::events`). A
 //! subscriber whose queue is full is dropped and its session told to close with 1008
-//! (`Session::slow_consumer`): the server never buffers more for a client that fell behind.
+//! (`Caller::slow_consumer`): the server never buffers more for a client that fell behind.
 //! A subscription ends with `debug/memory_unsubscribe` or with its socket (the hub notices
 //! the closed queue on its next tick).
 
@@ -20,10 +20,11 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::args::{Bounded, Range};
 use super::debug::{rfc3339, system_json, totals_json, tracking_json};
-use super::{Command, CommandError, Context, Session, Shared, blocking, parse_args};
+use super::{Caller, Command, CommandError, Context, Event, blocking};
 use crate::memory;
-use crate::ws::protocol;
+use crate::system::SharedSampler;
 
 /// Bounds of `interval_s`: a sample a second is the finest the hub takes; a minute is the
 /// coarsest that still draws a useful 15-minute chart.
@@ -52,10 +53,21 @@ pub const MEMORY_UNSUBSCRIBE: Command = Command {
     run: |ctx, args| Box::pin(async move { unsubscribe(ctx, args).map(Into::into) }),
 };
 
+/// `interval_s`'s bounds.
+pub struct IntervalS;
+
+impl Range for IntervalS {
+    const MIN: u64 = INTERVAL_S_MIN.unsigned_abs();
+    const MAX: u64 = INTERVAL_S_MAX.unsigned_abs();
+    const UNIT: &'static str = " (seconds)";
+}
+
+/// `debug/memory_subscribe` arguments.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSubscribeArgs {
-    interval_s: Option<Value>,
+pub struct SubscribeArgs {
+    /// Seconds between events, 1 to 60 (default 2).
+    pub interval_s: Option<Bounded<IntervalS>>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -70,37 +82,25 @@ struct UnsubscribeArgs {
 /// # Errors
 /// [`CommandError::InvalidArgs`] naming `interval_s`.
 pub fn parse_interval(args: Value) -> Result<u64, CommandError> {
-    let raw: RawSubscribeArgs = parse_args(args)?;
-    match raw.interval_s {
-        None | Some(Value::Null) => Ok(INTERVAL_S_DEFAULT.unsigned_abs()),
-        Some(Value::Number(n))
-            if n.as_i64()
-                .is_some_and(|n| (INTERVAL_S_MIN..=INTERVAL_S_MAX).contains(&n)) =>
-        {
-            Ok(n.as_i64().expect("checked above").unsigned_abs())
-        }
-        Some(other) => Err(CommandError::InvalidArgs(format!(
-            "argument `interval_s`: expected an integer from {INTERVAL_S_MIN} to {INTERVAL_S_MAX} (seconds), got {}",
-            super::shorten(&other.to_string(), 40)
-        ))),
-    }
+    let SubscribeArgs { interval_s } = super::Args::Json(args).parse()?;
+    Ok(interval_s.map_or(INTERVAL_S_DEFAULT.unsigned_abs(), Bounded::get))
 }
 
-fn subscribe(ctx: Context, args: Value) -> Result<Value, CommandError> {
-    let interval_s = parse_interval(args)?;
-    let (Some(message_id), Some(events)) = (ctx.message_id.clone(), ctx.session.events.get())
-    else {
+fn subscribe(ctx: Context, args: super::Args) -> Result<Value, CommandError> {
+    let SubscribeArgs { interval_s } = args.parse()?;
+    let interval_s = interval_s.map_or(INTERVAL_S_DEFAULT.unsigned_abs(), Bounded::get);
+    let (Some(message_id), Some(events)) = (ctx.message_id.clone(), ctx.caller.events.get()) else {
         return Err(CommandError::PreconditionFailed(
             "debug/memory_subscribe streams events: send it over the WebSocket".into(),
         ));
     };
-    let hub = &ctx.shared.memory_stream;
+    let hub = &ctx.services.stream;
     let start = {
         let mut state = hub.state.lock().expect("hub lock poisoned");
         let mine = state
             .subscribers
             .iter()
-            .filter(|s| Arc::ptr_eq(&s.session, &ctx.session))
+            .filter(|s| Arc::ptr_eq(&s.caller, &ctx.caller))
             .collect::<Vec<_>>();
         if mine.iter().any(|s| s.message_id == message_id) {
             return Err(CommandError::PreconditionFailed(format!(
@@ -113,7 +113,7 @@ fn subscribe(ctx: Context, args: Value) -> Result<Value, CommandError> {
             )));
         }
         state.subscribers.push(Subscriber {
-            session: ctx.session.clone(),
+            caller: ctx.caller.clone(),
             events: events.clone(),
             message_id,
             every: interval_s,
@@ -122,23 +122,19 @@ fn subscribe(ctx: Context, args: Value) -> Result<Value, CommandError> {
         !std::mem::replace(&mut state.running, true)
     };
     if start {
-        tokio::spawn(run_hub(ctx.shared.clone()));
+        let services = ctx.services.clone();
+        tokio::spawn(async move { run_hub(&services.stream, &services.system).await });
     }
     Ok(json!({"subscribed": true, "interval_s": interval_s, "event": EVENT}))
 }
 
-fn unsubscribe(ctx: Context, args: Value) -> Result<Value, CommandError> {
-    let UnsubscribeArgs { subscription } = parse_args(args)?;
-    let mut state = ctx
-        .shared
-        .memory_stream
-        .state
-        .lock()
-        .expect("hub lock poisoned");
+fn unsubscribe(ctx: Context, args: super::Args) -> Result<Value, CommandError> {
+    let UnsubscribeArgs { subscription } = args.parse()?;
+    let mut state = ctx.services.stream.state.lock().expect("hub lock poisoned");
     let before = state.subscribers.len();
     state
         .subscribers
-        .retain(|s| !(Arc::ptr_eq(&s.session, &ctx.session) && *s.message_id == *subscription));
+        .retain(|s| !(Arc::ptr_eq(&s.caller, &ctx.caller) && *s.message_id == *subscription));
     if state.subscribers.len() == before {
         return Err(CommandError::NotFound(format!(
             "no active subscription {:?} on this socket (`subscription` is the message_id of the debug/memory_subscribe request)",
@@ -165,8 +161,8 @@ struct HubState {
 }
 
 struct Subscriber {
-    session: Arc<Session>,
-    events: tokio::sync::mpsc::Sender<String>,
+    caller: Arc<Caller>,
+    events: tokio::sync::mpsc::Sender<Event>,
     message_id: Arc<str>,
     /// Deliver every this-many samples.
     every: u64,
@@ -206,8 +202,7 @@ impl Hub {
 }
 
 /// The one sampling task: ticks while anyone subscribes, then ends.
-async fn run_hub(shared: Arc<Shared>) {
-    let hub = &shared.memory_stream;
+async fn run_hub(hub: &Hub, system: &Arc<SharedSampler>) {
     let mut ticker = tokio::time::interval(hub.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tracing::debug!("memory stream sampler started");
@@ -221,7 +216,7 @@ async fn run_hub(shared: Arc<Shared>) {
                 break;
             }
         }
-        let sampler = shared.clone();
+        let sampler = system.clone();
         let data = match blocking(move || sample(&sampler)).await {
             Ok(d) => d,
             Err(e) => {
@@ -232,27 +227,31 @@ async fn run_hub(shared: Arc<Shared>) {
         let seq = hub.samples_taken.fetch_add(1, Ordering::AcqRel) + 1;
         let mut data = data;
         data["sample"] = Value::from(seq);
-        deliver(hub, seq, &data);
+        deliver(hub, seq, &Arc::new(data));
     }
     tracing::debug!("memory stream sampler stopped: no subscribers");
 }
 
 /// Queues sample `seq` for every subscriber it is due for; drops the ones whose socket is
 /// gone or whose queue is full (and tells those sessions to close).
-fn deliver(hub: &Hub, seq: u64, data: &Value) {
+fn deliver(hub: &Hub, seq: u64, data: &Arc<Value>) {
     let mut state = hub.state.lock().expect("hub lock poisoned");
     state.subscribers.retain_mut(|s| {
         if seq < s.next_due {
             return true;
         }
         s.next_due = seq + s.every;
-        let event = protocol::event(Some(&*s.message_id), EVENT, data);
+        let event = Event {
+            message_id: Some(s.message_id.clone()),
+            name: EVENT,
+            data: data.clone(),
+        };
         match s.events.try_send(event) {
             Ok(()) => true,
             Err(TrySendError::Closed(_)) => false,
             Err(TrySendError::Full(_)) => {
-                tracing::info!(peer = %s.session.peer, "memory stream subscriber fell behind; closing its socket");
-                s.session.slow_consumer.cancel();
+                tracing::info!(peer = %s.caller.peer, "memory stream subscriber fell behind; closing its socket");
+                s.caller.slow_consumer.cancel();
                 false
             }
         }
@@ -260,12 +259,8 @@ fn deliver(hub: &Hub, seq: u64, data: &Value) {
 }
 
 /// One sample: the same shapes as the snapshot's `tracking`, `allocator` and `system`.
-fn sample(shared: &Shared) -> Value {
-    let system = shared
-        .system
-        .lock()
-        .expect("system sampler lock poisoned")
-        .sample();
+fn sample(system: &SharedSampler) -> Value {
+    let system = system.sample();
     json!({
         "sampled_at": rfc3339(SystemTime::now()),
         "tracking": tracking_json(),

@@ -14,8 +14,7 @@ use serde_json::Value;
 use super::debug::{TrackingJson, tracking};
 use super::stream::HubStatus;
 use super::{
-    Command, Context, ListenerKind, NoArgs, REGISTRY, Reply, SERVER_VERSION, Session, Shared, User,
-    parse_args,
+    Caller, Command, Context, ListenerKind, NoArgs, REGISTRY, Reply, SERVER_VERSION, Services, User,
 };
 
 /// `ping`'s answer, compact, as `json!({"pong": true})` writes it.
@@ -27,7 +26,7 @@ pub const PING: Command = Command {
     summary: "Checks that the server answers.",
     run: |_ctx, args| {
         Box::pin(async move {
-            let NoArgs {} = parse_args(args)?;
+            let NoArgs {} = args.parse()?;
             Ok(Reply::Constant(PONG))
         })
     },
@@ -40,7 +39,7 @@ pub const INFO: Command = Command {
     summary: "Describes the server: version, uptime, user, listeners, settings, tracking state and commands.",
     run: |ctx, args| {
         Box::pin(async move {
-            let NoArgs {} = parse_args(args)?;
+            let NoArgs {} = args.parse()?;
             Ok(Reply::typed(info(ctx)))
         })
     },
@@ -49,8 +48,8 @@ pub const INFO: Command = Command {
 /// The `system/info` result: the figures of the moment the command ran, plus the parts that
 /// never change, read from the shared state when the reply is written.
 struct Info {
-    shared: Arc<Shared>,
-    session: Arc<Session>,
+    services: Arc<Services>,
+    caller: Arc<Caller>,
     streams: HubStatus,
     tracking: TrackingJson,
     uptime_s: u64,
@@ -76,18 +75,18 @@ impl Serialize for Info {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         InfoJson {
             commands: Commands,
-            ha_addon: self.shared.ha_addon,
-            listener: self.session.listener,
+            ha_addon: self.services.server.ha_addon,
+            listener: self.caller.listener,
             listeners: Listeners {
-                direct: self.shared.listeners.direct,
-                ingress: self.shared.listeners.ingress,
+                direct: self.services.server.listeners.direct,
+                ingress: self.services.server.listeners.ingress,
             },
             server_version: SERVER_VERSION,
-            settings: &self.shared.settings_json,
+            settings: &self.services.server.settings_json,
             streams: self.streams,
             tracking: &self.tracking,
             uptime_s: self.uptime_s,
-            user: &self.session.user,
+            user: &self.caller.user,
         }
         .serialize(serializer)
     }
@@ -139,11 +138,11 @@ fn display_opt<T: Display, S: Serializer>(
 
 fn info(ctx: Context) -> Info {
     Info {
-        streams: ctx.shared.memory_stream.status(),
+        streams: ctx.services.stream.status(),
         tracking: tracking(),
-        uptime_s: ctx.shared.started_at.elapsed().as_secs(),
-        shared: ctx.shared,
-        session: ctx.session,
+        uptime_s: ctx.services.server.started_at.elapsed().as_secs(),
+        services: ctx.services,
+        caller: ctx.caller,
     }
 }
 
@@ -154,14 +153,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::app::{Limits, build_server};
     use crate::commands::BoundListeners;
+    use crate::limits::Limits;
     use crate::memory::{self, Mode};
     use crate::settings::{Secret, Settings};
 
     /// `system/info` as it was built before it was typed: a tree, from the same figures.
-    fn info_as_tree(info: &Info) -> Value {
-        let shared = &info.shared;
+    fn info_as_tree(info: &Info, settings: &Settings) -> Value {
+        let server = &info.services.server;
         let s = memory::status();
         let tracking = json!({
             "enabled": s.enabled,
@@ -178,16 +177,16 @@ mod tests {
         json!({
             "server_version": SERVER_VERSION,
             "uptime_s": info.uptime_s,
-            "ha_addon": shared.ha_addon,
-            "listener": info.session.listener,
-            "user": info.session.user,
+            "ha_addon": server.ha_addon,
+            "listener": info.caller.listener,
+            "user": info.caller.user,
             "listeners": {
-                "ingress": shared.listeners.ingress.to_string(),
-                "direct": shared.listeners.direct.map(|a| a.to_string()),
+                "ingress": server.listeners.ingress.to_string(),
+                "direct": server.listeners.direct.map(|a| a.to_string()),
             },
-            "settings": shared.settings.redacted_json(),
+            "settings": settings.redacted_json(),
             "tracking": tracking,
-            "streams": shared.memory_stream.status(),
+            "streams": info.services.stream.status(),
             "commands": commands,
         })
     }
@@ -225,21 +224,16 @@ mod tests {
                 ingress: "0.0.0.0:8099".parse().unwrap(),
                 direct: direct.map(|d| d.parse().unwrap()),
             };
-            let server = build_server(settings, Limits::default(), bound);
+            let services = Arc::new(Services::new(&settings, &Limits::default(), bound));
             for user in &users {
                 for kind in [ListenerKind::Ingress, ListenerKind::Direct] {
                     let ctx = Context {
-                        shared: server.shared.clone(),
-                        session: Session::new(
-                            kind,
-                            "127.0.0.1".parse().unwrap(),
-                            user.clone(),
-                            true,
-                        ),
+                        services: services.clone(),
+                        caller: Caller::new(kind, "127.0.0.1".parse().unwrap(), user.clone(), true),
                         message_id: None,
                     };
                     let info = info(ctx);
-                    let before = info_as_tree(&info).to_string();
+                    let before = info_as_tree(&info, &settings).to_string();
                     let mut text = Vec::new();
                     Reply::typed(info).write_json(&mut text);
                     assert_eq!(String::from_utf8(text).unwrap(), before);

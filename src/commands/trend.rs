@@ -5,98 +5,33 @@
 //! and symbolizing the checkpoints to find the growing sites (serialized with snapshots by
 //! the snapshot lock, since both hold symbolization caches).
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use serde_json::{Value, json};
 
 use super::debug::{rfc3339, tracking_json};
-use super::{Command, CommandError, NoArgs, Shared, blocking, parse_args};
-use crate::memory::{self, Checkpoints, Snapshot};
-use crate::trend::{self, Assessment, GrowingSite, Verdict, WindowReport};
+use super::{Command, CommandError, NoArgs, Services, exclusive};
+use crate::memory::Checkpoints;
+use crate::trend::{Assessment, TrendReport};
 
-/// `debug/memory_trend`.
+/// `debug/memory_trend` (over HTTP: `GET /api/memory/trend`).
 pub const MEMORY_TREND: Command = Command {
     name: "debug/memory_trend",
     summary: "Whether memory is growing: robust slopes of RSS and heap over 15 min, 1 h and 6 h, with a verdict each, and the sites that keep growing.",
     run: |ctx, args| {
         Box::pin(async move {
-            let NoArgs {} = parse_args(args)?;
-            let report = report(ctx.shared).await?;
+            let NoArgs {} = args.parse()?;
+            let report = report(&ctx.services).await?;
             Ok(report_json(&report).into())
         })
     },
 };
 
-/// Everything the trend knows, typed.
-#[derive(Clone, Debug)]
-pub struct TrendReport {
-    pub settings: trend::TrendSettings,
-    pub windows: Vec<WindowReport>,
-    /// `growing` if any window of either series grows, else `stable` if any has data.
-    pub verdict: Verdict,
-    pub samples: usize,
-    pub capacity: usize,
-    pub oldest: Option<SystemTime>,
-    /// (when, RSS, heap) of the newest sample.
-    pub latest: Option<(SystemTime, u64, u64)>,
-    /// When each held checkpoint was taken, oldest first.
-    pub checkpoints: Vec<SystemTime>,
-    pub growing_sites: Vec<GrowingSite>,
-}
-
-/// Computes the report (off the async workers).
+/// Computes the trend's report (off the async workers, one at a time with snapshots).
 ///
 /// # Errors
 /// [`CommandError::Internal`] if the blocking task panicked.
-pub async fn report(shared: Arc<Shared>) -> Result<TrendReport, CommandError> {
-    let serial = shared.clone();
-    let _serial = serial.snapshot_lock.lock().await;
-    blocking(move || report_blocking(&shared)).await
-}
-
-/// The report, computed on this thread (it symbolizes; call it off async workers).
-pub fn report_blocking(shared: &Shared) -> TrendReport {
-    let settings = shared.trend_settings;
-    let threshold = settings.growth_threshold_bytes_per_hour as f64;
-    let (windows, samples, capacity, oldest, latest) = {
-        let history = shared.trend.lock().expect("trend lock poisoned");
-        (
-            trend::windows(&history, settings.sample_interval, threshold),
-            history.len(),
-            history.capacity(),
-            history.oldest(),
-            history.latest(),
-        )
-    };
-    let held: Vec<Snapshot> = shared
-        .checkpoints
-        .lock()
-        .expect("checkpoints lock poisoned")
-        .iter()
-        .cloned()
-        .collect();
-    let times: Vec<SystemTime> = held
-        .iter()
-        .map(|s| s.taken_at.unwrap_or(SystemTime::UNIX_EPOCH))
-        .collect();
-    let growing_sites = if held.len() > trend::GROWING_SITE_MIN_RUN {
-        let refs: Vec<&Snapshot> = held.iter().collect();
-        trend::growing_sites(&times, memory::site_history(&refs))
-    } else {
-        Vec::new()
-    };
-    TrendReport {
-        settings,
-        verdict: trend::combine(windows.iter().map(WindowReport::verdict)),
-        windows,
-        samples,
-        capacity,
-        oldest,
-        latest,
-        checkpoints: times,
-        growing_sites,
-    }
+pub async fn report(services: &Services) -> Result<TrendReport, CommandError> {
+    let monitor = services.trend.clone();
+    exclusive(services, move || monitor.report()).await
 }
 
 fn assessment_json(a: &Assessment) -> Value {

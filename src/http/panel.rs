@@ -35,29 +35,29 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
-/// Every file the page loads.
-pub const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/assets/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../web/app.js"),
-    },
-    Asset {
-        path: "/assets/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../web/style.css"),
-    },
-    Asset {
-        path: "/assets/icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../../web/icon.svg"),
-    },
-];
+/// The panel's script.
+pub const APP_JS: Asset = Asset {
+    path: "/assets/app.js",
+    content_type: "text/javascript; charset=utf-8",
+    body: include_bytes!("../../web/app.js"),
+};
 
-/// The asset at `path`, if any.
-pub fn asset(path: &str) -> Option<&'static Asset> {
-    ASSETS.iter().find(|a| a.path == path)
-}
+/// The panel's style sheet.
+pub const STYLE_CSS: Asset = Asset {
+    path: "/assets/style.css",
+    content_type: "text/css; charset=utf-8",
+    body: include_bytes!("../../web/style.css"),
+};
+
+/// The panel's icon.
+pub const ICON_SVG: Asset = Asset {
+    path: "/assets/icon.svg",
+    content_type: "image/svg+xml",
+    body: include_bytes!("../../web/icon.svg"),
+};
+
+/// Every file the page loads (each has a route in `router::ROUTES`).
+pub const ASSETS: &[Asset] = &[APP_JS, STYLE_CSS, ICON_SVG];
 
 /// `GET /assets/…`.
 pub fn serve(asset: &'static Asset) -> Resp {

@@ -1,4 +1,5 @@
-//! Routing: normalise the path, apply the listener's trust rule, then dispatch.
+//! Routing: normalise the path, apply the listener's trust rule, then look the path up in
+//! the one route table, [`ROUTES`].
 //!
 //! - Ingress listener: only peers in `trusted_proxies` (the Supervisor) are served; the
 //!   user comes from `X-Remote-User-*`. `/healthz` answers any peer, so the image's own
@@ -6,8 +7,12 @@
 //! - Direct listener: `Authorization: Bearer <api_token>` on every request, except a
 //!   WebSocket upgrade without the header, which may authenticate in-band with `auth`.
 //!
-//! Routes: `/healthz`, `/ws` (the upgrade), `/` and `/assets/…` (the panel),
-//! `/api/memory/snapshot` and `/api/report` (a JSON download); all GET or HEAD.
+//! A route is a path, its methods and a handler: the health check, the upgrade, the panel
+//! and its assets, or a command from the registry. A command route turns the query string
+//! into the command's arguments and goes through `commands::dispatch`, the same path a
+//! WebSocket request takes; its [`Reply`] becomes a JSON body or, for a document, the
+//! document's bytes and headers. The table is a handful of exact paths, scanned in order:
+//! with no path parameters there is nothing for a routing crate to do.
 //!
 //! Every error body is `{"error_code": "…", "details": "…"}`; [`status_for`] is the one
 //! mapping from error code to HTTP status.
@@ -19,25 +24,125 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::auth::Verdict;
-use super::{Conn, Server, exports, panel, upgrade};
-use crate::commands::{self, CommandError, Context, ListenerKind, Session, User};
+use super::panel::{self, Asset};
+use super::{Conn, Server, upgrade};
+use crate::commands::{
+    self, Args, Caller, Command, CommandError, Context, Document, ListenerKind, Reply, User, debug,
+    download, report, trend,
+};
+use crate::gate::Decision;
 
 /// The response type of every route.
 pub type Resp = Response<Full<Bytes>>;
+
+/// What a route does.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// `{"status":"ok"}`.
+    Health,
+    /// The WebSocket upgrade.
+    Upgrade,
+    /// The panel's page.
+    Index,
+    /// One of the panel's files.
+    Asset(&'static Asset),
+    /// A command; the query string is its arguments.
+    Command(&'static Command),
+}
+
+/// One row of the route table.
+pub struct Route {
+    pub path: &'static str,
+    /// Allowed methods; anything else gets 405 with `Allow` listing these.
+    pub methods: &'static [Method],
+    pub handler: Handler,
+}
+
+/// Every route is read-only.
+const GET: &[Method] = &[Method::GET, Method::HEAD];
+
+/// The route table: every path the server answers.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/healthz",
+        methods: GET,
+        handler: Handler::Health,
+    },
+    Route {
+        path: "/ws",
+        methods: GET,
+        handler: Handler::Upgrade,
+    },
+    Route {
+        path: "/",
+        methods: GET,
+        handler: Handler::Index,
+    },
+    Route {
+        path: "/assets/app.js",
+        methods: GET,
+        handler: Handler::Asset(&panel::APP_JS),
+    },
+    Route {
+        path: "/assets/style.css",
+        methods: GET,
+        handler: Handler::Asset(&panel::STYLE_CSS),
+    },
+    Route {
+        path: "/assets/icon.svg",
+        methods: GET,
+        handler: Handler::Asset(&panel::ICON_SVG),
+    },
+    Route {
+        path: "/api/memory/snapshot",
+        methods: GET,
+        handler: Handler::Command(&debug::MEMORY_SNAPSHOT),
+    },
+    Route {
+        path: "/api/memory/trend",
+        methods: GET,
+        handler: Handler::Command(&trend::MEMORY_TREND),
+    },
+    Route {
+        path: "/api/report",
+        methods: GET,
+        handler: Handler::Command(&report::REPORT),
+    },
+    Route {
+        path: "/api/memory/profile.pb.gz",
+        methods: GET,
+        handler: Handler::Command(&download::PROFILE),
+    },
+    Route {
+        path: "/api/memory/folded",
+        methods: GET,
+        handler: Handler::Command(&download::FOLDED),
+    },
+    Route {
+        path: "/api/memory/flamegraph.svg",
+        methods: GET,
+        handler: Handler::Command(&download::FLAMEGRAPH),
+    },
+    Route {
+        path: "/metrics",
+        methods: GET,
+        handler: Handler::Command(&download::METRICS),
+    },
+];
+
+/// The route for a normalised path.
+pub fn route(path: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.path == path)
+}
 
 /// Routes one request.
 pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> Resp {
     let path = normalize_path(req.uri().path());
     let trusted = match conn.kind {
         ListenerKind::Ingress => {
-            let ok = server
-                .shared
-                .settings
-                .trusted_proxies
-                .contains(&conn.peer.ip());
+            let ok = server.trusted_proxies.contains(&conn.peer.ip());
             if !ok && path != "/healthz" {
                 server.log_refused(conn.peer, "peer is not a trusted ingress proxy");
                 return error(
@@ -52,125 +157,62 @@ pub async fn handle(req: Request<Incoming>, conn: Conn, server: Arc<Server>) -> 
         ListenerKind::Direct => {
             let presented = bearer(&req);
             let in_band_ws = path == "/ws" && req.headers().get(header::AUTHORIZATION).is_none();
+            let gate = &server.services.gate;
             if in_band_ws {
-                if let Some(retry) = server.shared.auth.blocked(conn.peer.ip()) {
+                if let Some(retry) = gate.blocked(conn.peer.ip()) {
                     return rate_limited(retry);
                 }
                 false
             } else {
-                match server
-                    .shared
-                    .auth
-                    .check(conn.peer.ip(), presented.as_deref())
-                {
-                    Verdict::Allowed => true,
-                    Verdict::Denied => return unauthorized(),
-                    Verdict::RateLimited { retry_after_s } => return rate_limited(retry_after_s),
+                match gate.check(conn.peer.ip(), presented.as_deref()) {
+                    Decision::Allowed => true,
+                    Decision::Denied => return unauthorized(),
+                    Decision::RateLimited { retry_after_s } => return rate_limited(retry_after_s),
                 }
             }
         }
     };
-    let user = if conn.kind == ListenerKind::Ingress && trusted {
-        ingress_user(&req)
-    } else {
-        None
-    };
-    let session = || Session::new(conn.kind, conn.peer.ip(), user.clone(), trusted);
-    let context = || Context {
-        shared: server.shared.clone(),
-        session: session(),
-        message_id: None,
-    };
-
-    let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
-    let asset = panel::asset(&path);
-    match &*path {
-        "/healthz" | "/ws" | "/" | "/api/memory/snapshot" | "/api/report" if !is_get => {
-            method_not_allowed()
-        }
-        exports::PROFILE
-        | exports::FOLDED
-        | exports::FLAMEGRAPH
-        | exports::TREND
-        | exports::METRICS
-            if !is_get =>
-        {
-            method_not_allowed()
-        }
-        _ if asset.is_some() && !is_get => method_not_allowed(),
-        "/healthz" => constant_json_response(StatusCode::OK, HEALTHZ),
-        "/ws" => upgrade::handle(req, conn, session(), server),
-        // X-Ingress-Path is believed only from the trusted ingress proxy.
-        "/" => panel::index(&req, conn.kind == ListenerKind::Ingress && trusted),
-        "/api/memory/snapshot" => snapshot(&req, context()).await,
-        "/api/report" => report(&req, context()).await,
-        exports::PROFILE
-        | exports::FOLDED
-        | exports::FLAMEGRAPH
-        | exports::TREND
-        | exports::METRICS => exports::route(&path, &req, context()).await,
-        _ if asset.is_some() => panel::serve(asset.expect("checked above")),
-        _ => error(
+    let Some(route) = route(&path) else {
+        return error(
             &CommandError::NotFound(format!("no such path: {}", truncate(&path, 200))),
             None,
-        ),
-    }
-}
-
-async fn snapshot(req: &Request<Incoming>, ctx: Context) -> Resp {
-    let args = match query_args(req.uri().query().unwrap_or("")) {
-        Ok(a) => a,
-        Err(e) => return error(&e, None),
+        );
     };
-    match commands::dispatch(ctx, commands::debug::MEMORY_SNAPSHOT.name, args).await {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(e) => error(&e, None),
+    if !route.methods.contains(req.method()) {
+        return method_not_allowed(route.methods);
     }
-}
-
-/// `GET /api/report`: the report as a JSON download.
-async fn report(req: &Request<Incoming>, ctx: Context) -> Resp {
-    let args = match query_args(req.uri().query().unwrap_or("")) {
-        Ok(a) => a,
-        Err(e) => return error(&e, None),
-    };
-    match commands::report::build(ctx.shared, args).await {
-        Ok(v) => {
-            let body = serde_json::to_vec_pretty(&v).expect("a JSON value always serializes");
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
-            let name = commands::report::file_name(std::time::SystemTime::now());
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-                    .expect("the file name is ASCII letters, digits, '-' and '.'"),
-            );
-            resp
-        }
-        Err(e) => error(&e, None),
-    }
-}
-
-/// Query parameters as command arguments: integers become numbers, the rest strings.
-fn query_args(query: &str) -> Result<Value, CommandError> {
-    let mut args = serde_json::Map::new();
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        let value = match v.parse::<i64>() {
-            Ok(n) if k == "top_n" => Value::from(n),
-            _ => Value::String(v.into_owned()),
+    // Built only for the routes that use it: `/healthz` stays free of allocations.
+    let caller = || {
+        let user = if conn.kind == ListenerKind::Ingress && trusted {
+            ingress_user(&req)
+        } else {
+            None
         };
-        if args.insert(k.to_string(), value).is_some() {
-            return Err(CommandError::InvalidArgs(format!(
-                "argument `{k}`: given more than once"
-            )));
+        Caller::new(conn.kind, conn.peer.ip(), user, trusted)
+    };
+    match route.handler {
+        Handler::Health => constant_json_response(StatusCode::OK, HEALTHZ),
+        Handler::Upgrade => {
+            let caller = caller();
+            upgrade::handle(req, conn, caller, server)
+        }
+        // X-Ingress-Path is believed only from the trusted ingress proxy.
+        Handler::Index => panel::index(&req, conn.kind == ListenerKind::Ingress && trusted),
+        Handler::Asset(asset) => panel::serve(asset),
+        Handler::Command(command) => {
+            let ctx = Context {
+                services: server.services.clone(),
+                caller: caller(),
+                message_id: None,
+            };
+            let args = Args::Query(req.uri().query().unwrap_or("").to_owned());
+            match commands::dispatch(ctx, command, args).await {
+                Ok(Reply::Document(document)) => document_response(document),
+                Ok(reply) => json_response(StatusCode::OK, &reply),
+                Err(e) => error(&e, None),
+            }
         }
     }
-    Ok(Value::Object(args))
 }
 
 /// Collapses repeated slashes; everything else is matched literally. A path that needs
@@ -287,12 +329,37 @@ fn rate_limited(retry_after_s: u64) -> Resp {
     r
 }
 
-fn method_not_allowed() -> Resp {
-    let e = CommandError::InvalidMessage("only GET is allowed here".into());
+fn method_not_allowed(methods: &[Method]) -> Resp {
+    let allow = methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let e = CommandError::InvalidMessage(format!("only {allow} is allowed here"));
     let mut r = error(&e, Some(StatusCode::METHOD_NOT_ALLOWED));
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_str(&allow).expect("method names are header-safe"),
+    );
     r
+}
+
+/// A document: its bytes, its type, never cached; a download (`file_name`) is saved
+/// rather than shown.
+fn document_response(document: Document) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(document.body)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(document.content_type),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(name) = document.file_name
+        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -347,17 +414,25 @@ mod tests {
     }
 
     #[test]
-    fn query_becomes_args() {
-        let a = query_args("top_n=5&save_as=a%20b&group_by=file").unwrap();
-        assert_eq!(a, json!({"top_n": 5, "save_as": "a b", "group_by": "file"}));
-        assert_eq!(query_args("top_n=x").unwrap(), json!({"top_n": "x"}));
-        assert_eq!(query_args("save_as=12").unwrap(), json!({"save_as": "12"}));
-        assert!(
-            query_args("top_n=1&top_n=2")
-                .unwrap_err()
-                .details()
-                .contains("top_n")
-        );
+    fn every_route_is_unique_and_every_document_command_has_one() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ROUTES {
+            assert!(seen.insert(r.path), "{} listed twice", r.path);
+            assert_eq!(normalize_path(r.path), r.path, "{} is not normal", r.path);
+            assert!(!r.methods.is_empty());
+        }
+        for c in commands::DOCUMENTS {
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|r| matches!(r.handler, Handler::Command(rc) if rc.name == c.name)),
+                "{} has no route",
+                c.name
+            );
+        }
+        for a in panel::ASSETS {
+            assert!(route(a.path).is_some(), "{} has no route", a.path);
+        }
     }
 
     #[test]

@@ -14,13 +14,13 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::router::{Resp, error};
 use super::{Conn, Server};
-use crate::commands::{CommandError, Context, ListenerKind, Session};
+use crate::commands::{Caller, CommandError, Context, ListenerKind};
 
 /// Validates an upgrade request and, when it is good, answers 101 and starts the session.
 pub fn handle(
     mut req: Request<Incoming>,
     conn: Conn,
-    session: Arc<Session>,
+    caller: Arc<Caller>,
     server: Arc<Server>,
 ) -> Resp {
     let headers = req.headers();
@@ -71,8 +71,8 @@ pub fn handle(
     let limits = server.limits.clone();
     let cancel = server.cancel.clone();
     let ctx = Context {
-        shared: server.shared.clone(),
-        session,
+        services: server.services.clone(),
+        caller,
         message_id: None,
     };
     server.tasks.spawn(async move {

@@ -10,7 +10,7 @@
 //! - inbound message larger than `max_message_bytes` → close 1009;
 //! - more than `max_in_flight` commands running → that request gets `rate_limited`;
 //! - events queued beyond `outbound_queue` (a producer that finds the queue full cancels
-//!   `Session::slow_consumer`, which also interrupts a write in progress), or a write that
+//!   `Caller::slow_consumer`, which also interrupts a write in progress), or a write that
 //!   cannot complete within `write_timeout` (the client stopped reading) → close 1008; the
 //!   server never buffers more than that for a slow consumer;
 //! - no pong for `pong_timeout` → close 1008;
@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -34,8 +34,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol;
-use crate::app::Limits;
-use crate::commands::{self, CommandError, Context, HandlerFuture, Reply};
+use crate::commands::{self, Args, CommandError, Context, Event, Reply, Started};
+use crate::limits::Limits;
 
 /// How long a socket closed for an oversized message keeps draining its input.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -66,8 +66,8 @@ enum End {
 
 /// Runs a session to its end and logs how it ended. A normal close is not an error.
 pub async fn run(socket: Socket, ctx: Context, limits: Arc<Limits>, cancel: CancellationToken) {
-    let peer = ctx.session.peer;
-    match Session::new(socket, ctx, limits, cancel).run().await {
+    let peer = ctx.caller.peer;
+    match Connection::new(socket, ctx, limits, cancel).run().await {
         Ok(End::ClientClosed | End::ClientGone) => {
             tracing::debug!(%peer, "websocket session ended by the client")
         }
@@ -79,24 +79,25 @@ pub async fn run(socket: Socket, ctx: Context, limits: Arc<Limits>, cancel: Canc
     }
 }
 
-struct Session {
+/// The state of one socket's loop.
+struct Connection {
     socket: Socket,
     ctx: Context,
     limits: Arc<Limits>,
     cancel: CancellationToken,
     in_flight: JoinSet<Outcome>,
     in_flight_ids: HashMap<tokio::task::Id, Arc<str>>,
-    events_rx: mpsc::Receiver<String>,
+    events_rx: mpsc::Receiver<Event>,
     last_pong: Instant,
     /// Renders this socket's replies (keeps its buffer between them).
     writer: protocol::Writer,
 }
 
-impl Session {
+impl Connection {
     fn new(socket: Socket, ctx: Context, limits: Arc<Limits>, cancel: CancellationToken) -> Self {
         let (events_tx, events_rx) = mpsc::channel(limits.outbound_queue);
-        // The sender lives in the session facts so streaming commands can queue events.
-        let _ = ctx.session.events.set(events_tx);
+        // The sender lives in the caller's facts so streaming commands can queue events.
+        let _ = ctx.caller.events.set(events_tx);
         Self {
             socket,
             ctx,
@@ -119,7 +120,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break End::Shutdown,
-                () = self.ctx.session.slow_consumer.cancelled() => break End::SlowConsumer,
+                () = self.ctx.caller.slow_consumer.cancelled() => break End::SlowConsumer,
                 Some(joined) = self.in_flight.join_next_with_id() => {
                     let reply = self.finished(joined);
                     if !self.send_or_slow(reply).await? { break End::SlowConsumer; }
@@ -129,7 +130,8 @@ impl Session {
                     if self.events_rx.len() + 1 >= self.limits.outbound_queue {
                         break End::SlowConsumer;
                     }
-                    if !self.send_or_slow(event).await? { break End::SlowConsumer; }
+                    let text = self.writer.event(event.message_id.as_deref(), event.name, &*event.data);
+                    if !self.send_or_slow(text).await? { break End::SlowConsumer; }
                 }
                 frame = self.socket.next() => match frame {
                     None => break End::ClientGone,
@@ -170,16 +172,15 @@ impl Session {
             Ok(r) => r,
             Err(bad) => return Some(self.writer.error(&bad.message_id, &bad.error)),
         };
+        let args = Args::Json(req.args);
         if req.command == commands::auth::AUTH.name {
             // Inline, so a command sent right after `auth` sees its outcome.
-            let outcome = commands::authorize(&self.ctx.session, &req.command).and_then(|auth| {
-                let running = (auth.run)(self.ctx.clone(), req.args);
-                poll_once(auth.name, running).unwrap_or_else(|_| {
-                    Err(CommandError::Internal(
-                        "auth did not complete at once".into(),
-                    ))
-                })
-            });
+            let outcome = match commands::start_named(self.ctx.clone(), &req.command, args) {
+                Started::Done(outcome) => outcome,
+                Started::Pending(_) => Err(CommandError::Internal(
+                    "auth did not complete at once".into(),
+                )),
+            };
             return Some(self.reply(&req.message_id, outcome));
         }
         if self.in_flight.len() >= self.limits.max_in_flight {
@@ -189,22 +190,17 @@ impl Session {
             ));
             return Some(self.writer.error(&Value::from(&*req.message_id), &e));
         }
-        let command = match commands::authorize(&self.ctx.session, &req.command) {
-            Ok(c) => c,
-            Err(e) => return Some(self.reply(&req.message_id, Err(e))),
-        };
         let mut ctx = self.ctx.clone();
         ctx.message_id = Some(req.message_id.clone());
-        let running = match poll_once(command.name, (command.run)(ctx, req.args)) {
-            Ok(outcome) => return Some(self.reply(&req.message_id, outcome)),
-            Err(running) => running,
+        let pending = match commands::start_named(ctx, &req.command, args) {
+            Started::Done(outcome) => return Some(self.reply(&req.message_id, outcome)),
+            Started::Pending(pending) => pending,
         };
         let id = req.message_id;
         let task_id = id.clone();
-        let handle = self.in_flight.spawn(async move {
-            let outcome = running.await.map_err(|e| e.logged(command.name));
-            (task_id, outcome)
-        });
+        let handle = self
+            .in_flight
+            .spawn(async move { (task_id, pending.finish().await) });
         self.in_flight_ids.insert(handle.id(), id);
         None
     }
@@ -244,7 +240,8 @@ impl Session {
         if *end == End::Shutdown {
             let started = self
                 .ctx
-                .shared
+                .services
+                .server
                 .shutdown_started
                 .get()
                 .copied()
@@ -319,7 +316,7 @@ impl Session {
     /// Like [`Self::send_or_slow`]; a write stuck behind a client that stopped reading
     /// also ends early when an event producer found the queue full.
     async fn send_or_slow_msg(&mut self, msg: Message) -> Result<bool, tungstenite::Error> {
-        let slow = self.ctx.session.slow_consumer.clone();
+        let slow = self.ctx.caller.slow_consumer.clone();
         tokio::select! {
             sent = tokio::time::timeout(self.limits.write_timeout, self.socket.send(msg)) => match sent {
                 Ok(Ok(())) => Ok(true),
@@ -331,35 +328,15 @@ impl Session {
     }
 }
 
-/// Polls a command's future once, where the request was read: its outcome if it is done
-/// (an internal error already logged), or the future to finish on a task. A panic is caught
-/// and answered as the task's panic would be: `internal_error`.
-fn poll_once(
-    name: &'static str,
-    mut running: HandlerFuture,
-) -> Result<Result<Reply, CommandError>, HandlerFuture> {
-    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        running.as_mut().now_or_never()
-    }));
-    match polled {
-        Ok(Some(outcome)) => Ok(outcome.map_err(|e| e.logged(name))),
-        Ok(None) => Err(running),
-        Err(_) => Ok(Err(CommandError::Internal(format!(
-            "command {name} panicked"
-        ))
-        .logged(name))),
-    }
-}
-
 /// The first message of every session.
 fn server_info(ctx: &Context) -> String {
-    let s = &ctx.session;
+    let s = &ctx.caller;
     protocol::event(
         None,
         "server_info",
         &serde_json::json!({
             "server_version": commands::SERVER_VERSION,
-            "ha_addon": ctx.shared.ha_addon,
+            "ha_addon": ctx.services.server.ha_addon,
             "ha_ingress": s.listener == commands::ListenerKind::Ingress,
             "requires_auth": !s.is_authenticated(),
             "user": s.user,

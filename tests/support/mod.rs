@@ -30,8 +30,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// An in-process server.
 pub struct TestServer {
-    /// The server's shared state, for tests that need to hold one of its locks.
-    pub shared: std::sync::Arc<heapwatch::commands::Shared>,
+    /// The server's services, for tests that need to hold one of their locks.
+    pub services: std::sync::Arc<heapwatch::commands::Services>,
     pub ingress: SocketAddr,
     pub direct: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -71,12 +71,12 @@ impl TestServer {
         let (tx, rx) = oneshot::channel::<()>();
         let bound = app::bound_addrs(&listeners).expect("addresses");
         let server = app::build_server(settings, limits, bound);
-        let shared = server.shared.clone();
+        let services = server.services.clone();
         let handle = tokio::spawn(app::serve(server, listeners, async move {
             let _ = rx.await;
         }));
         Self {
-            shared,
+            services,
             ingress,
             direct,
             shutdown: Some(tx),

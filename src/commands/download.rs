@@ -1,16 +1,17 @@
-//! What the export endpoints serve: the tracked heap (or a saved baseline) as a pprof
-//! profile, folded stacks or a flame graph, and the Prometheus metrics.
+//! The documents the HTTP transport serves besides JSON: the tracked heap (or a saved
+//! baseline) as a pprof profile, folded stacks or a flame graph, and the Prometheus
+//! metrics. Each is a command in [`super::DOCUMENTS`] answering with a
+//! [`Document`](super::Document).
 //!
 //! Checks come first (tracking on, baseline known), then the snapshot is taken,
 //! symbolized and formatted on a blocking thread, one at a time with every other
-//! snapshot (the snapshot lock). The formats are in `crate::export`.
+//! snapshot (see `Heap::exclusive`). The formats are in `crate::export`.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::debug::{NAME_MAX_CHARS, rfc3339};
-use super::trend::report_blocking;
-use super::{CommandError, Shared, blocking};
+use super::args::optional_name;
+use super::debug::{not_found, rfc3339};
+use super::{Command, CommandError, Document, NoArgs, Reply, Services, exclusive};
 use crate::export::{flamegraph, folded, metrics, pprof};
 use crate::memory::{self, GroupBy, Snapshot};
 
@@ -25,13 +26,57 @@ pub enum Format {
     FlameGraph,
 }
 
-/// An exported document.
-#[derive(Clone, Debug)]
-pub struct Exported {
-    pub body: Vec<u8>,
-    pub content_type: &'static str,
-    /// A file name for `Content-Disposition`, for downloads.
-    pub file_name: &'static str,
+/// `GET /api/memory/profile.pb.gz`.
+pub const PROFILE: Command = Command {
+    name: "debug/memory_profile",
+    summary: "The tracked heap (or a saved baseline) as a gzipped pprof profile.",
+    run: |ctx, args| {
+        Box::pin(async move { heap(&ctx.services, Format::Pprof, args.parse()?).await })
+    },
+};
+
+/// `GET /api/memory/folded`.
+pub const FOLDED: Command = Command {
+    name: "debug/memory_folded",
+    summary: "The tracked heap as folded stacks (with a baseline: the difference from it).",
+    run: |ctx, args| {
+        Box::pin(async move { heap(&ctx.services, Format::Folded, args.parse()?).await })
+    },
+};
+
+/// `GET /api/memory/flamegraph.svg`.
+pub const FLAMEGRAPH: Command = Command {
+    name: "debug/memory_flamegraph",
+    summary: "The tracked heap as an SVG flame graph (with a baseline: a differential one).",
+    run: |ctx, args| {
+        Box::pin(async move { heap(&ctx.services, Format::FlameGraph, args.parse()?).await })
+    },
+};
+
+/// `GET /metrics`.
+pub const METRICS: Command = Command {
+    name: "system/metrics",
+    summary: "Prometheus metrics: allocator totals, tracking, system memory, the trend's slopes and the top sites.",
+    run: |ctx, args| {
+        Box::pin(async move {
+            let NoArgs {} = args.parse()?;
+            let text = metrics_text(&ctx.services).await?;
+            Ok(Reply::Document(Document {
+                body: text.into_bytes(),
+                content_type: metrics::CONTENT_TYPE,
+                file_name: None,
+            }))
+        })
+    },
+};
+
+/// The heap exports' one argument.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportArgs {
+    /// A saved baseline: the profile of it, or the difference from it.
+    #[serde(default, deserialize_with = "optional_name")]
+    pub baseline: Option<String>,
 }
 
 /// The details of the 409 every export answers while tracking is off.
@@ -43,31 +88,6 @@ fn tracking_on() -> Result<(), CommandError> {
     } else {
         Err(CommandError::PreconditionFailed(TRACKING_OFF.into()))
     }
-}
-
-/// The saved baseline `name`.
-fn baseline(shared: &Shared, name: &str) -> Result<Snapshot, CommandError> {
-    if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
-        return Err(CommandError::InvalidArgs(format!(
-            "argument `baseline`: 1 to {NAME_MAX_CHARS} characters"
-        )));
-    }
-    let baselines = shared.baselines.lock().expect("baselines lock poisoned");
-    baselines.get(name).cloned().ok_or_else(|| {
-        let names: Vec<String> = baselines
-            .list()
-            .into_iter()
-            .map(|(n, _)| format!("{n:?}"))
-            .collect();
-        CommandError::NotFound(format!(
-            "no baseline named {name:?}; saved baselines: {}",
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
-        ))
-    })
 }
 
 fn describe(snap: &Snapshot) -> String {
@@ -84,50 +104,48 @@ fn describe(snap: &Snapshot) -> String {
 ///
 /// # Errors
 /// `precondition_failed` when tracking is off, `not_found` for an unknown baseline,
-/// `invalid_args` for a malformed name, `internal_error` if formatting fails.
-pub async fn export(
-    shared: Arc<Shared>,
+/// `internal_error` if formatting fails.
+pub async fn heap(
+    services: &Services,
     format: Format,
-    baseline_name: Option<String>,
-) -> Result<Exported, CommandError> {
+    args: ExportArgs,
+) -> Result<Reply, CommandError> {
     tracking_on()?;
+    let baseline_name = args.baseline;
     let base = match &baseline_name {
-        Some(name) => Some(baseline(&shared, name)?),
+        Some(name) => Some(services.heap.baseline(name).map_err(not_found)?),
         None => None,
     };
-    let _serial = shared.snapshot_lock.lock().await;
-    blocking(move || -> Result<Exported, CommandError> {
+    let document = exclusive(services, move || -> Result<Document, CommandError> {
         let internal = |e: std::io::Error| CommandError::Internal(format!("export failed: {e}"));
         match format {
             Format::Pprof => {
                 let snap = base.unwrap_or_else(memory::take_snapshot);
                 let stacks = snap.symbolized_stacks();
                 let profile = pprof::profile(&snap, &stacks, pprof::binary_info());
-                Ok(Exported {
+                Ok(Document {
                     body: pprof::encode_gzip(&profile).map_err(internal)?,
                     content_type: "application/octet-stream",
-                    file_name: "heapwatch-heap.pb.gz",
+                    // The profile downloads as a file; text and SVG open in the browser.
+                    file_name: Some("heapwatch-heap.pb.gz".into()),
                 })
             }
             Format::Folded | Format::FlameGraph => {
                 let now = memory::take_snapshot();
                 let now_folded = folded::fold(&now.symbolized_stacks());
                 let before = base.as_ref().map(|b| folded::fold(&b.symbolized_stacks()));
-                let (body, content_type, file_name) = match (format, &before) {
+                let (body, content_type) = match (format, &before) {
                     (Format::Folded, None) => (
                         folded::render(&now_folded).into_bytes(),
                         "text/plain; charset=utf-8",
-                        "heapwatch-heap.folded",
                     ),
                     (Format::Folded, Some(before)) => (
                         folded::render_diff(before, &now_folded).into_bytes(),
                         "text/plain; charset=utf-8",
-                        "heapwatch-heap-diff.folded",
                     ),
                     (_, None) => (
                         flamegraph::live(&now_folded, &describe(&now)).map_err(internal)?,
                         "image/svg+xml",
-                        "heapwatch-heap.svg",
                     ),
                     (_, Some(before)) => (
                         flamegraph::diff(
@@ -138,33 +156,28 @@ pub async fn export(
                         )
                         .map_err(internal)?,
                         "image/svg+xml",
-                        "heapwatch-heap-diff.svg",
                     ),
                 };
-                Ok(Exported {
+                Ok(Document {
                     body,
                     content_type,
-                    file_name,
+                    file_name: None,
                 })
             }
         }
     })
-    .await?
+    .await??;
+    Ok(Reply::Document(document))
 }
 
 /// The Prometheus metrics text (see `export::metrics` for the names).
 ///
 /// # Errors
 /// `internal_error` if the blocking task panicked.
-pub async fn metrics(shared: Arc<Shared>) -> Result<String, CommandError> {
-    let serial = shared.clone();
-    let _serial = serial.snapshot_lock.lock().await;
-    blocking(move || {
-        let system = shared
-            .system
-            .lock()
-            .expect("system sampler lock poisoned")
-            .sample();
+pub async fn metrics_text(services: &Services) -> Result<String, CommandError> {
+    let (system, monitor) = (services.system.clone(), services.trend.clone());
+    exclusive(services, move || {
+        let system = system.sample();
         let status = memory::status();
         let top_sites = if status.enabled {
             memory::take_snapshot()
@@ -180,7 +193,7 @@ pub async fn metrics(shared: Arc<Shared>) -> Result<String, CommandError> {
         } else {
             Vec::new()
         };
-        let report = report_blocking(&shared);
+        let report = monitor.report();
         metrics::encode(&metrics::Input {
             totals: memory::totals(),
             tracking: Some(status),

@@ -1,8 +1,11 @@
-//! The direct listener's bearer-token gate and its per-address brute-force limit.
+//! The authentication gate: the direct listener's bearer token, compared in constant
+//! time, and a per-address brute-force limit. Both transports ask it (HTTP for the
+//! `Authorization` header, the `auth` command for a WebSocket's in-band token); it knows
+//! nothing of either.
 //!
-//! The token is compared in constant time. More than [`MAX_FAILURES`] failures from one
-//! IP address within [`WINDOW`] block that address for [`BLOCK`]: every request from it
-//! then gets 429 / `rate_limited`, even with the right token, until the block ends.
+//! More than [`MAX_FAILURES`] failures from one IP address within [`WINDOW`] block that
+//! address for [`BLOCK`]: every request from it then gets 429 / `rate_limited`, even with
+//! the right token, until the block ends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,9 +26,9 @@ pub const BLOCK: Duration = Duration::from_secs(5 * 60);
 /// (the oldest entries are dropped first).
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
-/// What a credential check decided.
+/// What a credential check decided. (Not `Verdict`: that is the trend's word.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Decision {
     Allowed,
     Denied,
     RateLimited { retry_after_s: u64 },
@@ -74,21 +77,21 @@ impl AuthGate {
     }
 
     /// Checks `presented` from `peer`; a failure counts towards the limit.
-    pub fn check(&self, peer: IpAddr, presented: Option<&str>) -> Verdict {
+    pub fn check(&self, peer: IpAddr, presented: Option<&str>) -> Decision {
         if let Some(retry_after_s) = self.blocked(peer) {
-            return Verdict::RateLimited { retry_after_s };
+            return Decision::RateLimited { retry_after_s };
         }
         let ok = match (&self.token, presented) {
             (Some(t), Some(p)) => bool::from(t.expose().as_bytes().ct_eq(p.as_bytes())),
             _ => false,
         };
         if ok {
-            return Verdict::Allowed;
+            return Decision::Allowed;
         }
         self.record_failure(peer)
     }
 
-    fn record_failure(&self, peer: IpAddr) -> Verdict {
+    fn record_failure(&self, peer: IpAddr) -> Decision {
         let now = Instant::now();
         let mut map = self.failures.lock().expect("auth map poisoned");
         if map.len() >= MAX_TRACKED_ADDRESSES && !map.contains_key(&peer) {
@@ -120,11 +123,11 @@ impl AuthGate {
         if f.count > MAX_FAILURES {
             f.blocked_until = Some(now + self.block);
             tracing::warn!(%peer, "too many failed authentication attempts; address blocked for {} s", self.block.as_secs());
-            return Verdict::RateLimited {
+            return Decision::RateLimited {
                 retry_after_s: self.block.as_secs().max(1),
             };
         }
-        Verdict::Denied
+        Decision::Denied
     }
 }
 
@@ -143,14 +146,14 @@ mod tests {
         let ip: IpAddr = "127.0.0.5".parse().unwrap();
         assert_eq!(
             g.check(ip, Some("0123456789abcdef0123456789abcdef")),
-            Verdict::Allowed
+            Decision::Allowed
         );
         assert_eq!(
             g.check(ip, Some("0123456789abcdef0123456789abcdeX")),
-            Verdict::Denied
+            Decision::Denied
         );
-        assert_eq!(g.check(ip, Some("short")), Verdict::Denied);
-        assert_eq!(g.check(ip, None), Verdict::Denied);
+        assert_eq!(g.check(ip, Some("short")), Decision::Denied);
+        assert_eq!(g.check(ip, None), Decision::Denied);
     }
 
     #[test]
@@ -158,16 +161,16 @@ mod tests {
         let g = gate();
         let ip: IpAddr = "127.0.0.6".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert_eq!(g.check(ip, Some("nope")), Verdict::Denied);
+            assert_eq!(g.check(ip, Some("nope")), Decision::Denied);
         }
         assert!(matches!(
             g.check(ip, Some("nope")),
-            Verdict::RateLimited { .. }
+            Decision::RateLimited { .. }
         ));
         // Even the right token is refused while blocked.
         assert!(matches!(
             g.check(ip, Some("0123456789abcdef0123456789abcdef")),
-            Verdict::RateLimited { .. }
+            Decision::RateLimited { .. }
         ));
         // Another address is unaffected.
         assert_eq!(
@@ -175,12 +178,12 @@ mod tests {
                 "127.0.0.7".parse().unwrap(),
                 Some("0123456789abcdef0123456789abcdef")
             ),
-            Verdict::Allowed
+            Decision::Allowed
         );
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(
             g.check(ip, Some("0123456789abcdef0123456789abcdef")),
-            Verdict::Allowed
+            Decision::Allowed
         );
     }
 
@@ -189,7 +192,7 @@ mod tests {
         let g = AuthGate::new(None);
         assert_eq!(
             g.check("127.0.0.1".parse().unwrap(), Some("")),
-            Verdict::Denied
+            Decision::Denied
         );
     }
 
