@@ -133,11 +133,17 @@ pub async fn serve(
     Ok(())
 }
 
-/// Starts the trend's sampling task on the server's task tracker.
+/// Starts the background tasks (the trend's sampling, host monitoring) on the server's
+/// task tracker.
 fn start_background(server: &Server) {
     let services = &server.services;
     server.tasks.spawn(crate::trend::run(
         services.trend.clone(),
+        services.system.clone(),
+        server.cancel.clone(),
+    ));
+    server.tasks.spawn(crate::host::run(
+        services.host.clone(),
         services.system.clone(),
         server.cancel.clone(),
     ));

@@ -11,6 +11,10 @@
 //! - [`app`]: binds listeners, runs tasks, shuts down.
 //! - [`trend`]: the always-on RSS/heap history, checkpoints and the leak-trend verdict.
 //! - [`export`]: pprof, folded stacks, flame graphs and Prometheus metrics.
+//! - [`host`]: every add-on's, Core's and the Supervisor's memory through the Supervisor,
+//!   and which of them keeps growing.
+//! - [`heap`]: the server's baselines and symbolizing lock beside the tracker.
+//! - [`limits`], [`gate`]: every bound the server keeps; the token check.
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -18,6 +22,7 @@ pub mod commands;
 pub mod export;
 pub mod gate;
 pub mod heap;
+pub mod host;
 pub mod http;
 pub mod limits;
 pub mod logging;

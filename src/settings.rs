@@ -117,6 +117,19 @@ pub struct Settings {
     pub trend_sample_interval_ms: u32,
     /// How often, while tracking, the trend takes an automatic per-stack checkpoint.
     pub trend_checkpoint_interval_ms: u32,
+    /// Where the Supervisor's API is (`http://supervisor` inside Home Assistant).
+    pub supervisor_url: String,
+    /// Seconds between polls of every container's memory.
+    pub host_poll_seconds: u32,
+    /// Tests compress time: poll this often in real time, each poll standing for
+    /// `host_poll_seconds` of history. Unset in production.
+    pub host_poll_interval_ms: Option<u32>,
+    /// Tell the user (a persistent notification) when a container keeps growing.
+    pub notify_leaks: bool,
+    /// The Supervisor's token, from the environment variable `SUPERVISOR_TOKEN` that the
+    /// Supervisor sets for every add-on (not an option: never in the options file, never
+    /// shown). Its presence means "running as an add-on".
+    pub supervisor_token: Option<Secret>,
 }
 
 /// The type and range of one key, as the add-on schema states it. One table drives
@@ -136,6 +149,8 @@ pub enum KeyKind {
     SocketAddr,
     IpList,
     Path,
+    /// A plain `http://host[:port]` base address.
+    HttpUrl,
 }
 
 /// One settings key.
@@ -243,6 +258,35 @@ pub const KEYS: &[KeySpec] = &[
         default: Some(DefaultValue::Int(600_000)),
         user_facing: false,
     },
+    KeySpec {
+        name: "host_poll_seconds",
+        kind: KeyKind::Int { min: 15, max: 3600 },
+        default: Some(DefaultValue::Int(60)),
+        user_facing: true,
+    },
+    KeySpec {
+        name: "notify_leaks",
+        kind: KeyKind::Bool,
+        default: Some(DefaultValue::Bool(true)),
+        user_facing: true,
+    },
+    KeySpec {
+        name: "supervisor_url",
+        kind: KeyKind::HttpUrl,
+        default: Some(DefaultValue::Str("http://supervisor")),
+        user_facing: false,
+    },
+    // Only tests set this (time compressed: one poll every few milliseconds, each standing
+    // for `host_poll_seconds`); ten milliseconds at the least keeps a core free.
+    KeySpec {
+        name: "host_poll_interval_ms",
+        kind: KeyKind::Int {
+            min: 10,
+            max: 3_600_000,
+        },
+        default: None,
+        user_facing: false,
+    },
 ];
 
 /// Why the settings could not be loaded. Each message names the source, the key and what
@@ -279,6 +323,9 @@ pub enum OptionsSource {
     /// The file did not exist: defaults (and the environment) apply.
     Missing(PathBuf),
 }
+
+/// The variable the Supervisor sets with the add-on's API token.
+pub const SUPERVISOR_TOKEN_ENV: &str = "SUPERVISOR_TOKEN";
 
 /// The options path [`Settings::embedded`] reads: none exists, so only the defaults
 /// (and the two values it passes) apply.
@@ -361,10 +408,13 @@ impl Settings {
 
         let mut env_map = BTreeMap::new();
         let mut debug_memory_env = None;
+        let mut supervisor_token = None;
         let prefix = format!("{ENV_PREFIX}_");
         for (name, value) in env {
             if name == DEBUG_MEMORY_ENV {
                 debug_memory_env = Some(env_flag_is_on(&value));
+            } else if name == SUPERVISOR_TOKEN_ENV {
+                supervisor_token = Some(Secret(value)).filter(|t| !t.0.is_empty());
             } else if let Some(key) = name.strip_prefix(&prefix) {
                 let key = key.to_ascii_lowercase();
                 if !KEYS.iter().any(|k| k.name == key) {
@@ -465,6 +515,11 @@ impl Settings {
         let data_dir = PathBuf::from(required("data_dir")?.string());
         let trend_sample_interval_ms = int("trend_sample_interval_ms")?;
         let trend_checkpoint_interval_ms = int("trend_checkpoint_interval_ms")?;
+        let supervisor_url = required("supervisor_url")?.string();
+        let host_poll_seconds = int("host_poll_seconds")?;
+        let host_poll_interval_ms = field("host_poll_interval_ms")?
+            .map(|p| u32::try_from(p.int()).expect("range-checked against KEYS"));
+        let notify_leaks = matches!(required("notify_leaks")?, Parsed::Bool(true));
 
         let settings = Settings {
             log_level,
@@ -479,6 +534,11 @@ impl Settings {
             data_dir,
             trend_sample_interval_ms,
             trend_checkpoint_interval_ms,
+            supervisor_url,
+            host_poll_seconds,
+            host_poll_interval_ms,
+            notify_leaks,
+            supervisor_token,
         };
         Ok((settings, source))
     }
@@ -498,6 +558,10 @@ impl Settings {
             "data_dir": self.data_dir.display().to_string(),
             "trend_sample_interval_ms": self.trend_sample_interval_ms,
             "trend_checkpoint_interval_ms": self.trend_checkpoint_interval_ms,
+            "supervisor_url": self.supervisor_url,
+            "host_poll_seconds": self.host_poll_seconds,
+            "host_poll_interval_ms": self.host_poll_interval_ms,
+            "notify_leaks": self.notify_leaks,
         })
     }
 }
@@ -695,7 +759,25 @@ fn parse_value(spec: &KeySpec, v: &Value, source_name: &str) -> Result<Parsed, S
             Some(s) if !s.is_empty() => Ok(Parsed::Str(s)),
             _ => Err(invalid("a non-empty path".into(), describe(v))),
         },
+        KeyKind::HttpUrl => match as_str() {
+            Some(s) if is_http_base(s.trim()) => Ok(Parsed::Str(s.trim().to_string())),
+            _ => Err(invalid(
+                "a base address such as http://supervisor or http://127.0.0.1:8123".into(),
+                describe(v),
+            )),
+        },
     }
+}
+
+/// `http://host[:port]` with at most a trailing slash: no path, query or user.
+fn is_http_base(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("http://") else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+        && rest.parse::<hyper::http::uri::Authority>().is_ok()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ fn schema_for(spec: &KeySpec) -> Option<String> {
         KeyKind::Int { min, max } => format!("int({min},{max})"),
         KeyKind::Choice(names) => format!("list({})", names.join("|")),
         KeyKind::Password { min_chars } => format!("password({min_chars},)"),
-        KeyKind::SocketAddr | KeyKind::IpList | KeyKind::Path => return None,
+        KeyKind::SocketAddr | KeyKind::IpList | KeyKind::Path | KeyKind::HttpUrl => return None,
     };
     let optional = if spec.default.is_none() { "?" } else { "" };
     Some(base + optional)

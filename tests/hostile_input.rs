@@ -34,7 +34,7 @@ fn wrong_types(kind: &str) -> Vec<Value> {
     all.into_iter()
         .filter(|v| match kind {
             "int" => !v.is_i64() && !v.is_null(),
-            "string" => !v.is_string() && !v.is_null(),
+            "string" | "choice" => !v.is_string() && !v.is_null(),
             "required_string" => !v.is_string(),
             _ => unreachable!(),
         })
@@ -66,6 +66,11 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
         &[("subscription", "required_string")],
     ),
     ("debug/memory_trend", &[]),
+    ("host/memory", &[("sort", "choice")]),
+    (
+        "host/memory_history",
+        &[("slug", "required_string"), ("window", "choice")],
+    ),
     (
         "debug/memory_snapshot",
         &[
@@ -156,6 +161,15 @@ async fn every_argument_of_every_command() {
                     }
                 }
             }
+            if *kind == "choice" {
+                // One of a few names: anything else is refused, naming the argument.
+                for bad in odd_strings() {
+                    let r = ws.call("c", command, json!({ *arg: bad })).await;
+                    assert_eq!(r["error_code"], "invalid_args", "{command} {arg}: {r}");
+                    let d = r["details"].as_str().unwrap();
+                    assert!(d.contains(arg) && d.len() < 400, "{d}");
+                }
+            }
             if *kind == "required_string" {
                 for odd in odd_strings() {
                     let r = ws.call("odd", command, json!({ *arg: odd })).await;
@@ -164,7 +178,7 @@ async fn every_argument_of_every_command() {
                         // authenticated; the direct listener refuses them (test below).
                         assert_eq!(r["result"]["authenticated"], true, "{r}");
                     } else {
-                        // No subscription has such a name.
+                        // No subscription (and no container) has such a name.
                         assert_eq!(r["error_code"], "not_found", "{r}");
                         assert!(r["details"].as_str().unwrap().len() < 400);
                     }

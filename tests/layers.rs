@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 /// new room must be placed on purpose.
 const LAYERS: &[(&str, &[&str])] = &[
     ("base", &["settings", "logging", "limits", "gate"]),
-    ("domain", &["memory", "system", "trend", "export", "heap"]),
+    (
+        "domain",
+        &["memory", "system", "trend", "export", "heap", "host"],
+    ),
     ("commands", &["commands"]),
     ("transport", &["http", "ws"]),
     ("entry", &["app", "lib"]),

@@ -13,6 +13,7 @@ pub mod args;
 pub mod auth;
 pub mod debug;
 pub mod download;
+pub mod host;
 pub mod report;
 pub mod stream;
 pub mod system;
@@ -32,6 +33,7 @@ pub use args::{Args, DETAIL_PART_MAX_CHARS, NoArgs, shorten};
 
 use crate::gate::AuthGate;
 use crate::heap::{Heap, tracking_config};
+use crate::host::{HostMonitor, HostSettings};
 use crate::limits::Limits;
 use crate::settings::Settings;
 use crate::system::SharedSampler;
@@ -186,6 +188,8 @@ pub const REGISTRY: &[Command] = &[
     stream::MEMORY_SUBSCRIBE,
     stream::MEMORY_UNSUBSCRIBE,
     trend::MEMORY_TREND,
+    host::MEMORY,
+    host::MEMORY_HISTORY,
 ];
 
 /// The commands that answer with a [`Document`]: served over HTTP only (the router maps a
@@ -315,6 +319,8 @@ pub struct Services {
     pub trend: Arc<Monitor>,
     /// The one memory sampler behind every `debug/memory_subscribe`.
     pub stream: stream::Hub,
+    /// Every container's memory through the Supervisor (filled by the host task).
+    pub host: Arc<HostMonitor>,
 }
 
 impl Services {
@@ -334,7 +340,7 @@ impl Services {
                 settings_json: settings.redacted_json(),
                 started_at: Instant::now(),
                 listeners: bound,
-                ha_addon: std::env::var_os("SUPERVISOR_TOKEN").is_some(),
+                ha_addon: settings.supervisor_token.is_some(),
                 shutdown_started: std::sync::OnceLock::new(),
             },
             gate: AuthGate::with_timing(
@@ -346,6 +352,10 @@ impl Services {
             system: Arc::new(SharedSampler::default()),
             trend: Arc::new(Monitor::new(trend_settings)),
             stream: stream::Hub::new(limits.stream_tick),
+            host: Arc::new(HostMonitor::new(
+                HostSettings::new(settings, limits.trend_growth_threshold_bytes_per_hour),
+                settings.supervisor_token.clone(),
+            )),
         }
     }
 }

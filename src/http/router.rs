@@ -30,7 +30,7 @@ use super::panel::{self, Asset};
 use super::{Conn, Server, upgrade};
 use crate::commands::{
     self, Args, Caller, Command, CommandError, Context, Document, ListenerKind, Reply, User, debug,
-    download, report, trend,
+    download, host, report, trend,
 };
 use crate::gate::Decision;
 
@@ -124,6 +124,16 @@ pub const ROUTES: &[Route] = &[
         path: "/api/memory/flamegraph.svg",
         methods: GET,
         handler: Handler::Command(&download::FLAMEGRAPH),
+    },
+    Route {
+        path: "/api/host/memory",
+        methods: GET,
+        handler: Handler::Command(&host::MEMORY),
+    },
+    Route {
+        path: "/api/host/memory_history",
+        methods: GET,
+        handler: Handler::Command(&host::MEMORY_HISTORY),
     },
     Route {
         path: "/metrics",

@@ -1,0 +1,445 @@
+//! Host monitoring: which add-on — or Home Assistant Core, or the Supervisor — keeps
+//! growing?
+//!
+//! Every poll interval the [`HostMonitor`] asks the Supervisor for its add-on list and then,
+//! at most [`CONCURRENCY`] calls at a time, each container's stats (about a second each on a real
+//! Supervisor), and records the memory into a [`history::History`] per container; the
+//! verdict per container (growing / stable / insufficient data over 1 h, 6 h, 24 h and
+//! 7 d, restarts, sawtooth leaks) comes from there.
+//!
+//! This module knows nothing of the server's transports: it talks to the Supervisor
+//! through its own client (`supervisor`), and commands turn its typed rows into JSON.
+//! Without a Supervisor token the monitor is off and says why.
+
+pub mod history;
+pub mod supervisor;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{Secret, Settings};
+use crate::system::SharedSampler;
+use crate::trend::Verdict;
+use history::{HOUR_MS, History, Judgement};
+use supervisor::{AddonInfo, Supervisor, SupervisorError};
+
+/// Stats calls in flight at once: a real Supervisor takes about a second per call, so 100
+/// add-ons (plus the list, Core, the Supervisor and 5 plugins: 108 calls) are polled in
+/// about 12 s, well inside the default minute and the 15 s the host view promises.
+pub const CONCURRENCY: usize = 10;
+/// One call's deadline.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Containers tracked at most (a Home Assistant host runs a few dozen): bounds memory and
+/// the metrics' series.
+pub const MAX_CONTAINERS: usize = 200;
+/// The plugins whose stats the Supervisor serves, with the names users know them by.
+pub const PLUGINS: [(&str, &str); 5] = [
+    ("dns", "DNS"),
+    ("audio", "Audio"),
+    ("cli", "CLI"),
+    ("multicast", "Multicast"),
+    ("observer", "Observer"),
+];
+
+/// What a container is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Core,
+    Supervisor,
+    Plugin,
+    Addon,
+}
+
+/// Something to poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub slug: String,
+    pub name: String,
+    pub kind: Kind,
+    /// The add-on's state and version from the list (Core, Supervisor and plugins: none).
+    pub state: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Target {
+    fn stats_path(&self) -> String {
+        match self.kind {
+            Kind::Core => "/core/stats".into(),
+            Kind::Supervisor => "/supervisor/stats".into(),
+            Kind::Plugin => format!("/{}/stats", self.slug),
+            Kind::Addon => format!("/addons/{}/stats", self.slug),
+        }
+    }
+}
+
+/// The fixed targets: Core, the Supervisor, the plugins.
+fn fixed_targets() -> Vec<Target> {
+    let mut t = vec![
+        Target {
+            slug: "core".into(),
+            name: "Home Assistant Core".into(),
+            kind: Kind::Core,
+            state: None,
+            version: None,
+        },
+        Target {
+            slug: "supervisor".into(),
+            name: "Supervisor".into(),
+            kind: Kind::Supervisor,
+            state: None,
+            version: None,
+        },
+    ];
+    t.extend(PLUGINS.iter().map(|(slug, name)| Target {
+        slug: (*slug).into(),
+        name: format!("Plugin: {name}"),
+        kind: Kind::Plugin,
+        state: None,
+        version: None,
+    }));
+    t
+}
+
+/// How the monitor runs.
+#[derive(Clone, Debug)]
+pub struct HostSettings {
+    pub supervisor_url: String,
+    /// How often to poll, in real time.
+    pub poll: Duration,
+    /// How much history one poll stands for: `poll` in production; tests compress time
+    /// (poll every 20 ms, each standing for a minute).
+    pub poll_stands_for: Duration,
+    /// The slope a window needs to be `growing`, in bytes per hour.
+    pub growth_threshold_bytes_per_hour: u64,
+    pub notify_leaks: bool,
+}
+
+impl HostSettings {
+    /// From the settings and the trend's threshold.
+    pub fn new(settings: &Settings, growth_threshold_bytes_per_hour: u64) -> Self {
+        let nominal = Duration::from_secs(settings.host_poll_seconds.into());
+        Self {
+            supervisor_url: settings.supervisor_url.clone(),
+            poll: settings
+                .host_poll_interval_ms
+                .map_or(nominal, |ms| Duration::from_millis(ms.into())),
+            poll_stands_for: nominal,
+            growth_threshold_bytes_per_hour,
+            notify_leaks: settings.notify_leaks,
+        }
+    }
+}
+
+/// One container as the monitor knows it.
+#[derive(Clone, Debug)]
+struct Container {
+    target: Target,
+    history: History,
+    /// The last stats call's failure, for the panel (`None` after a good one).
+    error: Option<String>,
+    /// Polls that did not see it in the list: dropped after a day of absence.
+    seen_at_ms: i64,
+}
+
+/// The last poll, for the panel and the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PollStatus {
+    pub polls: u64,
+    pub last_at_ms: Option<i64>,
+    pub last_duration: Option<Duration>,
+    /// Why the add-on list (or everything) failed, if it did.
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    containers: BTreeMap<String, Container>,
+    status: PollStatus,
+    host_total_bytes: u64,
+    host_available_bytes: u64,
+}
+
+/// One row of the host table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub slug: String,
+    pub name: String,
+    pub kind: Kind,
+    pub state: Option<String>,
+    pub version: Option<String>,
+    pub memory_bytes: Option<u64>,
+    /// Share of the host's RAM, 0..=1.
+    pub host_share: Option<f64>,
+    pub judgement: Judgement,
+    /// At the growing slope, hours until the host's available memory is gone.
+    pub hours_to_exhaustion: Option<f64>,
+    /// The last 24 h as 15-minute averages (time ms, bytes).
+    pub sparkline: Vec<(i64, u64)>,
+    pub error: Option<String>,
+}
+
+/// A container's memory over a span: (time ms, bytes) points and restart times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub points: Vec<(i64, u64)>,
+    pub restarts: Vec<i64>,
+}
+
+/// Host monitoring's state: off (no token), or the Supervisor client and what it found.
+pub struct HostMonitor {
+    settings: HostSettings,
+    supervisor: Result<Supervisor, String>,
+    /// std mutex: held to record a poll or copy rows out, never across `.await`.
+    state: Mutex<State>,
+    /// The monitor's clock: real time, sped up by `poll_stands_for / poll`.
+    started: Instant,
+    started_wall_ms: i64,
+}
+
+impl HostMonitor {
+    /// A monitor for `settings`; `token` is the Supervisor's (`SUPERVISOR_TOKEN`): without
+    /// one the monitor is off.
+    pub fn new(settings: HostSettings, token: Option<Secret>) -> Self {
+        let supervisor = match token {
+            None => Err("the host view needs the Supervisor: it is on when Heapwatch runs as a Home Assistant add-on (SUPERVISOR_TOKEN is set)".to_owned()),
+            Some(t) => Supervisor::new(&settings.supervisor_url, t, CALL_TIMEOUT)
+                .map_err(|e| e.to_string()),
+        };
+        Self {
+            settings,
+            supervisor,
+            state: Mutex::default(),
+            started: Instant::now(),
+            started_wall_ms: unix_ms(SystemTime::now()),
+        }
+    }
+
+    /// Why the monitor is off, if it is.
+    pub fn off_reason(&self) -> Option<&str> {
+        self.supervisor.as_ref().err().map(String::as_str)
+    }
+
+    /// The monitor's settings.
+    pub fn settings(&self) -> &HostSettings {
+        &self.settings
+    }
+
+    /// The monitor's time now, in ms since the epoch (compressed in tests).
+    pub fn now_ms(&self) -> i64 {
+        let scale = self.settings.poll_stands_for.as_secs_f64()
+            / self.settings.poll.as_secs_f64().max(1e-3);
+        self.started_wall_ms + (self.started.elapsed().as_secs_f64() * 1000.0 * scale) as i64
+    }
+
+    fn poll_ms(&self) -> i64 {
+        i64::try_from(self.settings.poll_stands_for.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Polls every container once and records what came back. Errors are kept for the
+    /// panel (and logged once per change); the monitor carries on.
+    pub async fn poll_once(&self, system: &SharedSampler) {
+        let Ok(supervisor) = &self.supervisor else {
+            return;
+        };
+        let began = Instant::now();
+        let mut targets = fixed_targets();
+        let list_error = match supervisor.addons().await {
+            Ok(addons) => {
+                targets.extend(addons.into_iter().take(MAX_CONTAINERS - targets.len()).map(
+                    |AddonInfo {
+                         slug,
+                         name,
+                         state,
+                         version,
+                     }| Target {
+                        slug,
+                        name,
+                        kind: Kind::Addon,
+                        state: Some(state),
+                        version,
+                    },
+                ));
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let results: Vec<(Target, Result<supervisor::Stats, SupervisorError>)> =
+            futures_util::stream::iter(targets)
+                .map(|t| async move {
+                    let path = t.stats_path();
+                    let stats = supervisor.stats(&path).await;
+                    (t, stats)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let host = system.sample().host;
+        let now = self.now_ms();
+        let mut state = self.state.lock().expect("host state lock poisoned");
+        state.host_total_bytes = host.total_bytes;
+        state.host_available_bytes = host.available_bytes;
+        let forbidden_everywhere = results
+            .iter()
+            .all(|(_, r)| matches!(r, Err(SupervisorError::Forbidden { .. })));
+        for (target, result) in results {
+            let c = state
+                .containers
+                .entry(target.slug.clone())
+                .or_insert_with(|| Container {
+                    target: target.clone(),
+                    history: History::default(),
+                    error: None,
+                    seen_at_ms: now,
+                });
+            c.seen_at_ms = now;
+            c.target.name.clone_from(&target.name);
+            match result {
+                Ok(stats) => {
+                    let state_now = target.state.as_deref().unwrap_or("started");
+                    c.history.observe(now, state_now, target.version.as_deref());
+                    c.history.push(now, stats.memory_usage);
+                    c.target.state = Some(state_now.to_owned());
+                    c.error = None;
+                }
+                Err(SupervisorError::NotRunning { .. }) => {
+                    let s = target.state.as_deref().unwrap_or("stopped");
+                    c.history.observe(now, s, target.version.as_deref());
+                    c.target.state = Some(s.to_owned());
+                    c.error = None;
+                }
+                Err(e) => c.error = Some(e.to_string()),
+            }
+            c.target.version = target.version.or(c.target.version.take());
+        }
+        // Forget what has been gone from the list for a day (an uninstalled add-on).
+        let day = 24 * HOUR_MS;
+        state.containers.retain(|_, c| now - c.seen_at_ms < day);
+        let error = list_error.map(|e| e.to_string()).or_else(|| {
+            forbidden_everywhere.then(|| "the Supervisor refused every stats call".to_owned())
+        });
+        if error != state.status.error {
+            match &error {
+                Some(e) => tracing::warn!("host memory poll: {e}"),
+                None if state.status.error.is_some() => {
+                    tracing::info!("host memory poll works again")
+                }
+                None => {}
+            }
+        }
+        state.status = PollStatus {
+            polls: state.status.polls + 1,
+            last_at_ms: Some(now),
+            last_duration: Some(began.elapsed()),
+            error,
+        };
+    }
+
+    /// The last poll's status.
+    pub fn status(&self) -> PollStatus {
+        self.state
+            .lock()
+            .expect("host state lock poisoned")
+            .status
+            .clone()
+    }
+
+    /// Every container with its verdict, largest first.
+    pub fn table(&self) -> Vec<Row> {
+        let now = self.now_ms();
+        let state = self.state.lock().expect("host state lock poisoned");
+        let threshold = self.settings.growth_threshold_bytes_per_hour as f64;
+        let mut rows: Vec<Row> = state
+            .containers
+            .values()
+            .map(|c| {
+                let judgement = c.history.judge(now, self.poll_ms(), threshold);
+                let memory_bytes = c.history.latest().map(|(_, b)| b);
+                let host_share = memory_bytes
+                    .filter(|_| state.host_total_bytes > 0)
+                    .map(|b| b as f64 / state.host_total_bytes as f64);
+                let hours_to_exhaustion = judgement
+                    .slope_bytes_per_hour
+                    .filter(|s| *s > 0.0 && judgement.verdict == Verdict::Growing)
+                    .map(|s| state.host_available_bytes as f64 / s);
+                let sparkline = c
+                    .history
+                    .averages_since(now - 24 * HOUR_MS)
+                    .map(|b| {
+                        let (t, v) = b.point();
+                        (t, v as u64)
+                    })
+                    .collect();
+                Row {
+                    slug: c.target.slug.clone(),
+                    name: c.target.name.clone(),
+                    kind: c.target.kind,
+                    state: c.target.state.clone(),
+                    version: c.target.version.clone(),
+                    memory_bytes,
+                    host_share,
+                    judgement,
+                    hours_to_exhaustion,
+                    sparkline,
+                    error: c.error.clone(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.memory_bytes
+                .cmp(&a.memory_bytes)
+                .then_with(|| a.slug.cmp(&b.slug))
+        });
+        rows
+    }
+
+    /// A container's memory over `span_ms` back from now: raw points for spans up to 48 h,
+    /// 15-minute averages beyond; with the restarts in that span. `None` for an unknown
+    /// slug.
+    pub fn history(&self, slug: &str, span_ms: i64) -> Option<Span> {
+        let now = self.now_ms();
+        let state = self.state.lock().expect("host state lock poisoned");
+        let c = state.containers.get(slug)?;
+        let from = now - span_ms;
+        let points = if span_ms <= history::RAW_SPAN_MS {
+            c.history.raw_since(from).collect()
+        } else {
+            c.history
+                .averages_since(from)
+                .map(|b| {
+                    let (t, v) = b.point();
+                    (t, v as u64)
+                })
+                .collect()
+        };
+        let restarts = c.history.restarts().filter(|&t| t >= from).collect();
+        Some(Span { points, restarts })
+    }
+}
+
+/// The polling task: polls every `poll` until `cancel`. Does nothing when the monitor is
+/// off.
+pub async fn run(monitor: Arc<HostMonitor>, system: Arc<SharedSampler>, cancel: CancellationToken) {
+    if let Some(why) = monitor.off_reason() {
+        tracing::info!("host memory view off: {why}");
+        return;
+    }
+    let mut ticker = tokio::time::interval(monitor.settings.poll.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticker.tick() => monitor.poll_once(&system).await,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,424 @@
+//! Host monitoring against a Supervisor stand-in on loopback: the add-on list and every
+//! container's stats in the Supervisor's shapes (envelope, plain-text 401/403, 400 for a
+//! stopped add-on), with memory that follows a shape per container on a compressed clock
+//! (one poll every 20 ms stands for a minute), read back over a real WebSocket and HTTP.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use support::*;
+
+const MIB: f64 = 1024.0 * 1024.0;
+const SUPERVISOR_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// One real millisecond is this many simulated ones (20 ms stands for a minute).
+const SCALE: f64 = 3000.0;
+const POLL_MS: u32 = 20;
+
+/// Memory in bytes at a simulated hour.
+type Shape = Box<dyn Fn(f64) -> f64 + Send + Sync>;
+
+/// How a stand-in container answers.
+enum Answer {
+    Memory(Shape),
+    /// 400 `app_not_running_error`.
+    Stopped,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// Closes the connection without answering.
+    Drop,
+}
+
+struct StandIn {
+    addons: BTreeMap<String, (String, Answer)>,
+    fixed: BTreeMap<String, Answer>,
+    /// `true`: the add-on's role is too low (every call gets 403).
+    forbidden: bool,
+    latency: Duration,
+    started: Instant,
+    calls: Mutex<u64>,
+}
+
+impl StandIn {
+    fn hours(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * SCALE / 3_600.0
+    }
+
+    fn answer(&self, path: &str) -> (StatusCode, String) {
+        let envelope = |data: Value| json!({"result": "ok", "data": data}).to_string();
+        if path == "/addons" {
+            let list: Vec<Value> = self
+                .addons
+                .iter()
+                .map(|(slug, (name, a))| {
+                    let state = if matches!(a, Answer::Stopped) {
+                        "stopped"
+                    } else {
+                        "started"
+                    };
+                    json!({"slug": slug, "name": name, "state": state, "version": "1.0.0",
+                           "repository": "local", "update_available": false})
+                })
+                .collect();
+            return (StatusCode::OK, envelope(json!({"addons": list})));
+        }
+        let Some(target) = path.strip_suffix("/stats") else {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"result": "error", "message": "no such path"}).to_string(),
+            );
+        };
+        let answer = match target.strip_prefix("/addons/") {
+            Some(slug) => self.addons.get(slug).map(|(_, a)| a),
+            None => self.fixed.get(target.trim_start_matches('/')),
+        };
+        match answer {
+            None => (
+                StatusCode::NOT_FOUND,
+                json!({"result": "error", "message": "App does not exist"}).to_string(),
+            ),
+            Some(Answer::Stopped) => (
+                StatusCode::BAD_REQUEST,
+                json!({"result": "error", "message": "App is not running",
+                       "error_key": "app_not_running_error", "extra_fields": {"app": target}})
+                .to_string(),
+            ),
+            Some(Answer::Garbage) => (StatusCode::OK, "{\"result\": \"ok\", \"data\": {".into()),
+            Some(Answer::Drop) => (StatusCode::IM_A_TEAPOT, String::new()),
+            Some(Answer::Memory(f)) => {
+                let bytes = f(self.hours()).max(0.0) as u64;
+                (
+                    StatusCode::OK,
+                    envelope(json!({"cpu_percent": 0.4, "memory_usage": bytes,
+                        "memory_limit": 4_000_000_000u64, "memory_percent": bytes as f64 / 4e7,
+                        "network_rx": 0, "network_tx": 0, "blk_read": 0, "blk_write": 0})),
+                )
+            }
+        }
+    }
+}
+
+/// Serves the stand-in on 127.0.0.1:0.
+async fn serve(standin: Arc<StandIn>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let standin = standin.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let standin = standin.clone();
+                    async move {
+                        *standin.calls.lock().unwrap() += 1;
+                        tokio::time::sleep(standin.latency).await;
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok());
+                        let (status, body) = if auth != Some(&format!("Bearer {SUPERVISOR_TOKEN}"))
+                        {
+                            (StatusCode::UNAUTHORIZED, "401: Unauthorized".to_string())
+                        } else if standin.forbidden {
+                            (StatusCode::FORBIDDEN, "403: Forbidden".to_string())
+                        } else {
+                            standin.answer(req.uri().path())
+                        };
+                        if status == StatusCode::IM_A_TEAPOT {
+                            return Err(std::io::Error::other("dropped on purpose"));
+                        }
+                        let mut r = Response::new(Full::new(Bytes::from(body)));
+                        *r.status_mut() = status;
+                        Ok::<_, std::io::Error>(r)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn flat(mib: f64) -> Answer {
+    Answer::Memory(Box::new(move |t| (mib + 0.3 * (t * 977.0).sin()) * MIB))
+}
+
+async fn server_for(standin: &Arc<StandIn>, poll_ms: u32) -> TestServer {
+    let addr = serve(standin.clone()).await;
+    TestServer::start_with(
+        move |s| {
+            s.supervisor_url = format!("http://{addr}");
+            s.supervisor_token = Some(heapwatch::settings::Secret::new(SUPERVISOR_TOKEN));
+            s.host_poll_seconds = 60;
+            s.host_poll_interval_ms = Some(poll_ms);
+        },
+        heapwatch::app::Limits::default(),
+    )
+    .await
+}
+
+fn fixed_flat() -> BTreeMap<String, Answer> {
+    ["supervisor", "dns", "audio", "cli", "multicast", "observer"]
+        .into_iter()
+        .map(|s| (s.to_string(), flat(60.0)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
+    let mut addons = BTreeMap::new();
+    addons.insert(
+        "local_leaky".to_string(),
+        (
+            "Leaky".to_string(),
+            Answer::Memory(Box::new(|t| {
+                (200.0 + 30.0 * t + 0.5 * (t * 733.0).sin()) * MIB
+            })),
+        ),
+    );
+    for i in 0..99 {
+        let shape: Shape = match i % 4 {
+            0 => Box::new(move |t| (100.0 + i as f64 + 0.5 * (t * 977.0).sin()) * MIB),
+            // One step up, then flat.
+            1 => Box::new(move |t| if t < 2.0 { 150.0 } else { 230.0 } * MIB),
+            // An hourly cycle.
+            2 => Box::new(move |t| (300.0 + 40.0 * (t * std::f64::consts::TAU).sin()) * MIB),
+            // Sawtooth churn: fills for 20 minutes, then frees.
+            _ => Box::new(move |t| (120.0 + 30.0 * (t * 3.0).fract()) * MIB),
+        };
+        addons.insert(
+            format!("a{i:02}_addon"),
+            (format!("Add-on {i}"), Answer::Memory(shape)),
+        );
+    }
+    let mut fixed = fixed_flat();
+    // Core is restarted at hour 3: memory falls to a quarter, climbs back over an hour as
+    // its caches fill, then stays flat.
+    fixed.insert(
+        "core".into(),
+        Answer::Memory(Box::new(|t| {
+            if t < 3.0 {
+                800.0 * MIB
+            } else {
+                (200.0 + 600.0 * (t - 3.0).min(1.0)) * MIB
+            }
+        })),
+    );
+    let standin = Arc::new(StandIn {
+        addons,
+        fixed,
+        forbidden: false,
+        latency: Duration::ZERO,
+        started: Instant::now(),
+        calls: Mutex::new(0),
+    });
+    let s = server_for(&standin, POLL_MS).await;
+    // Nine simulated hours.
+    while standin.hours() < 9.0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ws = ws(s.ingress).await;
+    let r = ws.call("h", "host/memory", json!({"sort": "growth"})).await;
+    let result = &r["result"];
+    assert_eq!(result["enabled"], true, "{r}");
+    let verdicts: Vec<String> = result["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["slug"], c["verdict"], c["slope_bytes_per_hour"]
+            )
+        })
+        .collect();
+    assert_eq!(result["growing"], json!(["local_leaky"]), "{verdicts:#?}");
+    let leaky = &result["containers"][0];
+    assert_eq!(leaky["slug"], "local_leaky");
+    let slope = leaky["slope_bytes_per_hour"].as_f64().unwrap() / MIB;
+    assert!((slope - 30.0).abs() <= 6.0, "slope {slope} MiB/h");
+    assert!(
+        result["banner"].as_str().unwrap().starts_with("Leaky: +"),
+        "{}",
+        result["banner"]
+    );
+    assert!(leaky["hours_to_exhaustion"].as_f64().unwrap() > 0.0);
+    let rows = result["containers"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        100 + 7,
+        "every add-on, Core, the Supervisor, 5 plugins"
+    );
+    let core = rows.iter().find(|c| c["slug"] == "core").unwrap();
+    assert_eq!(core["restarts_7d"], 1, "{core}");
+    assert_ne!(core["verdict"], "growing", "{core}");
+
+    // The history of one container, over HTTP with the same result.
+    let h = get(
+        s.ingress,
+        "/api/host/memory_history?slug=core&window=24h",
+        &[],
+    )
+    .await;
+    assert_eq!(h.status, 200);
+    let h = h.json();
+    // One point per poll: at least one per simulated quarter hour even on a loaded box.
+    let points = h["points"].as_array().unwrap().len();
+    assert!(points > 36, "{points} points in 9 simulated hours");
+    assert_eq!(h["restarts"].as_array().unwrap().len(), 1);
+    let r = ws
+        .call("n", "host/memory_history", json!({"slug": "nope"}))
+        .await;
+    assert_eq!(r["error_code"], "not_found", "{r}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_faults_are_reported_and_the_server_keeps_serving() {
+    let mut addons = BTreeMap::new();
+    addons.insert(
+        "stopped".to_string(),
+        ("Stopped".to_string(), Answer::Stopped),
+    );
+    addons.insert(
+        "garbage".to_string(),
+        ("Garbage".to_string(), Answer::Garbage),
+    );
+    addons.insert("dropper".to_string(), ("Dropper".to_string(), Answer::Drop));
+    addons.insert("fine".to_string(), ("Fine".to_string(), flat(50.0)));
+    let mut fixed = fixed_flat();
+    fixed.insert("core".into(), flat(500.0));
+    let standin = Arc::new(StandIn {
+        addons,
+        fixed,
+        forbidden: false,
+        latency: Duration::ZERO,
+        started: Instant::now(),
+        calls: Mutex::new(0),
+    });
+    let s = server_for(&standin, 50).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut ws = ws(s.ingress).await;
+    let r = ws.call("h", "host/memory", json!({})).await;
+    let rows = r["result"]["containers"].as_array().unwrap().clone();
+    let row = |slug: &str| rows.iter().find(|c| c["slug"] == slug).cloned().unwrap();
+    assert_eq!(row("stopped")["state"], "stopped");
+    assert_eq!(row("stopped")["error"], Value::Null);
+    assert!(
+        row("garbage")["error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{}",
+        row("garbage")
+    );
+    assert!(
+        row("dropper")["error"]
+            .as_str()
+            .unwrap()
+            .contains("Supervisor"),
+        "{}",
+        row("dropper")
+    );
+    assert!(row("fine")["memory_bytes"].as_u64().unwrap() > 40 * 1024 * 1024);
+    assert_eq!(r["result"]["poll"]["error"], Value::Null);
+    assert_eq!(
+        ws.call("p", "ping", json!({})).await["result"]["pong"],
+        true
+    );
+    s.stop().await;
+
+    // A role too low: every call 403. Said in words, and the server keeps serving.
+    let standin = Arc::new(StandIn {
+        addons: BTreeMap::new(),
+        fixed: fixed_flat(),
+        forbidden: true,
+        latency: Duration::ZERO,
+        started: Instant::now(),
+        calls: Mutex::new(0),
+    });
+    let s = server_for(&standin, 50).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut socket = support::ws(s.ingress).await;
+    let r = socket.call("h", "host/memory", json!({})).await;
+    let error = r["result"]["poll"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("hassio_role: manager"), "{r}");
+    assert_eq!(
+        socket.call("p", "ping", json!({})).await["result"]["pong"],
+        true
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_supervisor_token_the_host_view_is_off_and_says_why() {
+    let s = TestServer::start().await;
+    let mut ws = ws(s.ingress).await;
+    let r = ws.call("h", "host/memory", json!({})).await;
+    assert_eq!(r["result"]["enabled"], false, "{r}");
+    assert!(
+        r["result"]["off_reason"]
+            .as_str()
+            .unwrap()
+            .contains("SUPERVISOR_TOKEN")
+    );
+    assert_eq!(r["result"]["containers"], json!([]));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_addons_at_a_second_each_are_polled_within_fifteen_seconds() {
+    let addons = (0..100)
+        .map(|i| (format!("a{i:03}"), (format!("Add-on {i}"), flat(80.0))))
+        .collect();
+    let mut fixed = fixed_flat();
+    fixed.insert("core".into(), flat(500.0));
+    let standin = Arc::new(StandIn {
+        addons,
+        fixed,
+        forbidden: false,
+        latency: Duration::from_secs(1),
+        started: Instant::now(),
+        calls: Mutex::new(0),
+    });
+    // One poll (the first tick is immediate); the next would come an hour later.
+    let s = server_for(&standin, 3_600_000).await;
+    let mut ws = ws(s.ingress).await;
+    let began = Instant::now();
+    let poll = loop {
+        let r = ws.call("h", "host/memory", json!({})).await;
+        if r["result"]["poll"]["polls"] == 1 {
+            break r["result"]["poll"].clone();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "no poll finished: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let took = poll["last_duration_ms"].as_u64().unwrap();
+    assert!(took <= 15_000, "one poll of 107 containers took {took} ms");
+    assert!(
+        took >= 11_000,
+        "10 at a time at 1 s each is at least 11 s: {took} ms"
+    );
+    assert_eq!(*standin.calls.lock().unwrap(), 1 + 107);
+    s.stop().await;
+}
