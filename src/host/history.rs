@@ -130,7 +130,54 @@ pub struct Judgement {
     pub sawtooth: bool,
 }
 
+/// What a store keeps of a [`History`] to rebuild it after a restart of the add-on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Saved {
+    pub raw: Vec<(i64, u64)>,
+    pub buckets: Vec<Bucket>,
+    pub restarts: Vec<i64>,
+    pub meta: Meta,
+}
+
+/// A history's small state: its segment, and the container's last state and version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub segment: u32,
+    pub segment_start_ms: Option<i64>,
+    pub state: Option<String>,
+    pub version: Option<String>,
+}
+
 impl History {
+    /// A history rebuilt from what a store kept (oldest first; the bounds are applied by
+    /// the next [`History::push`]).
+    pub fn restore(saved: Saved) -> Self {
+        Self {
+            raw: saved.raw.into(),
+            buckets: saved.buckets.into(),
+            restarts: saved.restarts.into(),
+            segment: saved.meta.segment,
+            segment_start_ms: saved.meta.segment_start_ms,
+            state: saved.meta.state,
+            version: saved.meta.version,
+        }
+    }
+
+    /// The segment, state and version, for a store.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            segment: self.segment,
+            segment_start_ms: self.segment_start_ms,
+            state: self.state.clone(),
+            version: self.version.clone(),
+        }
+    }
+
+    /// The newest 15-minute average (the one a poll just changed).
+    pub fn last_bucket(&self) -> Option<Bucket> {
+        self.buckets.back().copied()
+    }
+
     /// Records that the container is in `state` at `version` (a poll that found it, with or
     /// without memory figures), and starts a new segment when it restarted.
     pub fn observe(&mut self, at_ms: i64, state: &str, version: Option<&str>) -> Option<Restart> {

@@ -12,6 +12,7 @@
 //! Without a Supervisor token the monitor is off and says why.
 
 pub mod history;
+pub mod store;
 pub mod supervisor;
 
 use std::collections::BTreeMap;
