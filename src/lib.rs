@@ -11,11 +11,13 @@
 //! - [`app`]: binds listeners, runs tasks, shuts down.
 //! - [`trend`]: the always-on RSS/heap history, checkpoints and the leak-trend verdict.
 //! - [`export`]: pprof, folded stacks, flame graphs and Prometheus metrics.
+//! - [`healthcheck`]: the `heapwatch healthcheck` client (`GET /healthz` over loopback).
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod commands;
 pub mod export;
+pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod memory;
