@@ -470,16 +470,20 @@ fn dockerfile_problems(text: &str, version: &str) -> Vec<String> {
     problems
 }
 
-/// The release workflow builds a binary for every architecture config.yaml lists, with
-/// frame pointers (the tracker walks them) and statically linked.
-fn release_workflow_problems(text: &str, arches: &[String]) -> Vec<String> {
+/// The release workflow builds a binary for every architecture config.yaml lists with
+/// `.ci/build-static` (the script .ci/test builds the tested image's binary with), which
+/// keeps frame pointers (the tracker walks them) and links statically.
+fn release_workflow_problems(text: &str, build_script: &str, arches: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
+    if !text.contains("bash .ci/build-static \"$TARGET\"") {
+        problems.push("release.yml: does not build with `.ci/build-static`".into());
+    }
     for needle in [
         "-C force-frame-pointers=yes",
         "-C target-feature=+crt-static",
     ] {
-        if !text.contains(needle) {
-            problems.push(format!("release.yml: missing `{needle}`"));
+        if !build_script.contains(needle) {
+            problems.push(format!(".ci/build-static: missing `{needle}`"));
         }
     }
     for arch in arches {
@@ -628,7 +632,11 @@ fn release_workflow_builds_every_arch_static_with_frame_pointers() {
         .filter_map(|a| a.as_str().map(String::from))
         .collect();
     assert_eq!(
-        release_workflow_problems(&read_text(".github/workflows/release.yml"), &arches),
+        release_workflow_problems(
+            &read_text(".github/workflows/release.yml"),
+            &read_text(".ci/build-static"),
+            &arches
+        ),
         Vec::<String>::new()
     );
 }
@@ -952,13 +960,23 @@ fn dockerfile_rule_breaks_are_reported() {
 #[test]
 fn release_workflow_rule_breaks_are_reported() {
     let text = read_text(".github/workflows/release.yml");
+    let script = read_text(".ci/build-static");
     let arches = ["amd64".to_string(), "aarch64".to_string()];
     assert_eq!(
         release_workflow_problems(
-            &text.replace("force-frame-pointers=yes", "force-frame-pointers=no"),
+            &text,
+            &script.replace("force-frame-pointers=yes", "force-frame-pointers=no"),
             &arches
         ),
-        ["release.yml: missing `-C force-frame-pointers=yes`"]
+        [".ci/build-static: missing `-C force-frame-pointers=yes`"]
+    );
+    assert_eq!(
+        release_workflow_problems(
+            &text.replace("bash .ci/build-static", "cargo build --release"),
+            &script,
+            &arches
+        ),
+        ["release.yml: does not build with `.ci/build-static`"]
     );
     let three = [
         "amd64".to_string(),
@@ -966,7 +984,7 @@ fn release_workflow_rule_breaks_are_reported() {
         "armv7".to_string(),
     ];
     assert_eq!(
-        release_workflow_problems(&text, &three),
+        release_workflow_problems(&text, &script, &three),
         [
             "release.yml: no binary for arch `armv7`",
             "release.yml: the image loop covers Some([\"amd64\", \"aarch64\"]), \
