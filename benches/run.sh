@@ -7,7 +7,8 @@
 # These are benchmarks, not tests: nothing fails on a number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin heapwatch
+# The add-on's binary as the image ships it (static, compressed line tables).
+bash .ci/build-static
 # From inside benches/, so its .cargo/config.toml (target dir target/bench) applies.
 (cd benches && cargo build --release)
 exec target/bench/release/driver "$@"

@@ -15,12 +15,14 @@
 //!   and which of them keeps growing.
 //! - [`heap`]: the server's baselines and symbolizing lock beside the tracker.
 //! - [`limits`], [`gate`]: every bound the server keeps; the token check.
+//! - [`healthcheck`]: the `heapwatch healthcheck` client (`GET /healthz` over loopback).
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod commands;
 pub mod export;
 pub mod gate;
+pub mod healthcheck;
 pub mod heap;
 pub mod host;
 pub mod http;

@@ -1,10 +1,12 @@
 //! The `heapwatch` binary: parse the command line, load settings (a bad options file exits
 //! 78 before any port is bound), start logging, run the app until SIGTERM or SIGINT.
+//! `heapwatch healthcheck` instead asks a running server for `/healthz` (the image's
+//! HEALTHCHECK; see `heapwatch::healthcheck`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use heapwatch::app::{self, Limits};
 use heapwatch::settings::{DEFAULT_OPTIONS_PATH, OptionsSource, Settings};
 
@@ -20,12 +22,21 @@ const EXIT_CONFIG: u8 = 78;
 struct Cli {
     /// The options file the Supervisor writes [default: /data/options.json, or
     /// ./data/options.json with --dev].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     options: Option<PathBuf>,
     /// Run on your own machine: ingress on 127.0.0.1:8099 with loopback trusted as the
     /// ingress proxy, data under ./data.
-    #[arg(long)]
+    #[arg(long, global = true)]
     dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that the server started with the same options answers `GET /healthz` on its
+    /// ingress port (over loopback): exit 0 if it does, 1 if not, within 2 s.
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +53,9 @@ fn main() -> ExitCode {
     } else {
         Settings::load(&options)
     };
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(loaded.map(|(settings, _)| settings));
+    }
     let (settings, source) = match loaded {
         Ok(s) => s,
         Err(e) => {
@@ -95,6 +109,30 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("heapwatch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `heapwatch healthcheck`: Docker reads 0 as healthy and 1 as unhealthy (2 is reserved),
+/// so an unreadable options file is 1 too, with the reason on stderr (the health log).
+fn healthcheck(loaded: Result<Settings, heapwatch::settings::SettingsError>) -> ExitCode {
+    use heapwatch::healthcheck::{DEADLINE, check, target};
+    let settings = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("heapwatch healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = target(&settings);
+    match check(addr, DEADLINE) {
+        Ok(()) => {
+            println!("healthy: http://{addr}/healthz answered 200");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("heapwatch healthcheck: unhealthy: {e}");
             ExitCode::FAILURE
         }
     }

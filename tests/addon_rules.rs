@@ -428,9 +428,11 @@ fn apparmor_problems(text: &str, slug: &str) -> Vec<String> {
     problems
 }
 
-/// The Dockerfile cannot be built here (no Docker engine); these are the facts the
-/// Supervisor and the tracker depend on, checked as text.
-fn dockerfile_problems(text: &str, version: &str, arches: &[String]) -> Vec<String> {
+/// The facts the Supervisor relies on in addon/Dockerfile, checked as text (tests/image.rs
+/// builds the image and checks the result): the labels, an empty base with only the
+/// prebuilt binary copied in (no RUN, so no shell is needed or added), the binary's own
+/// health check in exec form, and the command line.
+fn dockerfile_problems(text: &str, version: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let needles = [
         "ARG BUILD_ARCH".to_string(),
@@ -438,9 +440,8 @@ fn dockerfile_problems(text: &str, version: &str, arches: &[String]) -> Vec<Stri
         "io.hass.version=\"${BUILD_VERSION}\"".to_string(),
         "io.hass.type=\"app\"".to_string(),
         "io.hass.arch=\"${BUILD_ARCH}\"".to_string(),
-        "-C force-frame-pointers=yes".to_string(),
-        "HEALTHCHECK".to_string(),
-        "/healthz".to_string(),
+        "COPY ${BUILD_ARCH}/heapwatch /usr/bin/heapwatch".to_string(),
+        "CMD [\"/usr/bin/heapwatch\", \"healthcheck\"]".to_string(),
         "CMD [\"/usr/bin/heapwatch\", \"--options\", \"/data/options.json\"]".to_string(),
     ];
     for needle in needles {
@@ -448,10 +449,56 @@ fn dockerfile_problems(text: &str, version: &str, arches: &[String]) -> Vec<Stri
             problems.push(format!("Dockerfile: missing `{needle}`"));
         }
     }
-    for arch in arches {
-        if !text.contains(&format!("      {arch}) target=")) {
-            problems.push(format!("Dockerfile: no Rust target for arch `{arch}`"));
+    let instructions: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' ') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    if froms != ["FROM scratch"] {
+        problems.push(format!(
+            "Dockerfile: expected one stage `FROM scratch`, found {froms:?}"
+        ));
+    }
+    for word in ["RUN", "SHELL", "ADD"] {
+        if instructions.contains(&word) {
+            problems.push(format!(
+                "Dockerfile: `{word}` has no place in a binary-only image"
+            ));
         }
+    }
+    problems
+}
+
+/// The release workflow builds a binary for every architecture config.yaml lists with
+/// `.ci/build-static` (the script .ci/test builds the tested image's binary with), which
+/// keeps frame pointers (the tracker walks them) and links statically.
+fn release_workflow_problems(text: &str, build_script: &str, arches: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !text.contains("bash .ci/build-static \"$TARGET\"") {
+        problems.push("release.yml: does not build with `.ci/build-static`".into());
+    }
+    for needle in [
+        "-C force-frame-pointers=yes",
+        "-C target-feature=+crt-static",
+    ] {
+        if !build_script.contains(needle) {
+            problems.push(format!(".ci/build-static: missing `{needle}`"));
+        }
+    }
+    for arch in arches {
+        if !text.contains(&format!("- arch: {arch}\n")) {
+            problems.push(format!("release.yml: no binary for arch `{arch}`"));
+        }
+    }
+    let looped: Option<Vec<&str>> = text.lines().find_map(|l| {
+        let list = l.trim().strip_prefix("for arch in ")?;
+        Some(list.split(';').next()?.split_whitespace().collect())
+    });
+    if looped != Some(arches.iter().map(String::as_str).collect()) {
+        problems.push(format!(
+            "release.yml: the image loop covers {looped:?}, expected {arches:?}"
+        ));
     }
     problems
 }
@@ -568,7 +615,15 @@ fn apparmor_profile_has_one_profile_named_after_the_slug() {
 }
 
 #[test]
-fn dockerfile_builds_every_arch_with_frame_pointers_and_labels() {
+fn dockerfile_packs_the_binary_on_an_empty_base_with_labels() {
+    assert_eq!(
+        dockerfile_problems(&read_text("addon/Dockerfile"), &cargo_version()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn release_workflow_builds_every_arch_static_with_frame_pointers() {
     let config = parse_yaml(&config_text(), "config.yaml");
     let arches: Vec<String> = config["arch"]
         .as_sequence()
@@ -577,7 +632,11 @@ fn dockerfile_builds_every_arch_with_frame_pointers_and_labels() {
         .filter_map(|a| a.as_str().map(String::from))
         .collect();
     assert_eq!(
-        dockerfile_problems(&read_text("addon/Dockerfile"), &cargo_version(), &arches),
+        release_workflow_problems(
+            &read_text(".github/workflows/release.yml"),
+            &read_text(".ci/build-static"),
+            &arches
+        ),
         Vec::<String>::new()
     );
 }
@@ -877,21 +936,59 @@ fn apparmor_rule_breaks_are_reported() {
 #[test]
 fn dockerfile_rule_breaks_are_reported() {
     let text = read_text("addon/Dockerfile");
-    let arches = ["amd64".to_string(), "aarch64".to_string()];
     assert_eq!(
-        dockerfile_problems(
-            &text.replace("force-frame-pointers=yes", "force-frame-pointers=no"),
-            "0.1.0",
-            &arches
-        ),
-        ["Dockerfile: missing `-C force-frame-pointers=yes`"]
-    );
-    assert_eq!(
-        dockerfile_problems(&text, "0.2.0", &arches),
+        dockerfile_problems(&text, "0.2.0"),
         ["Dockerfile: missing `ARG BUILD_VERSION=0.2.0`"]
     );
     assert_eq!(
-        dockerfile_problems(&text, "0.1.0", &["armv7".to_string()]),
-        ["Dockerfile: no Rust target for arch `armv7`"]
+        dockerfile_problems(
+            &text.replace("FROM scratch", "FROM busybox:1.37-musl"),
+            "0.1.0"
+        ),
+        ["Dockerfile: expected one stage `FROM scratch`, found [\"FROM busybox:1.37-musl\"]"]
+    );
+    assert_eq!(
+        dockerfile_problems(&text.replace("WORKDIR /data", "RUN mkdir /data"), "0.1.0"),
+        ["Dockerfile: `RUN` has no place in a binary-only image"]
+    );
+    assert_eq!(
+        dockerfile_problems(&text.replace("\"healthcheck\"]", "\"wget\"]"), "0.1.0"),
+        ["Dockerfile: missing `CMD [\"/usr/bin/heapwatch\", \"healthcheck\"]`"]
+    );
+}
+
+#[test]
+fn release_workflow_rule_breaks_are_reported() {
+    let text = read_text(".github/workflows/release.yml");
+    let script = read_text(".ci/build-static");
+    let arches = ["amd64".to_string(), "aarch64".to_string()];
+    assert_eq!(
+        release_workflow_problems(
+            &text,
+            &script.replace("force-frame-pointers=yes", "force-frame-pointers=no"),
+            &arches
+        ),
+        [".ci/build-static: missing `-C force-frame-pointers=yes`"]
+    );
+    assert_eq!(
+        release_workflow_problems(
+            &text.replace("bash .ci/build-static", "cargo build --release"),
+            &script,
+            &arches
+        ),
+        ["release.yml: does not build with `.ci/build-static`"]
+    );
+    let three = [
+        "amd64".to_string(),
+        "aarch64".to_string(),
+        "armv7".to_string(),
+    ];
+    assert_eq!(
+        release_workflow_problems(&text, &script, &three),
+        [
+            "release.yml: no binary for arch `armv7`",
+            "release.yml: the image loop covers Some([\"amd64\", \"aarch64\"]), \
+             expected [\"amd64\", \"aarch64\", \"armv7\"]",
+        ]
     );
 }

@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("commands", &["commands"]),
     ("transport", &["http", "ws"]),
-    ("entry", &["app", "lib"]),
+    ("entry", &["app", "lib", "healthcheck"]),
 ];
 
 fn rank(top: &str) -> usize {

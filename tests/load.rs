@@ -4,12 +4,12 @@
 //! 503 while the others keep working, and after the sessions disconnect the server's own
 //! tracker shows no site still holding what they allocated.
 //!
-//! Needs `target/release/heapwatch` (`bash .ci/test` builds it first).
+//! Needs the release build, `target/<host>/release/heapwatch` (`bash .ci/test` builds it
+//! first with `.ci/build-static`).
 
 mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,19 +22,6 @@ const SESSIONS: usize = 250;
 const COMMANDS_PER_SESSION: usize = 200;
 /// Requests a client keeps outstanding (under the server's 32 in flight).
 const WINDOW: usize = 16;
-
-fn release_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let bin = target.join("release/heapwatch");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release` (bash .ci/test does)",
-        bin.display()
-    );
-    bin
-}
 
 fn command_for(i: usize) -> (&'static str, Value) {
     match i % 50 {

@@ -319,6 +319,27 @@ pub struct Binary {
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// Where `.ci/build-static` puts the release binary the add-on image ships (static, for
+/// this machine's own target): `target/<arch>-unknown-linux-gnu/release/heapwatch`.
+pub fn release_binary_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    target.join(triple).join("release/heapwatch")
+}
+
+/// [`release_binary_path`], which must exist.
+pub fn release_binary() -> PathBuf {
+    let bin = release_binary_path();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `bash .ci/build-static` (bash .ci/test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// The path of the built binary.
 pub fn binary_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_heapwatch"))
