@@ -422,3 +422,80 @@ async fn a_hundred_addons_at_a_second_each_are_polled_within_fifteen_seconds() {
     assert_eq!(*standin.calls.lock().unwrap(), 1 + 107);
     s.stop().await;
 }
+
+/// The number of `core` points the real binary at `ingress` reports over 6 h.
+async fn core_points(ingress: SocketAddr) -> usize {
+    let r = get(ingress, "/api/host/memory_history?slug=core&window=6h", &[]).await;
+    if r.status == 404 {
+        return 0;
+    }
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["points"].as_array().unwrap().len()
+}
+
+fn host_options(standin: SocketAddr, data: &std::path::Path) -> Value {
+    json!({
+        "supervisor_url": format!("http://{standin}"),
+        "host_poll_seconds": 60,
+        "host_poll_interval_ms": 50,
+        "data_dir": data.display().to_string(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_kill_9_and_a_garbage_file_is_moved_aside() {
+    let mut fixed = fixed_flat();
+    fixed.insert("core".into(), flat(500.0));
+    let standin = Arc::new(StandIn {
+        addons: BTreeMap::new(),
+        fixed,
+        forbidden: false,
+        latency: Duration::ZERO,
+        started: Instant::now(),
+        calls: Mutex::new(0),
+    });
+    let addr = serve(standin).await;
+    let data = tempfile::tempdir().unwrap();
+    let env = [("SUPERVISOR_TOKEN", SUPERVISOR_TOKEN)];
+
+    let first = Binary::start(host_options(addr, data.path()), &env);
+    let began = Instant::now();
+    while core_points(first.ingress).await < 20 {
+        assert!(began.elapsed() < WAIT, "the binary did not poll");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The count, then SIGKILL at once: a poll may be in flight.
+    let before = core_points(first.ingress).await;
+    drop(first); // kill -9 and reap
+
+    let second = Binary::start(host_options(addr, data.path()), &env);
+    second.wait_for_line("host memory history loaded");
+    let after = core_points(second.ingress).await;
+    assert!(
+        after + 1 >= before,
+        "at most the poll in flight is lost: {before} points before kill -9, {after} after"
+    );
+    drop(second);
+
+    // A file that is not a database: moved aside, a fresh one started, the server serves.
+    let db = data.path().join("history.sqlite3");
+    for side in ["history.sqlite3-wal", "history.sqlite3-shm"] {
+        let _ = std::fs::remove_file(data.path().join(side));
+    }
+    std::fs::write(&db, b"this is not a database, it is a test".repeat(200)).unwrap();
+    let third = Binary::start(host_options(addr, data.path()), &env);
+    third.wait_for_line("moved aside");
+    third.wait_for_line("host memory history loaded");
+    let aside = std::fs::read_dir(data.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("history.sqlite3.corrupt-")
+        });
+    assert!(aside, "the damaged file is kept beside the new one");
+    let r = get(third.ingress, "/api/host/memory", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["enabled"], true);
+}

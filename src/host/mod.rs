@@ -26,6 +26,7 @@ use crate::settings::{Secret, Settings};
 use crate::system::SharedSampler;
 use crate::trend::Verdict;
 use history::{HOUR_MS, History, Judgement};
+use store::{Store, Write};
 use supervisor::{AddonInfo, Supervisor, SupervisorError};
 
 /// Stats calls in flight at once: a real Supervisor takes about a second per call, so 100
@@ -65,6 +66,28 @@ pub struct Target {
     /// The add-on's state and version from the list (Core, Supervisor and plugins: none).
     pub state: Option<String>,
     pub version: Option<String>,
+}
+
+impl Kind {
+    /// The wire and database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Core => "core",
+            Self::Supervisor => "supervisor",
+            Self::Plugin => "plugin",
+            Self::Addon => "addon",
+        }
+    }
+
+    /// From [`Kind::as_str`]; anything else is an add-on.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "core" => Self::Core,
+            "supervisor" => Self::Supervisor,
+            "plugin" => Self::Plugin,
+            _ => Self::Addon,
+        }
+    }
 }
 
 impl Target {
@@ -118,6 +141,8 @@ pub struct HostSettings {
     /// The slope a window needs to be `growing`, in bytes per hour.
     pub growth_threshold_bytes_per_hour: u64,
     pub notify_leaks: bool,
+    /// Where the history is kept (`data_dir/history.sqlite3`).
+    pub database: std::path::PathBuf,
 }
 
 impl HostSettings {
@@ -132,6 +157,7 @@ impl HostSettings {
             poll_stands_for: nominal,
             growth_threshold_bytes_per_hour,
             notify_leaks: settings.notify_leaks,
+            database: settings.data_dir.join(store::FILE_NAME),
         }
     }
 }
@@ -195,11 +221,20 @@ pub struct Span {
 pub struct HostMonitor {
     settings: HostSettings,
     supervisor: Result<Supervisor, String>,
+    /// std mutex: the history database, used on blocking threads only (open, load, one
+    /// write per poll); `None` until opened, or when it cannot be (then history lives in
+    /// memory only, and the log says why once).
+    store: Arc<Mutex<Option<Store>>>,
+    /// A write failure was logged and not yet followed by a success.
+    store_failing: Arc<std::sync::atomic::AtomicBool>,
     /// std mutex: held to record a poll or copy rows out, never across `.await`.
     state: Mutex<State>,
     /// The monitor's clock: real time, sped up by `poll_stands_for / poll`.
     started: Instant,
     started_wall_ms: i64,
+    /// Added to the clock so it never runs behind the newest stored sample (a history
+    /// written under a compressed clock, or before the wall clock stepped back).
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl HostMonitor {
@@ -215,8 +250,11 @@ impl HostMonitor {
             settings,
             supervisor,
             state: Mutex::default(),
+            store: Arc::default(),
+            store_failing: Arc::default(),
             started: Instant::now(),
             started_wall_ms: unix_ms(SystemTime::now()),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -234,7 +272,11 @@ impl HostMonitor {
     pub fn now_ms(&self) -> i64 {
         let scale = self.settings.poll_stands_for.as_secs_f64()
             / self.settings.poll.as_secs_f64().max(1e-3);
-        self.started_wall_ms + (self.started.elapsed().as_secs_f64() * 1000.0 * scale) as i64
+        self.started_wall_ms
+            + (self.started.elapsed().as_secs_f64() * 1000.0 * scale) as i64
+            + self
+                .clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn poll_ms(&self) -> i64 {
@@ -281,6 +323,20 @@ impl HostMonitor {
                 .await;
         let host = system.sample().host;
         let now = self.now_ms();
+        let writes = self.record(now, results, list_error, host, began);
+        self.persist(now, writes).await;
+    }
+
+    /// Applies one poll's results to the histories; returns what to write to the store.
+    fn record(
+        &self,
+        now: i64,
+        results: Vec<(Target, Result<supervisor::Stats, SupervisorError>)>,
+        list_error: Option<SupervisorError>,
+        host: crate::system::HostMemory,
+        began: Instant,
+    ) -> Vec<Write> {
+        let mut writes = Vec::with_capacity(results.len());
         let mut state = self.state.lock().expect("host state lock poisoned");
         state.host_total_bytes = host.total_bytes;
         state.host_available_bytes = host.available_bytes;
@@ -299,6 +355,7 @@ impl HostMonitor {
                 });
             c.seen_at_ms = now;
             c.target.name.clone_from(&target.name);
+            let mut point = None;
             match result {
                 Ok(stats) => {
                     let state_now = target.state.as_deref().unwrap_or("started");
@@ -306,6 +363,7 @@ impl HostMonitor {
                     c.history.push(now, stats.memory_usage);
                     c.target.state = Some(state_now.to_owned());
                     c.error = None;
+                    point = c.history.latest();
                 }
                 Err(SupervisorError::NotRunning { .. }) => {
                     let s = target.state.as_deref().unwrap_or("stopped");
@@ -316,6 +374,15 @@ impl HostMonitor {
                 Err(e) => c.error = Some(e.to_string()),
             }
             c.target.version = target.version.or(c.target.version.take());
+            writes.push(Write {
+                slug: c.target.slug.clone(),
+                name: c.target.name.clone(),
+                kind: c.target.kind.as_str().to_owned(),
+                bucket: point.and(c.history.last_bucket()),
+                point,
+                meta: c.history.meta(),
+                restarts: c.history.restarts().filter(|&t| t == now).collect(),
+            });
         }
         // Forget what has been gone from the list for a day (an uninstalled add-on).
         let day = 24 * HOUR_MS;
@@ -338,6 +405,88 @@ impl HostMonitor {
             last_duration: Some(began.elapsed()),
             error,
         };
+        writes
+    }
+
+    /// Opens the history database and loads what it holds (call it off the async
+    /// workers, before the first poll). A damaged file is moved aside; a database that
+    /// cannot be opened leaves the history in memory only. Both are logged.
+    pub fn open_store(&self) {
+        let path = &self.settings.database;
+        let opened = Store::open(path).and_then(|(store, aside)| {
+            if let Some(aside) = aside {
+                tracing::warn!(path = %path.display(), moved_to = %aside.display(), "the history database was damaged; it was moved aside and a fresh one started");
+            }
+            let loaded = store.load()?;
+            Ok((store, loaded))
+        });
+        match opened {
+            Ok((store, loaded)) => {
+                let newest = loaded
+                    .values()
+                    .filter_map(|l| l.saved.raw.last().map(|&(t, _)| t))
+                    .max();
+                if let Some(newest) = newest {
+                    let behind = newest + self.poll_ms() - self.now_ms();
+                    if behind > 0 {
+                        self.clock_offset_ms
+                            .store(behind, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                let mut state = self.state.lock().expect("host state lock poisoned");
+                let now = self.now_ms();
+                for (slug, l) in loaded {
+                    let target = Target {
+                        slug: slug.clone(),
+                        name: l.name,
+                        kind: Kind::parse(&l.kind),
+                        state: l.saved.meta.state.clone(),
+                        version: l.saved.meta.version.clone(),
+                    };
+                    state.containers.insert(
+                        slug,
+                        Container {
+                            target,
+                            history: History::restore(l.saved),
+                            error: None,
+                            seen_at_ms: now,
+                        },
+                    );
+                }
+                tracing::info!(path = %path.display(), containers = state.containers.len(), "host memory history loaded");
+                *self.store.lock().expect("store lock poisoned") = Some(store);
+            }
+            Err(e) => tracing::warn!("host memory history stays in memory only: {e}"),
+        }
+    }
+
+    /// Writes one poll to the database on a blocking thread; a failure (a full disk) is
+    /// logged once until a write works again, and polling goes on in memory.
+    async fn persist(&self, now: i64, writes: Vec<Write>) {
+        let (store, failing) = (self.store.clone(), self.store_failing.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let mut guard = store.lock().expect("store lock poisoned");
+            let Some(store) = guard.as_mut() else {
+                return;
+            };
+            use std::sync::atomic::Ordering;
+            match store.write_poll(now, &writes) {
+                Ok(()) => {
+                    if failing.swap(false, Ordering::AcqRel) {
+                        tracing::info!("host memory history is written again");
+                    }
+                }
+                Err(e) => {
+                    if !failing.swap(true, Ordering::AcqRel) {
+                        tracing::warn!("host memory history not written (kept in memory): {e}");
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "host memory history write failed");
+        }
     }
 
     /// The last poll's status.
@@ -428,6 +577,10 @@ pub async fn run(monitor: Arc<HostMonitor>, system: Arc<SharedSampler>, cancel: 
     if let Some(why) = monitor.off_reason() {
         tracing::info!("host memory view off: {why}");
         return;
+    }
+    let opening = monitor.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || opening.open_store()).await {
+        tracing::warn!(error = %e, "opening the host memory history failed");
     }
     let mut ticker = tokio::time::interval(monitor.settings.poll.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
