@@ -189,6 +189,29 @@ struct State {
     status: PollStatus,
     host_total_bytes: u64,
     host_available_bytes: u64,
+    /// Per container: consecutive checks that found it growing, and whether this
+    /// growth episode was already notified.
+    episodes: BTreeMap<String, Episode>,
+}
+
+/// One container's growth episode, for the one-notification-per-episode rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Episode {
+    streak: u32,
+    notified: bool,
+}
+
+/// Checks in a row a container must be growing before the user is told: one check could
+/// be a fluke of the newest points.
+pub const NOTIFY_AFTER_CHECKS: u32 = 2;
+
+/// What one poll tells Home Assistant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Announcements {
+    /// New growth episodes: (slug, notification body) for `persistent_notification.create`.
+    pub notifications: Vec<serde_json::Value>,
+    /// `binary_sensor.heapwatch_leak_detected` and `sensor.heapwatch_top_grower`.
+    pub states: Vec<(String, serde_json::Value)>,
 }
 
 /// One row of the host table.
@@ -285,7 +308,7 @@ impl HostMonitor {
 
     /// Polls every container once and records what came back. Errors are kept for the
     /// panel (and logged once per change); the monitor carries on.
-    pub async fn poll_once(&self, system: &SharedSampler) {
+    pub async fn poll_once(self: &Arc<Self>, system: &SharedSampler) {
         let Ok(supervisor) = &self.supervisor else {
             return;
         };
@@ -325,6 +348,102 @@ impl HostMonitor {
         let now = self.now_ms();
         let writes = self.record(now, results, list_error, host, began);
         self.persist(now, writes).await;
+        if self.settings.notify_leaks {
+            // Judging every container is Theil–Sen over hundreds of points each: off the
+            // async workers.
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.announcements()).await {
+                Ok(news) => self.announce(supervisor, news).await,
+                Err(e) => tracing::warn!(error = %e, "judging the containers failed"),
+            }
+        }
+    }
+
+    /// The notifications and entity states this poll's verdicts call for: a container
+    /// growing for [`NOTIFY_AFTER_CHECKS`] checks in a row gets one notification per
+    /// growth episode (the episode ends when it stops growing); the two entities are
+    /// refreshed every poll.
+    pub fn announcements(&self) -> Announcements {
+        let rows = self.table();
+        let now = self.now_ms();
+        let mut state = self.state.lock().expect("host state lock poisoned");
+        let mut out = Announcements::default();
+        let growing: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.judgement.verdict == Verdict::Growing)
+            .collect();
+        for r in &rows {
+            let episode = state.episodes.entry(r.slug.clone()).or_default();
+            if r.judgement.verdict == Verdict::Growing {
+                episode.streak += 1;
+                if episode.streak >= NOTIFY_AFTER_CHECKS && !episode.notified {
+                    episode.notified = true;
+                    out.notifications.push(notification(r, now));
+                }
+            } else {
+                *episode = Episode::default();
+            }
+        }
+        let live: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.slug.as_str()).collect();
+        state
+            .episodes
+            .retain(|slug, _| live.contains(slug.as_str()));
+        drop(state);
+        let slugs: Vec<&str> = growing.iter().map(|r| r.slug.as_str()).collect();
+        out.states.push((
+            "binary_sensor.heapwatch_leak_detected".into(),
+            serde_json::json!({
+                "state": if growing.is_empty() { "off" } else { "on" },
+                "attributes": {
+                    "friendly_name": "Heapwatch leak detected",
+                    "device_class": "problem",
+                    "growing": slugs,
+                },
+            }),
+        ));
+        let top = growing.iter().max_by(|a, b| {
+            let s = |r: &Row| r.judgement.slope_bytes_per_hour.unwrap_or(0.0);
+            s(a).total_cmp(&s(b))
+        });
+        let mib_per_hour = top
+            .and_then(|r| r.judgement.slope_bytes_per_hour)
+            .map_or(0.0, |s| (s / (1024.0 * 1024.0) * 10.0).round() / 10.0);
+        out.states.push((
+            "sensor.heapwatch_top_grower".into(),
+            serde_json::json!({
+                "state": mib_per_hour,
+                "attributes": {
+                    "friendly_name": "Heapwatch top grower",
+                    "unit_of_measurement": "MiB/h",
+                    "state_class": "measurement",
+                    "slug": top.map(|r| r.slug.as_str()),
+                    "name": top.map(|r| r.name.as_str()),
+                },
+            }),
+        ));
+        out
+    }
+
+    /// Sends the announcements through Core's API; a failure is logged, never retried
+    /// in a loop (the states are sent again next poll; a lost notification is not).
+    async fn announce(&self, supervisor: &Supervisor, news: Announcements) {
+        for body in news.notifications {
+            let path = "/core/api/services/persistent_notification/create";
+            match supervisor.post(path, &body).await {
+                Ok(_) => {
+                    tracing::info!(notification_id = %body["notification_id"], "leak notification sent")
+                }
+                Err(e) => tracing::warn!("leak notification not sent: {e}"),
+            }
+        }
+        for (entity, body) in news.states {
+            if let Err(e) = supervisor
+                .post(&format!("/core/api/states/{entity}"), &body)
+                .await
+            {
+                tracing::debug!("{entity} not updated: {e}");
+            }
+        }
     }
 
     /// Applies one poll's results to the histories; returns what to write to the store.
@@ -569,6 +688,38 @@ impl HostMonitor {
         let restarts = c.history.restarts().filter(|&t| t >= from).collect();
         Some(Span { points, restarts })
     }
+}
+
+/// A persistent notification for a container that keeps growing, in a user's words.
+fn notification(r: &Row, now_ms: i64) -> serde_json::Value {
+    let mib_per_hour = r.judgement.slope_bytes_per_hour.unwrap_or(0.0) / (1024.0 * 1024.0);
+    let hours = r
+        .judgement
+        .growing_since_ms
+        .map_or(0.0, |t| (now_ms - t) as f64 / HOUR_MS as f64);
+    let mut message = format!(
+        "{} has been using more memory for about {:.0} hours, growing by about {:.0} MiB per hour.",
+        r.name,
+        hours.max(1.0),
+        mib_per_hour.max(1.0)
+    );
+    if let Some(h) = r.hours_to_exhaustion {
+        message.push_str(&format!(
+            " At this rate the host runs out of free memory in about {:.0} hours.",
+            h
+        ));
+    }
+    if r.judgement.sawtooth {
+        message.push_str(
+            " It grew the same way before its last restarts: a restart only hides it for a while.",
+        );
+    }
+    message.push_str(" Open Heapwatch (in the sidebar) and its Host view for the history; restarting it frees the memory for now, and its maintainers will want to hear about it.");
+    serde_json::json!({
+        "notification_id": format!("heapwatch_leak_{}", r.slug),
+        "title": format!("{} keeps growing", r.name),
+        "message": message,
+    })
 }
 
 /// The polling task: polls every `poll` until `cancel`. Does nothing when the monitor is
