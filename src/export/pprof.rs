@@ -468,13 +468,12 @@ mod tests {
                 truncated: false,
             },
         ];
-        let snap = Snapshot {
-            taken_at: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100)),
-            tracking_since: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(40)),
-            sample_interval_bytes: Some(512 * 1024),
-            estimated: true,
-            ..Snapshot::default()
-        };
+        // Field by field: the snapshot's other fields are private to the tracker crate.
+        let mut snap = Snapshot::default();
+        snap.taken_at = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100));
+        snap.tracking_since = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(40));
+        snap.sample_interval_bytes = Some(512 * 1024);
+        snap.estimated = true;
         let p = profile(&snap, &stacks, &binary);
         let gz = encode_gzip(&p).unwrap();
         let mut raw = Vec::new();

@@ -89,8 +89,8 @@ impl Frame {
             return false;
         };
         const PREFIXES: [&str; 6] = [
-            "heapwatch::memory::",
-            "<heapwatch::memory::",
+            "heapwatch_tracker::",
+            "<heapwatch_tracker::",
             "__rustc::",
             "__rust_",
             "__rdl_",

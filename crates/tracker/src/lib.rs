@@ -32,7 +32,7 @@
 //!
 //! # Embedding
 //! ```
-//! use heapwatch::memory::{self, GroupBy, Mode, TrackingConfig};
+//! use heapwatch_tracker::{self as memory, GroupBy, Mode, TrackingConfig};
 //!
 //! #[global_allocator]
 //! static GLOBAL: memory::Tracker = memory::Tracker::new();
@@ -72,6 +72,8 @@
 //!     Ok(())
 //! }
 //! ```
+
+#![deny(unsafe_code)]
 
 mod allocator;
 mod baselines;

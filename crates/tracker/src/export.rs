@@ -6,7 +6,7 @@
 //! the functions inlined there as its lines). The tracker's own frames are trimmed and
 //! the session's frame limit applied exactly as `stats` does, so an export and a
 //! snapshot reply show the same stacks. Like `stats`, everything here symbolizes: call it
-//! off async worker threads. The formats themselves live in `crate::export`.
+//! off async worker threads. The formats themselves live in the add-on crate (`heapwatch::export`).
 
 use std::collections::HashMap;
 

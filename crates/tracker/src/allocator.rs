@@ -394,7 +394,7 @@ pub(crate) fn installed() -> bool {
 
 /// The global allocator: wraps [`System`], keeps always-on totals and, when started,
 /// attributes blocks to call stacks. Install it with `#[global_allocator]` (see the
-/// module docs of [`crate::memory`]).
+/// crate docs).
 pub struct Tracker {
     _private: (),
 }

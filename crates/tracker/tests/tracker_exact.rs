@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use heapwatch::memory::{self, GroupBy, Mode, Statistic, TrackingConfig};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();
@@ -122,6 +122,7 @@ fn two_sites_show_exact_bytes_counts_halving_and_baseline_growth() {
         .expect("traceback row");
     for own in [
         "heapwatch::memory",
+        "heapwatch_tracker",
         "__rustc::",
         "__rust_alloc",
         "__rg_alloc",
@@ -239,10 +240,15 @@ fn frames_limit_keeps_that_many_frames_after_trimming() {
     memory::stop();
     let rows = snap.statistics(GroupBy::Traceback, 1000);
     // 2 physical frames from the allocation: the tracker's own never count, so the first
-    // frame is std's allocation plumbing, not heapwatch::memory.
+    // frame is std's allocation plumbing, not the tracker's.
     for r in &rows {
         assert!(
             !r.traceback[0].contains("heapwatch::memory"),
+            "{:?}",
+            r.traceback
+        );
+        assert!(
+            !r.traceback[0].contains("heapwatch_tracker"),
             "{:?}",
             r.traceback
         );
