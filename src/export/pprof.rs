@@ -321,10 +321,7 @@ pub fn profile(snapshot: &Snapshot, stacks: &[ExportStack], binary: &BinaryInfo)
                 .frames
                 .iter()
                 .map(|f| {
-                    let name = f
-                        .function
-                        .clone()
-                        .unwrap_or_else(|| format!("{:#x}", loc.address));
+                    let name = f.function.clone();
                     Line {
                         function_id: function_id(
                             &mut strings,
@@ -423,12 +420,12 @@ pub fn encode_gzip(profile: &Profile) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{ExportFrame, ExportLocation};
+    use crate::memory::{ExportLocation, Frame};
     use std::io::Read;
 
-    fn frame(function: &str, line: u32) -> ExportFrame {
-        ExportFrame {
-            function: Some(function.to_owned()),
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            function: function.to_owned(),
             file: Some("src/x.rs".to_owned()),
             line: Some(line),
         }

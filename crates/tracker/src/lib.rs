@@ -78,12 +78,17 @@
 mod allocator;
 mod baselines;
 mod checkpoints;
+mod config;
+mod counters;
+mod error;
 mod export;
 mod filter;
+mod guard;
 mod lock;
 mod recorder;
 mod sampler;
 mod snapshot;
+mod sources;
 mod stacks;
 mod stats;
 mod symbolize;
@@ -91,127 +96,19 @@ mod sysmem;
 mod table;
 mod unwind;
 
-use std::time::SystemTime;
-
 pub use allocator::Tracker;
 pub use baselines::Baselines;
 pub use checkpoints::Checkpoints;
-pub use export::{ExportFrame, ExportLocation, ExportStack, SiteHistory, site_history};
+pub use config::{Mode, Totals, TrackingConfig, TrackingStatus};
+pub use error::MemoryError;
+pub use export::{ExportLocation, ExportStack, SiteHistory, site_history};
 pub use snapshot::Snapshot;
+pub use stats::{GroupBy, Statistic};
+pub use symbolize::Frame;
 
 /// Most distinct stacks tracked at once; further new stacks go to an overflow bucket
 /// (see [`Totals::dropped_stacks`]).
 pub const MAX_STACKS: usize = stacks::MAX_STACKS;
-
-/// How site tracking records blocks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Poisson sampling by bytes; reported numbers are unbiased estimates.
-    Sampled,
-    /// Every block is recorded (tracemalloc parity); for short debugging sessions.
-    Exact,
-}
-
-/// What `start` needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TrackingConfig {
-    /// Sampled or exact.
-    pub mode: Mode,
-    /// Frames kept per stack, 1..=64 (values outside are clamped). Counts physical
-    /// frames after the tracker's own are trimmed; functions inlined at a kept frame are
-    /// all shown.
-    pub frames: u32,
-    /// Mean sampling interval in bytes (sampled mode only; clamped to 1..=2^40).
-    pub sample_interval_bytes: u64,
-}
-
-/// Whether site tracking runs, and how.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TrackingStatus {
-    /// Site tracking is on.
-    pub enabled: bool,
-    /// The running mode (the last one used when off).
-    pub mode: Mode,
-    /// The running frame limit (the last one used when off).
-    pub frames: u32,
-    /// `None` in exact mode and when off.
-    pub sample_interval_bytes: Option<u64>,
-    /// When tracking started; `None` when off.
-    pub since: Option<SystemTime>,
-}
-
-/// Always-on allocator totals plus the tracker's own figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Live bytes allocated through the global allocator (requested sizes).
-    pub current_bytes: u64,
-    /// Highest `current_bytes` since process start or the last [`reset_peak`]. Threads
-    /// count in slots of their own and check the peak every 64 KiB of growth, so a
-    /// transient high may be missed by less than 64 KiB per thread allocating at the time;
-    /// a single allocation larger than that is always seen.
-    pub peak_bytes: u64,
-    /// Live blocks.
-    pub live_blocks: u64,
-    /// Allocations since process start; a `realloc` counts as one allocation.
-    pub total_allocations: u64,
-    /// Distinct stacks interned by the running session (0 when off).
-    pub tracked_stacks: u64,
-    /// Recorded blocks attributed to the overflow bucket because [`MAX_STACKS`] distinct
-    /// stacks were live (0 when off).
-    pub dropped_stacks: u64,
-    /// Bytes the tracker itself holds: block table, stack table, address filter (0 when
-    /// off). Allocated from `System`, so not part of `current_bytes`.
-    pub overhead_bytes: u64,
-}
-
-/// How statistics group stacks.
-///
-/// The *site* of a stack is its first frame outside the tracker and the allocation
-/// plumbing of std/alloc/core/hashbrown: the line of your code that allocated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupBy {
-    /// By site "function (file:line)". A row's traceback is the largest stack of the
-    /// group from its site outwards (site first, then callers).
-    Site,
-    /// By the site's function. Traceback as for `Site`.
-    Function,
-    /// By the site's file. Traceback as for `Site`.
-    File,
-    /// By the whole trimmed stack, plumbing frames included; the traceback is that stack.
-    Traceback,
-}
-
-/// One row of grouped statistics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Statistic {
-    /// "function (file:line)" strings, innermost (allocation site) first. Unresolvable
-    /// frames read "0x… (unknown)". See [`GroupBy`] for which stack a row shows.
-    pub traceback: Vec<String>,
-    /// Live bytes (an estimate in sampled mode).
-    pub size_bytes: u64,
-    /// `size_bytes` minus the old snapshot's (0 from `statistics`).
-    pub size_diff_bytes: i64,
-    /// Live blocks (an estimate in sampled mode, rounded).
-    pub count: u64,
-    /// `count` minus the old snapshot's (0 from `statistics`).
-    pub count_diff: i64,
-}
-
-/// Errors of the tracker.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MemoryError {
-    /// [`Tracker`] is not this process's `#[global_allocator]`.
-    #[error("the heapwatch tracker is not installed as this process's global allocator")]
-    NotInstalled,
-    /// A new baseline name was given while [`Baselines::MAX`] names are saved.
-    #[error("a baseline store holds at most {max} names: {names:?}")]
-    BaselinesFull {
-        /// [`Baselines::MAX`].
-        max: usize,
-        /// The saved names, sorted.
-        names: Vec<String>,
-    },
-}
 
 /// Starts site tracking. Returns `Ok(true)` when this call started it, `Ok(false)` when it
 /// was already running (the running configuration is kept). Only blocks allocated from
@@ -221,7 +118,7 @@ pub enum MemoryError {
 /// # Errors
 /// [`MemoryError::NotInstalled`] when [`Tracker`] is not the global allocator.
 pub fn start(config: TrackingConfig) -> Result<bool, MemoryError> {
-    if !allocator::installed() {
+    if !counters::installed() {
         return Err(MemoryError::NotInstalled);
     }
     Ok(recorder::start(config))
@@ -246,7 +143,7 @@ pub fn totals() -> Totals {
 
 /// Resets the peak to the current bytes; returns the new totals.
 pub fn reset_peak() -> Totals {
-    allocator::reset_peak();
+    counters::reset_peak();
     totals()
 }
 

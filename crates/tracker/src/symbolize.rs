@@ -1,76 +1,80 @@
-//! Turning raw return addresses into "function (file:line)" frames.
+//! Turning raw return addresses into [`Frame`]s ("function (file:line)").
 //!
 //! Runs only from `statistics`/`compare_to` (never in the allocation path): each distinct
 //! address is resolved once (at `addr − 1`, inside the call instruction), inline frames
 //! expanded innermost first, then `backtrace::clear_symbol_cache()` drops the DWARF
 //! caches, which otherwise keep tens of MiB for the life of the process. The resolved
-//! frames themselves are memoised (bounded), so repeated snapshots skip the debug info. Everything runs
-//! with recording suppressed, so symbolization's own allocations never become sites.
+//! frames themselves are memoised (bounded), so repeated snapshots skip the debug info.
+//! Everything runs with recording suppressed, so symbolization's own allocations never
+//! become sites.
 //!
-//! Also decides which frames are the tracker's own (trimmed from tracebacks) and which
-//! are allocation plumbing (std/alloc/core/hashbrown: skipped when picking a site).
+//! Also decides which frames are the tracker's own (trimmed from tracebacks: its function
+//! names, or a file of `sources::OWN_FILES`) and which are allocation plumbing
+//! (std/alloc/core/hashbrown: skipped when picking a site). Imports only `guard` and
+//! `sources` (and its own `debuginfo`).
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use super::{allocator, filter, lock, recorder, sampler, unwind};
+use crate::guard::untracked;
+use crate::sources::is_own_source;
 
 mod debuginfo;
 
-/// Source files of the allocation path. Frames located in them are the tracker's own
-/// whatever their names: with `debug = "line-tables-only"` (our release profile) debug
-/// info holds short names like `on_alloc` without the module path, so names alone cannot
-/// tell. `file!()` matches the debug info's path (which may be absolute) as a suffix.
-const OWN_SOURCES: [&str; 6] = [
-    allocator::SOURCE,
-    recorder::SOURCE,
-    unwind::SOURCE,
-    lock::SOURCE,
-    sampler::SOURCE,
-    filter::SOURCE,
-];
-
-/// One (possibly inlined) frame.
-#[derive(Clone, Debug)]
-pub(crate) struct Frame {
-    pub addr: u64,
-    pub function: Option<String>,
+/// One resolved (possibly inlined) function at a return address: what tracebacks,
+/// statistic rows and exports show.
+///
+/// Its [`Display`](std::fmt::Display) form is the traceback line "function (file:line)",
+/// "function (file)" without a line, "function (unknown)" without a file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// Demangled name without the hash (a shared library's frame: `symbol+0xoffset`); for
+    /// an address that did not resolve, the return address itself, `0x…`.
+    pub function: String,
+    /// Source file as the debug info names it (a shared library's path for its frames).
     pub file: Option<String>,
+    /// Source line.
     pub line: Option<u32>,
 }
 
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{} ({file}:{line})", self.function),
+            (Some(file), None) => write!(f, "{} ({file})", self.function),
+            (None, _) => write!(f, "{} (unknown)", self.function),
+        }
+    }
+}
+
 impl Frame {
-    /// A frame the debug-info reader resolved at return address `addr`, its name
-    /// demangled.
-    fn from_raw(addr: u64, raw: debuginfo::RawFrame) -> Frame {
+    /// A frame the debug-info reader resolved, its name demangled.
+    fn from_raw(raw: debuginfo::RawFrame) -> Frame {
         Frame {
-            addr,
-            function: Some(format!("{:#}", backtrace::SymbolName::new(&raw.name))),
+            function: format!("{:#}", backtrace::SymbolName::new(&raw.name)),
             file: raw.file,
             line: raw.line,
         }
     }
 
-    /// "function (file:line)", or "0x… (unknown)" when nothing resolved.
-    pub(crate) fn render(&self) -> String {
-        let name = match &self.function {
-            Some(f) => f.clone(),
-            None => format!("{:#x}", self.addr),
-        };
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => format!("{name} ({file}:{line})"),
-            (Some(file), None) => format!("{name} ({file})"),
-            (None, _) => format!("{name} (unknown)"),
+    /// What an address shows when nothing resolved: the address, no file.
+    pub(crate) fn unresolved(addr: u64) -> Frame {
+        Frame {
+            function: format!("{addr:#x}"),
+            file: None,
+            line: None,
         }
     }
 
-    /// The function name, or the address when unresolved.
+    /// "function (file:line)" (the [`Display`](std::fmt::Display) form).
+    pub(crate) fn render(&self) -> String {
+        self.to_string()
+    }
+
+    /// The function name (the address when unresolved).
     pub(crate) fn function_key(&self) -> String {
-        match &self.function {
-            Some(f) => f.clone(),
-            None => format!("{:#x}", self.addr),
-        }
+        self.function.clone()
     }
 
     /// The file, or "unknown".
@@ -80,14 +84,10 @@ impl Frame {
 
     /// The tracker's own frames, trimmed from the top of every traceback.
     pub(crate) fn is_tracker_internal(&self) -> bool {
-        if let Some(file) = self.file.as_deref()
-            && OWN_SOURCES.iter().any(|own| file.ends_with(own))
-        {
+        if self.file.as_deref().is_some_and(is_own_source) {
             return true;
         }
-        let Some(f) = self.function.as_deref() else {
-            return false;
-        };
+        let f = self.function.as_str();
         const PREFIXES: [&str; 6] = [
             "heapwatch_tracker::",
             "<heapwatch_tracker::",
@@ -107,7 +107,8 @@ impl Frame {
         if self.is_tracker_internal() {
             return true;
         }
-        if let Some(f) = self.function.as_deref() {
+        {
+            let f = self.function.as_str();
             // Full paths (debug info with linkage names). Release builds with line tables
             // only give short names; the file test below covers those.
             const PREFIXES: [&str; 10] = [
@@ -156,7 +157,7 @@ pub(crate) const MEMO_MAX_ADDRS: usize = 65_536;
 /// Forgets every memoised frame (with recording suppressed, so the free is not tracked
 /// as growth).
 pub(crate) fn clear_memo() {
-    super::allocator::untracked(|| {
+    untracked(|| {
         let old = MEMO.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(old);
     });
@@ -197,7 +198,7 @@ impl Session {
         addrs: impl IntoIterator<Item = u64>,
         out: &mut HashMap<u64, Frames>,
     ) {
-        super::allocator::untracked(|| {
+        untracked(|| {
             let mut memo_guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
             let memo = memo_guard.get_or_insert_with(HashMap::new);
             for addr in addrs {
@@ -225,7 +226,7 @@ impl Session {
         let pc = addr.saturating_sub(1);
         let reader = self.reader.get_or_insert_with(debuginfo::Reader::new);
         let frames = match reader.frames(pc) {
-            Ok(raw) => raw.into_iter().map(|f| Frame::from_raw(addr, f)).collect(),
+            Ok(raw) => raw.into_iter().map(Frame::from_raw).collect(),
             // A shared library (libc, the loader): named from its dynamic symbols only.
             // Its debug info, where installed, is a separate compressed file: libc's alone
             // cost ~115 ms and ~50 MiB per cold report here, for the two or three frames
@@ -244,7 +245,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        super::allocator::untracked(|| {
+        untracked(|| {
             self.reader = None;
             if self.used_backtrace {
                 backtrace::clear_symbol_cache();
@@ -276,8 +277,7 @@ fn library_frame(addr: u64, pc: u64) -> Frame {
         }
     };
     Frame {
-        addr,
-        function,
+        function: function.unwrap_or_else(|| format!("{addr:#x}")),
         file,
         line: None,
     }
@@ -291,19 +291,15 @@ fn resolve_with_backtrace(addr: u64) -> Vec<Frame> {
     // itself: the same `addr - 1` the debug-info path looks up.
     backtrace::resolve(addr as usize as *mut c_void, |sym| {
         frames.push(Frame {
-            addr,
-            function: sym.name().map(|n| format!("{n:#}")),
+            function: sym
+                .name()
+                .map_or_else(|| format!("{addr:#x}"), |n| format!("{n:#}")),
             file: sym.filename().map(|p| p.display().to_string()),
             line: sym.lineno(),
         });
     });
     if frames.is_empty() {
-        frames.push(Frame {
-            addr,
-            function: None,
-            file: None,
-            line: None,
-        });
+        frames.push(Frame::unresolved(addr));
     }
     frames
 }
@@ -320,12 +316,7 @@ mod tests {
         let frames = &resolved[&addr];
         assert_eq!(frames.len(), 1, "{frames:?}");
         let f = &frames[0];
-        assert!(
-            f.function
-                .as_deref()
-                .is_some_and(|n| n.ends_with("getpid+0x5")),
-            "{f:?}"
-        );
+        assert!(f.function.ends_with("getpid+0x5"), "{f:?}");
         assert!(
             f.file.as_deref().is_some_and(|p| p.contains("libc")),
             "{f:?}"
@@ -334,7 +325,7 @@ mod tests {
     }
 
     /// What a test compares: everything a frame shows.
-    fn shown(frames: &[Frame]) -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+    fn shown(frames: &[Frame]) -> Vec<(String, Option<String>, Option<u32>)> {
         frames
             .iter()
             .map(|f| (f.function.clone(), f.file.clone(), f.line))
@@ -382,7 +373,7 @@ mod tests {
                 continue;
             };
             answered += 1;
-            let got: Vec<Frame> = raw.into_iter().map(|f| Frame::from_raw(addr, f)).collect();
+            let got: Vec<Frame> = raw.into_iter().map(Frame::from_raw).collect();
             assert_eq!(shown(&got), shown(&expected), "at {addr:#x}");
         }
         backtrace::clear_symbol_cache();
