@@ -1,8 +1,10 @@
 //! The allocation tracker: a global allocator that attributes live heap memory to call
 //! sites (a tracemalloc for Rust), plus snapshots, grouped statistics and baselines.
 //!
-//! Nothing in here knows about JSON, sockets or the async runtime; `commands` translates
-//! these types for the transports, and the server owns the [`Baselines`] store.
+//! Nothing in here knows about JSON, sockets, the CLI or the async runtime (the crate
+//! depends on `backtrace`, `libc` and `thiserror` only). The Heapwatch add-on re-exports it
+//! as `heapwatch::memory`: its `commands` translate these types for the transports, and
+//! its server owns the [`Baselines`] store.
 //!
 //! # What it measures
 //! - Always on, once [`Tracker`] is the global allocator: current and peak bytes, live
@@ -17,16 +19,22 @@
 //!   global allocator (C libraries calling `malloc`) are not seen at all.
 //!
 //! # Module map
-//! - `allocator`: the [`Tracker`] `GlobalAlloc`, always-on counters, reentrancy guard.
-//! - `recorder`: the tracking session and the tracked path (sample, walk, record).
-//! - `sampler`: per-thread Poisson countdown and the integer weights.
-//! - `unwind`: the frame-pointer walk with its safety guards.
-//! - `filter`: the counting filter that keeps frees of untracked blocks to one load.
-//! - `table`, `stacks`: the block table and interned stacks (`System`-allocated).
-//! - `snapshot`, `stats`, `symbolize`: copying totals out, grouping, symbolizing.
-//! - `baselines`: the bounded named-baseline store.
-//! - `checkpoints`: the ring of automatic snapshots the trend compares.
-//! - `export`: symbolized per-stack views and per-site histories for the exporters.
+//! Lowest layer first; a file imports only its own layer or lower ones and no two files
+//! import each other around a loop (`tests/layers.rs` checks both).
+//! - base (no tracker imports): `guard` (the reentrancy level), `counters` (always-on
+//!   per-thread counters, the peak, the mode the allocator reads), `config` and `error`
+//!   (the contract's types), `sampler` (Poisson countdown, integer weights), `filter`
+//!   (the counting filter that keeps frees of untracked blocks to one load), `sysmem`
+//!   (`System`-allocated arrays), `sources` (the tracker's own files, trimmed from
+//!   tracebacks).
+//! - structures: `lock` (the spin lock), `stacks` and `table` (interned stacks, the block
+//!   table), `unwind` (the frame-pointer walk), `snapshot` ([`Snapshot`]), `symbolize`
+//!   ([`Frame`], resolution, the memo).
+//! - recording and reports: `recorder` (the tracking session and the tracked path),
+//!   `stats` ([`GroupBy`], [`Statistic`], [`Snapshot::statistics`]), `baselines`,
+//!   `checkpoints`.
+//! - glue: `allocator` ([`Tracker`]: the `GlobalAlloc` methods), `export` (symbolized
+//!   per-stack views and per-site histories for the exporters).
 //!
 //! See docs/ARCHITECTURE.md (tracker section) for the design and its numbers.
 //!
