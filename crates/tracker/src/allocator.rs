@@ -13,7 +13,6 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::counters::{Event, MODE, MODE_OFF, OWNED, Slot, check_peak, count, count_elsewhere};

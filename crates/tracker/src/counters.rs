@@ -5,8 +5,8 @@
 //! loads and stores, see below); readers ([`current_bytes`], [`live_blocks`], …) sum the
 //! slots. The slot also carries a copy of the tracking mode on the same cache line, so the
 //! allocator's off-path check costs one more relaxed load. `allocator` (the `GlobalAlloc`
-//! glue) calls the `#[inline(always)]` owned-slot updates here; `recorder` reads the sums
-//! and sets the mode. Nothing here imports another tracker module.
+//! glue) calls the `#[inline(always)]` owned-slot updates here; `recorder` reads the
+//! sums and sets the mode. Nothing here imports another tracker module.
 
 use std::cell::Cell;
 use std::sync::atomic::{
