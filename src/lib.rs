@@ -1,7 +1,8 @@
 //! Heapwatch: what is eating this process's memory?
 //!
 //! Module map:
-//! - [`memory`]: the allocation tracker (global allocator, stacks, snapshots, baselines).
+//! - [`memory`]: the allocation tracker (global allocator, stacks, snapshots, baselines),
+//!   re-exported from the `heapwatch-tracker` crate.
 //! - [`system`]: process, host and cgroup memory from `sysinfo` and the kernel.
 //! - [`settings`]: typed settings from defaults, the options file and the environment.
 //! - [`logging`]: tracing to stdout and a rolling file.
@@ -28,11 +29,14 @@ pub mod host;
 pub mod http;
 pub mod limits;
 pub mod logging;
-pub mod memory;
 pub mod settings;
 pub mod system;
 pub mod trend;
 pub mod ws;
+
+/// The allocation tracker, a crate of its own (`crates/tracker`), under its old path so
+/// `crate::memory::…` and `heapwatch::memory::…` keep working.
+pub use heapwatch_tracker as memory;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -381,6 +381,8 @@ pub fn windows(
 pub struct GrowingSite {
     /// "function (file:line)" from the site outwards.
     pub traceback: Vec<String>,
+    /// The same frames, structured, same order.
+    pub frames: Vec<memory::Frame>,
     /// Bytes at the newest checkpoint.
     pub size_bytes: u64,
     /// Growth over the run divided by its duration.
@@ -417,6 +419,7 @@ pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<G
         let grown = (h.bytes[last] - h.bytes[from]) as f64;
         out.push(GrowingSite {
             traceback: h.traceback,
+            frames: h.frames,
             size_bytes: h.bytes[last],
             growth_bytes_per_hour: grown / secs * 3600.0,
             grew_in: run,
@@ -716,6 +719,11 @@ mod tests {
         let times: Vec<_> = (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect();
         let site = |name: &str, bytes: [u64; 5]| SiteHistory {
             traceback: vec![name.to_owned()],
+            frames: vec![memory::Frame {
+                function: name.to_owned(),
+                file: None,
+                line: None,
+            }],
             bytes: bytes.to_vec(),
         };
         let found = growing_sites(

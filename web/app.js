@@ -55,12 +55,6 @@
     return `${Math.round(s / 86400)} d ago`;
   }
 
-  // "function (file:line)" → { fn, where }
-  function splitFrame(frame) {
-    const m = /^(.*) \(([^()]*)\)$/.exec(frame);
-    return m ? { fn: m[1], where: m[2] } : { fn: frame, where: '' };
-  }
-
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -373,27 +367,27 @@
 
   let rowSeq = 0;
 
-  // A frame as function over place.
+  // A frame ({function, file, line} from the server) as function over place.
   function frameParts(frame) {
-    const fr = splitFrame(frame);
-    return [el('span', { class: 'fn', text: fr.fn }), fr.where ? el('span', { class: 'where', text: fr.where }) : null];
+    const where = frame.file ? (frame.line ? `${frame.file}:${frame.line}` : frame.file) : '';
+    return [el('span', { class: 'fn', text: frame.function }), where ? el('span', { class: 'where', text: where }) : null];
   }
 
   // The whole traceback as a list, allocation site first.
-  function tracebackList(traceback, attrs) {
+  function tracebackList(frames, attrs) {
     return el('ol', Object.assign({ class: 'traceback', 'aria-label': 'Traceback, allocation site first' }, attrs || {}),
-      ...traceback.map((f) => el('li', {}, ...frameParts(f))));
+      ...frames.map((f) => el('li', {}, ...frameParts(f))));
   }
 
   // A button showing the site (the traceback's first frame) that expands `detail`
   // (which must carry an id) by mouse or keyboard.
-  function expandToggle(traceback, detail) {
+  function expandToggle(frames, detail) {
     const toggle = el('button', {
       type: 'button', class: 'expand', 'aria-expanded': 'false', 'aria-controls': detail.id,
       title: 'Show the whole traceback',
     },
     el('span', { class: 'chevron', 'aria-hidden': 'true' }),
-    el('span', { class: 'site' }, ...frameParts(traceback[0] || '(unknown)')));
+    el('span', { class: 'site' }, ...frameParts(frames[0] || { function: '(unknown)' })));
     toggle.addEventListener('click', () => {
       const open = toggle.getAttribute('aria-expanded') !== 'true';
       toggle.setAttribute('aria-expanded', String(open));
@@ -426,8 +420,8 @@
       const detailId = `tb-${rowSeq}`;
       const trend = !compared || r.size_diff_bytes === 0 ? '' : r.size_diff_bytes > 0 ? 'growth' : 'shrink';
       const detail = el('tr', { class: 'detail', id: detailId, hidden: true },
-        el('td', { colspan: '5' }, tracebackList(r.traceback)));
-      const toggle = expandToggle(r.traceback, detail);
+        el('td', { colspan: '5' }, tracebackList(r.frames)));
+      const toggle = expandToggle(r.frames, detail);
       body.append(
         el('tr', { class: `row ${trend}` },
           el('th', { scope: 'row' }, toggle),
@@ -473,8 +467,8 @@
     for (const g of t.growing_sites) {
       rowSeq += 1;
       const id = `gs-${rowSeq}`;
-      const detail = tracebackList(g.traceback, { id, hidden: true });
-      const toggle = expandToggle(g.traceback, detail);
+      const detail = tracebackList(g.frames, { id, hidden: true });
+      const toggle = expandToggle(g.frames, detail);
       list.append(el('li', { class: 'growing-site' },
         el('div', { class: 'growing-head' }, toggle,
           el('span', { class: 'num growth', text: perHour(g.growth_bytes_per_hour) }),

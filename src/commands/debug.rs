@@ -202,9 +202,19 @@ pub fn system_json(m: &SystemMemory) -> Value {
     })
 }
 
+/// Frames as the panel reads them: `{"function", "file", "line"}` (file and line null when
+/// unknown), the allocation site first.
+pub fn frames_json(frames: &[memory::Frame]) -> Value {
+    frames
+        .iter()
+        .map(|f| json!({"function": f.function, "file": f.file, "line": f.line}))
+        .collect()
+}
+
 fn statistic_json(s: &Statistic) -> Value {
     json!({
         "traceback": s.traceback,
+        "frames": frames_json(&s.frames),
         "size_bytes": s.size_bytes,
         "size_diff_bytes": s.size_diff_bytes,
         "count": s.count,

@@ -30,10 +30,7 @@ pub fn stack_key(stack: &ExportStack) -> String {
     let mut names = Vec::new();
     for loc in stack.locations.iter().rev() {
         for f in loc.frames.iter().rev() {
-            let name = match &f.function {
-                Some(n) => n.replace(';', ","),
-                None => format!("{:#x}", loc.address),
-            };
+            let name = f.function.replace(';', ",");
             names.push(name);
         }
     }
@@ -80,7 +77,7 @@ pub fn render_diff(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{ExportFrame, ExportLocation};
+    use crate::memory::{ExportLocation, Frame};
 
     fn stack(frames: &[&[&str]], bytes: u64) -> ExportStack {
         ExportStack {
@@ -91,8 +88,8 @@ mod tests {
                     address: 0x1000 + i as u64,
                     frames: names
                         .iter()
-                        .map(|n| ExportFrame {
-                            function: Some((*n).to_owned()),
+                        .map(|n| Frame {
+                            function: (*n).to_owned(),
                             file: None,
                             line: Some(i as u32),
                         })

@@ -321,10 +321,7 @@ pub fn profile(snapshot: &Snapshot, stacks: &[ExportStack], binary: &BinaryInfo)
                 .frames
                 .iter()
                 .map(|f| {
-                    let name = f
-                        .function
-                        .clone()
-                        .unwrap_or_else(|| format!("{:#x}", loc.address));
+                    let name = f.function.clone();
                     Line {
                         function_id: function_id(
                             &mut strings,
@@ -423,12 +420,12 @@ pub fn encode_gzip(profile: &Profile) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{ExportFrame, ExportLocation};
+    use crate::memory::{ExportLocation, Frame};
     use std::io::Read;
 
-    fn frame(function: &str, line: u32) -> ExportFrame {
-        ExportFrame {
-            function: Some(function.to_owned()),
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            function: function.to_owned(),
             file: Some("src/x.rs".to_owned()),
             line: Some(line),
         }
@@ -468,13 +465,12 @@ mod tests {
                 truncated: false,
             },
         ];
-        let snap = Snapshot {
-            taken_at: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100)),
-            tracking_since: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(40)),
-            sample_interval_bytes: Some(512 * 1024),
-            estimated: true,
-            ..Snapshot::default()
-        };
+        // Field by field: the snapshot's other fields are private to the tracker crate.
+        let mut snap = Snapshot::default();
+        snap.taken_at = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100));
+        snap.tracking_since = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(40));
+        snap.sample_interval_bytes = Some(512 * 1024);
+        snap.estimated = true;
         let p = profile(&snap, &stacks, &binary);
         let gz = encode_gzip(&p).unwrap();
         let mut raw = Vec::new();

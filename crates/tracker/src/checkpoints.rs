@@ -2,14 +2,14 @@
 //! own while tracking, to tell which sites keep growing without the user having saved a
 //! baseline before the leak.
 //!
-//! Same compact form as [`super::Baselines`] (per-stack totals, kilobytes each), counted
+//! Same compact form as [`Baselines`](crate::Baselines) (per-stack totals, kilobytes each), counted
 //! apart from the user's named baselines. Checkpoints of different tracking sessions are
 //! not comparable (blocks from before a session are never attributed), so a checkpoint
 //! from a new session clears the older ones.
 
 use std::collections::VecDeque;
 
-use super::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// A ring of the most recent automatic snapshots, oldest first.
 #[derive(Debug)]

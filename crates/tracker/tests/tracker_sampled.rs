@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 
-use heapwatch::memory::{self, GroupBy, Mode, Snapshot, Statistic, TrackingConfig};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, Snapshot, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();

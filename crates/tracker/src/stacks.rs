@@ -11,7 +11,7 @@
 //! are free, the block goes to the overflow bucket (id [`OVERFLOW`]) and `dropped` counts
 //! it.
 
-use super::sysmem::RawBuf;
+use crate::sysmem::RawBuf;
 
 /// Distinct stacks kept: Go's bucket table grew to GiBs without a cap. At the deepest
 /// setting (64 + 8 frames) the arena is then at most 16,384 × 576 B = 9 MiB.

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 
-use heapwatch::memory::{self, Totals};
+use heapwatch_tracker::{self as memory, Totals};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();

@@ -4,12 +4,12 @@
 //! A snapshot holds, per distinct stack with live tracked blocks, the raw return
 //! addresses (unsymbolized), the true depth, a truncated flag and the estimated bytes and
 //! count. Never per-block data: a snapshot of a large heap is kilobytes. It is filled by
-//! `recorder::snapshot` under the tracker lock; `stats` symbolizes and groups it.
+//! `recorder::snapshot` under the tracker lock; `stats` symbolizes and groups it (its
+//! methods on [`Snapshot`] are defined there: this module imports only `sampler`).
 
 use std::time::SystemTime;
 
-use super::sampler::COUNT_ONE;
-use super::{GroupBy, Statistic, stats};
+use crate::sampler::COUNT_ONE;
 
 /// The totals of one stack in a [`Snapshot`].
 #[derive(Clone, Copy, Debug)]
@@ -33,8 +33,9 @@ pub(crate) struct StackTotals {
 /// Per-stack totals at one moment: the compact form snapshots and baselines share.
 ///
 /// Cheap to clone (kilobytes: one entry per distinct allocation stack, no per-block
-/// data). Take one with [`super::take_snapshot`]; turn it into rows with
-/// [`Snapshot::statistics`] or diff two with [`Snapshot::compare_to`].
+/// data). Take one with [`take_snapshot`](crate::take_snapshot); turn it into rows with
+/// [`Snapshot::statistics`] or diff two with [`Snapshot::compare_to`] (both defined in
+/// `stats`, which reads snapshots; this module does not know statistics).
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// When it was taken; `None` only for `Snapshot::default()`.
@@ -93,21 +94,6 @@ impl Snapshot {
     pub(crate) fn raw_frames(&self, stack: &StackTotals) -> &[u64] {
         let start = stack.start as usize;
         &self.frames[start..start + usize::from(stack.len)]
-    }
-
-    /// Symbolized top-`top_n` statistics grouped by `group_by`, largest size first
-    /// (ties by name). `size_diff_bytes`/`count_diff` are 0. See [`GroupBy`] for what
-    /// each row's `traceback` holds. Runs symbolization: call it off async worker threads.
-    pub fn statistics(&self, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
-        stats::statistics(self, group_by, top_n)
-    }
-
-    /// tracemalloc's `compare_to`: per group size and count with their differences from
-    /// `old`, sorted by absolute size difference, then size. Groups present on one side
-    /// only appear with the other side as 0. Symbolizes both snapshots (off async
-    /// threads).
-    pub fn compare_to(&self, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
-        stats::compare(self, old, group_by, top_n)
     }
 }
 

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use super::{MemoryError, Snapshot};
+use crate::error::MemoryError;
+use crate::snapshot::Snapshot;
 
 /// Named baselines, at most [`Baselines::MAX`], each a [`Snapshot`].
 #[derive(Debug, Default)]

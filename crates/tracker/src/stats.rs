@@ -20,9 +20,65 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use super::snapshot::{Snapshot, StackTotals, round_count};
-use super::symbolize::{Frame, Frames, Session, resolve_all};
-use super::{GroupBy, Statistic};
+use crate::guard::untracked;
+use crate::snapshot::{Snapshot, StackTotals, round_count};
+use crate::symbolize::{Frame, Frames, Session, resolve_all};
+
+/// How statistics group stacks.
+///
+/// The *site* of a stack is its first frame outside the tracker and the allocation
+/// plumbing of std/alloc/core/hashbrown: the line of your code that allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    /// By site "function (file:line)". A row's traceback is the largest stack of the
+    /// group from its site outwards (site first, then callers).
+    Site,
+    /// By the site's function. Traceback as for `Site`.
+    Function,
+    /// By the site's file. Traceback as for `Site`.
+    File,
+    /// By the whole trimmed stack, plumbing frames included; the traceback is that stack.
+    Traceback,
+}
+
+/// One row of grouped statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statistic {
+    /// "function (file:line)" strings, innermost (allocation site) first. Unresolvable
+    /// frames read "0x… (unknown)". See [`GroupBy`] for which stack a row shows.
+    pub traceback: Vec<String>,
+    /// The same frames structured, in the same order: `traceback[i]` is `frames[i]`'s
+    /// [`Display`](std::fmt::Display) form, except for the two placeholder rows, whose one
+    /// frame has no file: the overflow bucket (`<other stacks>`, traceback
+    /// `<other stacks> (stack table full)`) and a walk that recorded no frame
+    /// (`<no frames>`).
+    pub frames: Vec<Frame>,
+    /// Live bytes (an estimate in sampled mode).
+    pub size_bytes: u64,
+    /// `size_bytes` minus the old snapshot's (0 from `statistics`).
+    pub size_diff_bytes: i64,
+    /// Live blocks (an estimate in sampled mode, rounded).
+    pub count: u64,
+    /// `count` minus the old snapshot's (0 from `statistics`).
+    pub count_diff: i64,
+}
+
+impl Snapshot {
+    /// Symbolized top-`top_n` statistics grouped by `group_by`, largest size first
+    /// (ties by name). `size_diff_bytes`/`count_diff` are 0. See [`GroupBy`] for what
+    /// each row's `traceback` holds. Runs symbolization: call it off async worker threads.
+    pub fn statistics(&self, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+        statistics(self, group_by, top_n)
+    }
+
+    /// tracemalloc's `compare_to`: per group size and count with their differences from
+    /// `old`, sorted by absolute size difference, then size. Groups present on one side
+    /// only appear with the other side as 0. Symbolizes both snapshots (off async
+    /// threads).
+    pub fn compare_to(&self, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+        compare(self, old, group_by, top_n)
+    }
+}
 
 /// Traceback shown for the overflow bucket (stack table full).
 const OVERFLOW_FRAME: &str = "<other stacks> (stack table full)";
@@ -30,6 +86,44 @@ const OVERFLOW_FRAME: &str = "<other stacks> (stack table full)";
 const OVERFLOW_FUNCTION: &str = "<other stacks>";
 /// Shown when the walk recorded no frame (e.g. a thread whose stack bounds are unknown).
 const NO_FRAMES: &str = "<no frames> (unknown)";
+/// Function name of a walk that recorded no frame.
+const NO_FRAMES_FUNCTION: &str = "<no frames>";
+
+/// A row's traceback: the rendered lines and the frames they render, same order.
+pub(crate) struct Traceback {
+    pub(crate) lines: Vec<String>,
+    pub(crate) frames: Vec<Frame>,
+}
+
+impl Traceback {
+    /// No traceback (a row without a representative stack).
+    fn empty() -> Self {
+        Traceback {
+            lines: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// A placeholder row's one line and its frame, named `function`, without a file.
+    fn placeholder(line: &str, function: &str) -> Self {
+        Traceback {
+            lines: vec![line.to_owned()],
+            frames: vec![Frame {
+                function: function.to_owned(),
+                file: None,
+                line: None,
+            }],
+        }
+    }
+
+    /// These frames, each line its rendering.
+    fn of(frames: &[&Frame]) -> Self {
+        Traceback {
+            lines: frames.iter().map(|f| f.render()).collect(),
+            frames: frames.iter().map(|f| (*f).clone()).collect(),
+        }
+    }
+}
 
 /// Resolved frames by return address: what grouping and rendering read.
 pub(crate) type Symbols = HashMap<u64, Frames>;
@@ -51,7 +145,7 @@ impl Group {
         snap: &Snapshot,
         group_by: GroupBy,
         symbols: &Symbols,
-    ) -> Vec<String> {
+    ) -> Traceback {
         render(snap, self.rep, group_by, symbols)
     }
 }
@@ -218,16 +312,16 @@ fn render(
     index: Option<usize>,
     group_by: GroupBy,
     symbols: &Symbols,
-) -> Vec<String> {
+) -> Traceback {
     let Some(stack) = index.map(|i| &snap.stacks[i]) else {
-        return Vec::new();
+        return Traceback::empty();
     };
     if stack.overflow {
-        return vec![OVERFLOW_FRAME.to_owned()];
+        return Traceback::placeholder(OVERFLOW_FRAME, OVERFLOW_FUNCTION);
     }
     let frames = trace(snap, stack, symbols);
     if frames.is_empty() {
-        return vec![NO_FRAMES.to_owned()];
+        return Traceback::placeholder(NO_FRAMES, NO_FRAMES_FUNCTION);
     }
     let from = if group_by == GroupBy::Traceback {
         0
@@ -236,7 +330,7 @@ fn render(
             .and_then(|site| frames.iter().position(|f| std::ptr::eq(*f, site)))
             .unwrap_or(0)
     };
-    frames[from..].iter().map(|f| f.render()).collect()
+    Traceback::of(&frames[from..])
 }
 
 pub(crate) fn groups(
@@ -273,7 +367,7 @@ pub(crate) fn groups(
             } else {
                 match site_frame(snap, stack, symbols) {
                     None => match group_by {
-                        GroupBy::Function => "<no frames>",
+                        GroupBy::Function => NO_FRAMES_FUNCTION,
                         GroupBy::File => "unknown",
                         GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
                     },
@@ -327,8 +421,8 @@ pub(crate) fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> S
     resolve_all(distinct_addrs(snaps))
 }
 
-pub(crate) fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
-    super::allocator::untracked(|| {
+fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+    untracked(|| {
         let mut session = Session::new();
         let mut symbols = Symbols::new();
         resolve_for_groups(&[snap], group_by, &mut session, &mut symbols);
@@ -341,12 +435,16 @@ pub(crate) fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Ve
         // The debug info is freed here, before rendering.
         drop(session);
         rows.into_iter()
-            .map(|(_, g)| Statistic {
-                traceback: render(snap, g.rep, group_by, &symbols),
-                size_bytes: g.bytes,
-                size_diff_bytes: 0,
-                count: round_count(g.count),
-                count_diff: 0,
+            .map(|(_, g)| {
+                let traceback = render(snap, g.rep, group_by, &symbols);
+                Statistic {
+                    traceback: traceback.lines,
+                    frames: traceback.frames,
+                    size_bytes: g.bytes,
+                    size_diff_bytes: 0,
+                    count: round_count(g.count),
+                    count_diff: 0,
+                }
             })
             .collect()
     })
@@ -360,13 +458,8 @@ fn diff(new: u64, old: u64) -> i64 {
     })
 }
 
-pub(crate) fn compare(
-    new: &Snapshot,
-    old: &Snapshot,
-    group_by: GroupBy,
-    top_n: usize,
-) -> Vec<Statistic> {
-    super::allocator::untracked(|| {
+fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+    untracked(|| {
         let mut session = Session::new();
         let mut symbols = Symbols::new();
         resolve_for_groups(&[new, old], group_by, &mut session, &mut symbols);
@@ -385,6 +478,7 @@ pub(crate) fn compare(
                 key,
                 Statistic {
                     traceback: Vec::new(),
+                    frames: Vec::new(),
                     size_bytes: size,
                     size_diff_bytes: diff(size, old_group.bytes),
                     count,
@@ -400,6 +494,7 @@ pub(crate) fn compare(
                 key,
                 Statistic {
                     traceback: Vec::new(),
+                    frames: Vec::new(),
                     size_bytes: g.bytes,
                     size_diff_bytes: diff(g.bytes, 0),
                     count,
@@ -425,7 +520,9 @@ pub(crate) fn compare(
         drop(session);
         rows.into_iter()
             .map(|(_, mut s, source, rep)| {
-                s.traceback = render(source, rep, group_by, &symbols);
+                let traceback = render(source, rep, group_by, &symbols);
+                s.traceback = traceback.lines;
+                s.frames = traceback.frames;
                 s
             })
             .collect()

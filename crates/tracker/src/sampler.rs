@@ -19,10 +19,6 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// This file as the compiler names it: frames in it are the tracker's own (see
-/// `symbolize::OWN_SOURCES`).
-pub(crate) const SOURCE: &str = file!();
-
 /// Counts are kept in 1/65536 units: fine enough that rounding a weight costs < 0.002%
 /// of one block, coarse enough that 2^48 blocks still fit in a u64.
 pub(crate) const COUNT_ONE: u64 = 1 << 16;

@@ -1,30 +1,18 @@
-//! The global allocator wrapper: always-on counters, the reentrancy guard, and the hand-off
-//! to [`super::recorder`] when site tracking is on.
+//! The always-on totals: per-thread counter slots, the peak and the tracking mode the
+//! allocator reads.
 //!
-//! Every call counts bytes and blocks in the calling thread's own slot (plain loads and
-//! stores, see below). With site tracking off that is all: one more relaxed load of the
-//! mode (the slot's copy of [`MODE`], on the same cache line) and a branch. With it on,
-//! `alloc` calls `recorder::on_alloc` (which samples, walks the stack and records) and
-//! `dealloc` calls `recorder::on_free` (one filter load unless the block may be tracked).
-//!
-//! Reentrancy: a const-initialised thread-local level (no destructor, never allocates).
-//! `Untracked` (set around the tracker's own snapshot and symbolization work) stops new
-//! blocks from being recorded but still lets frees remove records; `Inside` (set while the
-//! tracker runs or holds its lock) passes everything straight to `System`.
-#![allow(unsafe_code)]
+//! Every allocator call counts bytes and blocks in the calling thread's own slot (plain
+//! loads and stores, see below); readers ([`current_bytes`], [`live_blocks`], …) sum the
+//! slots. The slot also carries a copy of the tracking mode on the same cache line, so the
+//! allocator's off-path check costs one more relaxed load. `allocator` (the `GlobalAlloc`
+//! glue) calls the `#[inline(always)]` owned-slot updates here; `recorder` reads the
+//! sums and sets the mode. Nothing here imports another tracker module.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
-
-use super::recorder;
-
-/// This file as the compiler names it: frames in it are the tracker's own (see
-/// `symbolize::OWN_SOURCES`).
-pub(crate) const SOURCE: &str = file!();
 
 // The always-on totals live in per-thread slots. A thread owns one [`Slot`] for its
 // lifetime and is its only writer, so counting is a plain load and store on a cache line
@@ -55,7 +43,7 @@ pub(crate) const PEAK_STEP: i64 = 64 * 1024;
 /// One thread's counters, alone on its cache lines (128 bytes: adjacent-line prefetch
 /// pairs lines on x86).
 #[repr(align(128))]
-struct Slot {
+pub(crate) struct Slot {
     /// Held by a live thread (only owned slots are written with plain stores).
     taken: AtomicBool,
     /// Net bytes allocated minus freed through this slot (wrapping; a slot whose threads
@@ -63,16 +51,16 @@ struct Slot {
     bytes: AtomicI64,
     /// `alloc`/`alloc_zeroed` calls. Non-zero in any slot also proves this allocator is
     /// the global one: see [`installed`].
-    allocs: AtomicU64,
+    pub(crate) allocs: AtomicU64,
     /// `dealloc` calls.
-    frees: AtomicU64,
+    pub(crate) frees: AtomicU64,
     /// Successful `realloc` calls.
     reallocs: AtomicU64,
     /// When `bytes` exceeds this, check the peak (see above).
     check_at: AtomicI64,
     /// A copy of [`MODE`] on the owner's own cache line, which the hot path reads instead
     /// of the global; [`set_mode`] writes every slot's copy.
-    mode: AtomicU8,
+    pub(crate) mode: AtomicU8,
 }
 
 impl Slot {
@@ -103,8 +91,8 @@ const UNASSIGNED: u8 = u8::MAX;
 
 thread_local! {
     /// This thread's own slot, if it has one: all the hot path reads. Const-initialised and
-    /// without `Drop`, like [`GUARD`]: reading it never allocates, even during thread exit.
-    static OWNED: Cell<Option<&'static Slot>> = const { Cell::new(None) };
+    /// without `Drop`, like the reentrancy guard: reading it never allocates, even during thread exit.
+    pub(crate) static OWNED: Cell<Option<&'static Slot>> = const { Cell::new(None) };
     /// This thread's slot index, [`SHARED`] or [`UNASSIGNED`] (read off the hot path).
     static SLOT: Cell<u8> = const { Cell::new(UNASSIGNED) };
     /// Gives this thread's slot back when the thread exits. Touched once, when the slot
@@ -131,7 +119,7 @@ impl Drop for Lease {
 
 /// What one allocator call changes in the totals (two words, passed in registers).
 #[derive(Clone, Copy)]
-enum Event {
+pub(crate) enum Event {
     /// A new block of this many bytes (`alloc`, `alloc_zeroed`).
     Alloc(u64),
     /// A block of this many bytes released.
@@ -157,7 +145,7 @@ impl Event {
 /// allocator; everything else (the first call on a thread, the shared slot) is one call
 /// away, so the inlined path needs no stack frame of its own.
 #[inline(always)]
-fn count(event: Event) {
+pub(crate) fn count(event: Event) {
     match OWNED.get() {
         Some(slot) => slot.count_owned(event),
         None => count_elsewhere(event),
@@ -166,7 +154,7 @@ fn count(event: Event) {
 
 #[cold]
 #[inline(never)]
-fn count_elsewhere(event: Event) {
+pub(crate) fn count_elsewhere(event: Event) {
     match SLOT.get() {
         UNASSIGNED => match take_slot() {
             Some(slot) => slot.count_owned(event),
@@ -222,7 +210,7 @@ impl Slot {
     /// Adds `by` bytes and one event in `field` of an owned slot; true when the bytes
     /// passed the mark and the peak must be checked ([`check_peak`]).
     #[inline(always)]
-    fn grow_owned(&self, by: i64, field: &AtomicU64) -> bool {
+    pub(crate) fn grow_owned(&self, by: i64, field: &AtomicU64) -> bool {
         let now = self.bytes.load(Relaxed).wrapping_add(by);
         self.bytes.store(now, Relaxed);
         field.store(field.load(Relaxed).wrapping_add(1), Relaxed);
@@ -232,7 +220,7 @@ impl Slot {
     /// Takes `by` bytes and counts one event in `field` of an owned slot, keeping the
     /// mark at most one step above the bytes (see the peak's notes).
     #[inline(always)]
-    fn shrink_owned(&self, by: i64, field: &AtomicU64) {
+    pub(crate) fn shrink_owned(&self, by: i64, field: &AtomicU64) {
         let now = self.bytes.load(Relaxed).wrapping_sub(by);
         self.bytes.store(now, Relaxed);
         field.store(field.load(Relaxed).wrapping_add(1), Relaxed);
@@ -260,7 +248,7 @@ impl Slot {
 
 #[cold]
 #[inline(never)]
-fn check_peak(slot: &Slot) {
+pub(crate) fn check_peak(slot: &Slot) {
     let now = slot.bytes.load(Relaxed);
     slot.check_at.store(now.wrapping_add(PEAK_STEP), Relaxed);
     PEAK.fetch_max(current_bytes(), Relaxed);
@@ -319,7 +307,7 @@ pub(crate) const MODE_SAMPLED: u8 = 1;
 pub(crate) const MODE_EXACT: u8 = 2;
 /// The tracking mode the hot path reads (one relaxed load per call). Written only by the
 /// recorder while holding its lock.
-static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
+pub(crate) static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
 
 /// Sets the tracking mode the allocator reads: the global and every slot's copy.
 pub(crate) fn set_mode(mode: u8) {
@@ -328,62 +316,7 @@ pub(crate) fn set_mode(mode: u8) {
         slot.mode.store(mode, Relaxed);
     }
 }
-
-/// How deep inside the tracker this thread is.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-#[repr(u8)]
-pub(crate) enum GuardLevel {
-    /// Normal code: allocations may be recorded.
-    None = 0,
-    /// The tracker's own bookkeeping (snapshots, symbolization): new blocks are not
-    /// recorded, frees still remove records.
-    Untracked = 1,
-    /// Inside the recording path or holding the tracker lock: straight to `System`.
-    Inside = 2,
-}
-
-thread_local! {
-    /// This thread's [`GuardLevel`] as a u8. Const-initialised and without `Drop`, so
-    /// reading it never allocates or registers a destructor, even during thread exit.
-    static GUARD: Cell<u8> = const { Cell::new(GuardLevel::None as u8) };
-}
-
-/// RAII raise of the reentrancy level; restores the previous level on drop.
-pub(crate) struct Guard {
-    prev: u8,
-}
-
-impl Guard {
-    pub(crate) fn enter(level: GuardLevel) -> Guard {
-        let prev = GUARD.get();
-        GUARD.set(prev.max(level as u8));
-        Guard { prev }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        GUARD.set(self.prev);
-    }
-}
-
-/// This thread's current level.
-#[inline]
-pub(crate) fn guard_level() -> GuardLevel {
-    match GUARD.get() {
-        0 => GuardLevel::None,
-        1 => GuardLevel::Untracked,
-        _ => GuardLevel::Inside,
-    }
-}
-
-/// Runs `f` with recording suppressed on this thread (frees still untrack).
-pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    let _guard = Guard::enter(GuardLevel::Untracked);
-    f()
-}
-
-/// Whether [`Tracker`] is the global allocator: makes one real allocation through the
+/// Whether the tracker is the global allocator: makes one real allocation through the
 /// global allocator and checks that the allocation counter is non-zero (this counter is
 /// the flag the allocator sets on its first call).
 pub(crate) fn installed() -> bool {
@@ -392,173 +325,15 @@ pub(crate) fn installed() -> bool {
     sum_u64(|s| &s.allocs) > 0
 }
 
-/// The global allocator: wraps [`System`], keeps always-on totals and, when started,
-/// attributes blocks to call stacks. Install it with `#[global_allocator]` (see the
-/// module docs of [`crate::memory`]).
-pub struct Tracker {
-    _private: (),
-}
-
-impl Tracker {
-    /// A tracker; all state is global, so every instance is equivalent.
-    pub const fn new() -> Self {
-        Tracker { _private: () }
-    }
-}
-
-impl Default for Tracker {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The bookkeeping after a new block (from `alloc` or `alloc_zeroed`): the always-on
-/// counters, then, only when tracking, the recording path. Returns `ptr`. Every branch
-/// off the common path (no slot of its own yet, a peak check due, tracking on) returns
-/// the result of one call, so the common path keeps no stack frame of its own.
-#[inline(always)]
-fn after_alloc(ptr: *mut u8, size: usize) -> *mut u8 {
-    if ptr.is_null() {
-        return ptr;
-    }
-    let Some(slot) = OWNED.get() else {
-        return alloc_counted_elsewhere(ptr, size);
-    };
-    if slot.grow_owned(size as i64, &slot.allocs) {
-        return alloc_peak_due(ptr, size, slot);
-    }
-    record_if_tracking(ptr, size, slot.mode.load(Relaxed))
-}
-
-/// The recording half of [`after_alloc`]: `ptr`, recorded first unless `mode` is off.
-#[inline(always)]
-fn record_if_tracking(ptr: *mut u8, size: usize, mode: u8) -> *mut u8 {
-    if mode != MODE_OFF {
-        return record_alloc(ptr, size, mode);
-    }
-    ptr
-}
-
-/// [`after_alloc`] for a thread without a slot of its own (yet).
-#[cold]
-#[inline(never)]
-fn alloc_counted_elsewhere(ptr: *mut u8, size: usize) -> *mut u8 {
-    count_elsewhere(Event::Alloc(size as u64));
-    record_if_tracking(ptr, size, MODE.load(Relaxed))
-}
-
-/// [`after_alloc`] once the bytes passed this thread's mark.
-#[cold]
-#[inline(never)]
-fn alloc_peak_due(ptr: *mut u8, size: usize, slot: &Slot) -> *mut u8 {
-    check_peak(slot);
-    record_if_tracking(ptr, size, slot.mode.load(Relaxed))
-}
-
-/// [`after_alloc`] while tracking.
-#[inline(never)]
-fn record_alloc(ptr: *mut u8, size: usize, mode: u8) -> *mut u8 {
-    recorder::on_alloc(ptr as usize, size, mode);
-    ptr
-}
-
-/// `dealloc` while tracking: untracks the block, then releases it. Untrack first: once
-/// System has the block back, another thread may receive the same address and record it.
-///
-/// # Safety
-/// As `GlobalAlloc::dealloc`.
-#[inline(never)]
-unsafe fn tracked_dealloc(ptr: *mut u8, layout: Layout) {
-    recorder::on_free(ptr as usize);
-    // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
-    unsafe { System.dealloc(ptr, layout) }
-}
-
-/// `dealloc` for a thread without a slot of its own (yet).
-///
-/// # Safety
-/// As `GlobalAlloc::dealloc`.
-#[cold]
-#[inline(never)]
-unsafe fn dealloc_counted_elsewhere(ptr: *mut u8, layout: Layout) {
-    count_elsewhere(Event::Free(layout.size() as u64));
-    if MODE.load(Relaxed) != MODE_OFF {
-        // SAFETY: the caller's arguments.
-        return unsafe { tracked_dealloc(ptr, layout) };
-    }
-    // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
-    unsafe { System.dealloc(ptr, layout) }
-}
-
-// SAFETY: every method forwards to System with the caller's arguments, which satisfy
-// GlobalAlloc's contract for System exactly as for us; the bookkeeping around the calls
-// never touches the blocks' memory and never allocates through the global allocator.
-unsafe impl GlobalAlloc for Tracker {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged (see the impl's SAFETY comment).
-        let ptr = unsafe { System.alloc(layout) };
-        after_alloc(ptr, layout.size())
-    }
-
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        after_alloc(ptr, layout.size())
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Counted first, so that handing the block to System is the last thing done (a
-        // tail call, no frame kept around it); so is every branch off the common path.
-        let Some(slot) = OWNED.get() else {
-            // SAFETY: forwarded unchanged.
-            return unsafe { dealloc_counted_elsewhere(ptr, layout) };
-        };
-        slot.shrink_owned(layout.size() as i64, &slot.frees);
-        if slot.mode.load(Relaxed) != MODE_OFF {
-            // SAFETY: forwarded unchanged.
-            return unsafe { tracked_dealloc(ptr, layout) };
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // The old record ends before System.realloc for the same reason as in dealloc (a
-        // moved block's old address can be reused at once). If realloc then fails, the
-        // block left in place stays counted in the totals but loses its site record.
-        if MODE.load(Relaxed) != MODE_OFF {
-            recorder::on_free(ptr as usize);
-        }
-        // SAFETY: forwarded unchanged.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if new.is_null() {
-            return new;
-        }
-        count(Event::Realloc(
-            (new_size as i64).wrapping_sub(layout.size() as i64),
-        ));
-        record_if_tracking(new, new_size, MODE.load(Relaxed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// One allocation and free through the tracker (not installed here: called directly).
+    /// What the allocator counts for one allocation and free (the tracker is not the
+    /// global allocator here).
     fn churn() {
-        let layout = Layout::from_size_align(48, 8).expect("layout");
-        let t = Tracker::new();
-        // SAFETY: a fresh block of `layout`, freed with the same layout.
-        unsafe {
-            let p = t.alloc(layout);
-            assert!(!p.is_null());
-            t.dealloc(p, layout);
-        }
+        count(Event::Alloc(48));
+        count(Event::Free(48));
     }
 
     #[test]

@@ -26,22 +26,20 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::SystemTime;
 
-use super::allocator::{
-    Guard, GuardLevel, MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, guard_level, live_blocks,
-    peak_bytes, set_mode, total_allocations,
+use crate::config::{Mode, Totals, TrackingConfig, TrackingStatus};
+use crate::counters::{
+    MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, live_blocks, peak_bytes, set_mode,
+    total_allocations,
 };
-use super::lock::{SpinGuard, SpinLock};
-use super::sampler;
-use super::snapshot::{Snapshot, StackTotals};
-use super::stacks::{self, Interned, OVERFLOW, StackTable};
-use super::sysmem::RawBuf;
-use super::table::{self, BlockTable};
-use super::unwind;
-use super::{Mode, Totals, TrackingConfig, TrackingStatus, filter};
-
-/// This file as the compiler names it: frames in it are the tracker's own (see
-/// `symbolize::OWN_SOURCES`).
-pub(crate) const SOURCE: &str = file!();
+use crate::filter;
+use crate::guard::{Guard, GuardLevel, guard_level};
+use crate::lock::{SpinGuard, SpinLock};
+use crate::sampler;
+use crate::snapshot::{Snapshot, StackTotals};
+use crate::stacks::{self, Interned, OVERFLOW, StackTable};
+use crate::sysmem::RawBuf;
+use crate::table::{self, BlockTable};
+use crate::unwind;
 
 /// Raw frames recorded beyond the user's `frames`: the tracker's own frames (this
 /// module, the `GlobalAlloc` impl, `__rg_alloc`/`__rust_alloc`) sit at the top of every

@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use heapwatch::memory::{self, GroupBy, Mode, Statistic, TrackingConfig};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();
@@ -122,6 +122,7 @@ fn two_sites_show_exact_bytes_counts_halving_and_baseline_growth() {
         .expect("traceback row");
     for own in [
         "heapwatch::memory",
+        "heapwatch_tracker",
         "__rustc::",
         "__rust_alloc",
         "__rg_alloc",
@@ -239,10 +240,15 @@ fn frames_limit_keeps_that_many_frames_after_trimming() {
     memory::stop();
     let rows = snap.statistics(GroupBy::Traceback, 1000);
     // 2 physical frames from the allocation: the tracker's own never count, so the first
-    // frame is std's allocation plumbing, not heapwatch::memory.
+    // frame is std's allocation plumbing, not the tracker's.
     for r in &rows {
         assert!(
             !r.traceback[0].contains("heapwatch::memory"),
+            "{:?}",
+            r.traceback
+        );
+        assert!(
+            !r.traceback[0].contains("heapwatch_tracker"),
             "{:?}",
             r.traceback
         );
@@ -324,4 +330,39 @@ fn totals_move_by_exact_amounts_with_tracking_off_and_on() {
     assert_eq!(t.dropped_stacks, 0);
     memory::stop();
     assert_eq!(memory::totals().tracked_stacks, 0);
+}
+
+#[test]
+fn statistic_frames_are_the_traceback_structured() {
+    let _serial = serial();
+    let mut pages: Vec<Vec<u8>> = Vec::with_capacity(PAGES);
+    assert_eq!(memory::start(EXACT), Ok(true));
+    alloc_pages(&mut pages);
+    let snap = memory::take_snapshot();
+    memory::stop();
+    for group_by in [GroupBy::Site, GroupBy::Function, GroupBy::Traceback] {
+        let rows = snap.statistics(group_by, 1000);
+        for r in &rows {
+            // Same frames, same order: each traceback line is its frame rendered.
+            assert_eq!(r.frames.len(), r.traceback.len(), "{r:#?}");
+            for (frame, line) in r.frames.iter().zip(&r.traceback) {
+                if frame.file.is_some() || !frame.function.starts_with('<') {
+                    assert_eq!(&frame.to_string(), line);
+                }
+            }
+        }
+        let site = rows
+            .iter()
+            .flat_map(|r| r.frames.iter())
+            .find(|f| f.function == "tracker_exact::alloc_pages")
+            .unwrap_or_else(|| panic!("an alloc_pages frame by {group_by:?} in {rows:#?}"));
+        assert!(
+            site.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("tracker_exact.rs"))
+                && site.line.is_some(),
+            "{site:?}"
+        );
+    }
+    drop(pages);
 }

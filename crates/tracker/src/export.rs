@@ -6,24 +6,14 @@
 //! the functions inlined there as its lines). The tracker's own frames are trimmed and
 //! the session's frame limit applied exactly as `stats` does, so an export and a
 //! snapshot reply show the same stacks. Like `stats`, everything here symbolizes: call it
-//! off async worker threads. The formats themselves live in `crate::export`.
+//! off async worker threads. The formats themselves live in the add-on crate (`heapwatch::export`).
 
 use std::collections::HashMap;
 
-use super::GroupBy;
-use super::snapshot::{Snapshot, StackTotals, round_count};
-use super::stats::{Symbols, groups, symbols_of};
-
-/// One resolved (possibly inlined) function at an address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ExportFrame {
-    /// Demangled name without the hash; `None` when the address did not resolve.
-    pub function: Option<String>,
-    /// Source file as the debug info names it.
-    pub file: Option<String>,
-    /// Source line.
-    pub line: Option<u32>,
-}
+use crate::guard::untracked;
+use crate::snapshot::{Snapshot, StackTotals, round_count};
+use crate::stats::{GroupBy, Symbols, groups, symbols_of};
+use crate::symbolize::Frame;
 
 /// One return address of a stack with the functions it resolves to, innermost (the
 /// inlined callee) first.
@@ -31,8 +21,9 @@ pub struct ExportFrame {
 pub struct ExportLocation {
     /// The return address minus one: an address inside the call instruction.
     pub address: u64,
-    /// At least one frame; an unresolved address has one with every field `None`.
-    pub frames: Vec<ExportFrame>,
+    /// At least one frame; an unresolved address has one named by the address, without a
+    /// file or line.
+    pub frames: Vec<Frame>,
 }
 
 /// One stack of a snapshot, symbolized, innermost location first.
@@ -56,6 +47,8 @@ pub struct ExportStack {
 pub struct SiteHistory {
     /// "function (file:line)" frames from the site outwards (as `GroupBy::Site` rows).
     pub traceback: Vec<String>,
+    /// The same frames, structured (function, file, line), same order.
+    pub frames: Vec<Frame>,
     /// Bytes at the site in each snapshot, in the order given (0 where absent).
     pub bytes: Vec<u64>,
 }
@@ -92,7 +85,7 @@ fn collect_locations(
         if frames.iter().any(|f| !f.is_tracker_internal()) {
             walked += 1;
         }
-        let kept: Vec<ExportFrame> = frames
+        let kept: Vec<Frame> = frames
             .iter()
             .filter(|f| {
                 let skip = if trim_plumbing {
@@ -103,11 +96,7 @@ fn collect_locations(
                 started = started || !skip;
                 started
             })
-            .map(|f| ExportFrame {
-                function: f.function.clone(),
-                file: f.file.clone(),
-                line: f.line,
-            })
+            .cloned()
             .collect();
         if !kept.is_empty() {
             out.push(ExportLocation {
@@ -126,7 +115,7 @@ impl Snapshot {
     /// Every stack with its symbolized locations, largest first (ties in stack order).
     /// Runs symbolization: call it off async worker threads.
     pub fn symbolized_stacks(&self) -> Vec<ExportStack> {
-        super::allocator::untracked(|| {
+        untracked(|| {
             let symbols = symbols_of([self]);
             let mut out: Vec<ExportStack> = self
                 .stacks
@@ -153,7 +142,7 @@ impl Snapshot {
 /// Sites are in no particular order. Symbolizes once for all snapshots: call it off
 /// async worker threads.
 pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
-    super::allocator::untracked(|| {
+    untracked(|| {
         let symbols = symbols_of(snaps.iter().copied());
         let mut sites: HashMap<String, SiteHistory> = HashMap::new();
         for (i, snap) in snaps.iter().enumerate() {
@@ -161,12 +150,15 @@ pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
             for (key, group) in groups(snap, GroupBy::Site, &symbols) {
                 let entry = sites.entry(key).or_insert_with(|| SiteHistory {
                     traceback: Vec::new(),
+                    frames: Vec::new(),
                     bytes: vec![0; snaps.len()],
                 });
                 entry.bytes[i] = group.bytes;
                 // The newest snapshot's traceback is the one shown (rendered only there).
                 if newest || entry.traceback.is_empty() {
-                    entry.traceback = group.traceback(snap, GroupBy::Site, &symbols);
+                    let traceback = group.traceback(snap, GroupBy::Site, &symbols);
+                    entry.traceback = traceback.lines;
+                    entry.frames = traceback.frames;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Without the tracker as global allocator: `start` refuses with `NotInstalled`, the
 //! always-on totals stay zero, and the baseline store (plain data) keeps its bound.
 
-use heapwatch::memory::{self, Baselines, MemoryError, Mode, Snapshot, TrackingConfig};
+use heapwatch_tracker::{self as memory, Baselines, MemoryError, Mode, Snapshot, TrackingConfig};
 
 #[test]
 fn start_without_the_global_allocator_is_not_installed() {

@@ -13,11 +13,7 @@ use std::hint::spin_loop;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::allocator::{Guard, GuardLevel};
-
-/// This file as the compiler names it: frames in it are the tracker's own (see
-/// `symbolize::OWN_SOURCES`).
-pub(crate) const SOURCE: &str = file!();
+use crate::guard::{Guard, GuardLevel};
 
 /// Spins before yielding: a critical section is a few hundred nanoseconds, so 64 pause
 /// iterations usually cover it; past that the holder was probably descheduled.

@@ -15,10 +15,6 @@
 
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
-/// This file as the compiler names it: frames in it are the tracker's own (see
-/// `symbolize::OWN_SOURCES`).
-pub(crate) const SOURCE: &str = file!();
-
 /// 2^16 slots: 128 KiB, small next to the tables, and at 1% occupancy (≈ 650 sampled
 /// live blocks, a heap of ~330 MiB at 512 KiB) a free of an untracked block still
 /// misses 99% of the time.

@@ -7,7 +7,7 @@
 //! [`MAX_LOAD`], so once past [`MIN_SLOTS`] an entry costs 16 / load ∈ [20, 32] bytes
 //! per tracked block.
 
-use super::sysmem::RawBuf;
+use crate::sysmem::RawBuf;
 
 /// Smallest table: 16 KiB, enough for ~800 blocks, the whole sampled table of a
 /// ~400 MiB heap at 512 KiB.
@@ -226,7 +226,7 @@ mod tests {
         // with the table and a 1M-block snapshot benchmark never finished).
         let shard_keys = (1..)
             .map(|i: u64| i * 16)
-            .filter(|&a| super::super::filter::index(a as usize) >> 13 == 5);
+            .filter(|&a| crate::filter::index(a as usize) >> 13 == 5);
         let mut t = BlockTable::new().expect("memory");
         for k in shard_keys.take(100_000) {
             t.insert(k, pack(16, 1)).expect("memory");

@@ -4,7 +4,7 @@
 //! allocator (which is the tracker itself) and never shows up in its own numbers. Only
 //! plain integer element types are allowed, so an all-zero allocation is a valid value.
 //! Used by `table` (blocks) and `stacks` (interned stacks); freed on drop, which is how
-//! [`super::stop`] releases the tables.
+//! [`stop`](crate::stop) releases the tables.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

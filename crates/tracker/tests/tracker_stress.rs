@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use heapwatch::memory::{self, GroupBy, Mode, Statistic, TrackingConfig};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, Statistic, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();

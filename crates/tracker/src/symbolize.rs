@@ -1,76 +1,70 @@
-//! Turning raw return addresses into "function (file:line)" frames.
+//! Turning raw return addresses into [`Frame`]s ("function (file:line)").
 //!
 //! Runs only from `statistics`/`compare_to` (never in the allocation path): each distinct
 //! address is resolved once (at `addr − 1`, inside the call instruction), inline frames
 //! expanded innermost first, then `backtrace::clear_symbol_cache()` drops the DWARF
 //! caches, which otherwise keep tens of MiB for the life of the process. The resolved
-//! frames themselves are memoised (bounded), so repeated snapshots skip the debug info. Everything runs
-//! with recording suppressed, so symbolization's own allocations never become sites.
+//! frames themselves are memoised (bounded), so repeated snapshots skip the debug info.
+//! Everything runs with recording suppressed, so symbolization's own allocations never
+//! become sites.
 //!
-//! Also decides which frames are the tracker's own (trimmed from tracebacks) and which
-//! are allocation plumbing (std/alloc/core/hashbrown: skipped when picking a site).
+//! Also decides which frames are the tracker's own (trimmed from tracebacks: its function
+//! names, or a file of `sources::OWN_FILES`) and which are allocation plumbing
+//! (std/alloc/core/hashbrown: skipped when picking a site). Imports only `guard` and
+//! `sources`.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
-use super::{allocator, filter, lock, recorder, sampler, unwind};
+use crate::guard::untracked;
+use crate::sources::is_own_source;
 
-mod debuginfo;
-
-/// Source files of the allocation path. Frames located in them are the tracker's own
-/// whatever their names: with `debug = "line-tables-only"` (our release profile) debug
-/// info holds short names like `on_alloc` without the module path, so names alone cannot
-/// tell. `file!()` matches the debug info's path (which may be absolute) as a suffix.
-const OWN_SOURCES: [&str; 6] = [
-    allocator::SOURCE,
-    recorder::SOURCE,
-    unwind::SOURCE,
-    lock::SOURCE,
-    sampler::SOURCE,
-    filter::SOURCE,
-];
-
-/// One (possibly inlined) frame.
-#[derive(Clone, Debug)]
-pub(crate) struct Frame {
-    pub addr: u64,
-    pub function: Option<String>,
+/// One resolved (possibly inlined) function at a return address: what tracebacks,
+/// statistic rows and exports show.
+///
+/// Its [`Display`](std::fmt::Display) form is the traceback line "function (file:line)",
+/// "function (file)" without a line, "function (unknown)" without a file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// Demangled name without the hash (a shared library's frame: `symbol+0xoffset`); for
+    /// an address that did not resolve, the return address itself, `0x…`.
+    pub function: String,
+    /// Source file as the debug info names it (a shared library's path for its frames).
     pub file: Option<String>,
+    /// Source line.
     pub line: Option<u32>,
 }
 
-impl Frame {
-    /// A frame the debug-info reader resolved at return address `addr`, its name
-    /// demangled.
-    fn from_raw(addr: u64, raw: debuginfo::RawFrame) -> Frame {
-        Frame {
-            addr,
-            function: Some(format!("{:#}", backtrace::SymbolName::new(&raw.name))),
-            file: raw.file,
-            line: raw.line,
-        }
-    }
-
-    /// "function (file:line)", or "0x… (unknown)" when nothing resolved.
-    pub(crate) fn render(&self) -> String {
-        let name = match &self.function {
-            Some(f) => f.clone(),
-            None => format!("{:#x}", self.addr),
-        };
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.file, self.line) {
-            (Some(file), Some(line)) => format!("{name} ({file}:{line})"),
-            (Some(file), None) => format!("{name} ({file})"),
-            (None, _) => format!("{name} (unknown)"),
+            (Some(file), Some(line)) => write!(f, "{} ({file}:{line})", self.function),
+            (Some(file), None) => write!(f, "{} ({file})", self.function),
+            (None, _) => write!(f, "{} (unknown)", self.function),
+        }
+    }
+}
+
+impl Frame {
+    /// What an address shows when nothing resolved: the address, no file.
+    pub(crate) fn unresolved(addr: u64) -> Frame {
+        Frame {
+            function: format!("{addr:#x}"),
+            file: None,
+            line: None,
         }
     }
 
-    /// The function name, or the address when unresolved.
+    /// "function (file:line)" (the [`Display`](std::fmt::Display) form).
+    pub(crate) fn render(&self) -> String {
+        self.to_string()
+    }
+
+    /// The function name (the address when unresolved).
     pub(crate) fn function_key(&self) -> String {
-        match &self.function {
-            Some(f) => f.clone(),
-            None => format!("{:#x}", self.addr),
-        }
+        self.function.clone()
     }
 
     /// The file, or "unknown".
@@ -80,17 +74,13 @@ impl Frame {
 
     /// The tracker's own frames, trimmed from the top of every traceback.
     pub(crate) fn is_tracker_internal(&self) -> bool {
-        if let Some(file) = self.file.as_deref()
-            && OWN_SOURCES.iter().any(|own| file.ends_with(own))
-        {
+        if self.file.as_deref().is_some_and(is_own_source) {
             return true;
         }
-        let Some(f) = self.function.as_deref() else {
-            return false;
-        };
+        let f = self.function.as_str();
         const PREFIXES: [&str; 6] = [
-            "heapwatch::memory::",
-            "<heapwatch::memory::",
+            "heapwatch_tracker::",
+            "<heapwatch_tracker::",
             "__rustc::",
             "__rust_",
             "__rdl_",
@@ -107,7 +97,8 @@ impl Frame {
         if self.is_tracker_internal() {
             return true;
         }
-        if let Some(f) = self.function.as_deref() {
+        {
+            let f = self.function.as_str();
             // Full paths (debug info with linkage names). Release builds with line tables
             // only give short names; the file test below covers those.
             const PREFIXES: [&str; 10] = [
@@ -156,7 +147,7 @@ pub(crate) const MEMO_MAX_ADDRS: usize = 65_536;
 /// Forgets every memoised frame (with recording suppressed, so the free is not tracked
 /// as growth).
 pub(crate) fn clear_memo() {
-    super::allocator::untracked(|| {
+    untracked(|| {
         let old = MEMO.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(old);
     });
@@ -170,23 +161,26 @@ pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, 
 }
 
 /// One symbolization: resolves addresses from the memo, else from the debug info, and
-/// holds whatever debug info it read until dropped — so a report can resolve in several
-/// rounds (the sites first, then the tracebacks of the rows it returns) and read each
-/// compilation unit once. Dropping it frees all of that, and `backtrace`'s caches if it
-/// was asked: nothing of the debug info outlives the report.
+/// holds whatever it read until dropped — so a report can resolve in several rounds (the
+/// sites first, then the tracebacks of the rows it returns) and read the debug info once.
+/// Dropping it frees all of that (`backtrace`'s caches included): nothing of the debug
+/// info outlives the report.
 ///
-/// The debug info is read by [`debuginfo`] (only the units the addresses fall in);
-/// addresses it declines (objects without their own DWARF, like a system library whose
-/// debug info is a separate file) go to `backtrace`, the reference it agrees with.
+/// Addresses in the main executable are resolved by `backtrace`, i.e. `addr2line`'s
+/// `Context` over the memory-mapped executable (zlib-compressed debug sections included);
+/// addresses in shared libraries are named from their dynamic symbols (`dladdr`), without
+/// reading their debug info. (A hand-written unit-by-unit DWARF reader used to sit in
+/// front of `backtrace`; measured against it, it was not faster: see docs/ARCHITECTURE.md.)
 pub(crate) struct Session {
-    reader: Option<debuginfo::Reader>,
+    /// The process's file mappings, read on the first cold address.
+    maps: Option<Maps>,
     used_backtrace: bool,
 }
 
 impl Session {
     pub(crate) fn new() -> Self {
         Session {
-            reader: None,
+            maps: None,
             used_backtrace: false,
         }
     }
@@ -197,7 +191,7 @@ impl Session {
         addrs: impl IntoIterator<Item = u64>,
         out: &mut HashMap<u64, Frames>,
     ) {
-        super::allocator::untracked(|| {
+        untracked(|| {
             let mut memo_guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
             let memo = memo_guard.get_or_insert_with(HashMap::new);
             for addr in addrs {
@@ -223,20 +217,16 @@ impl Session {
         // A return address points after the call; addr - 1 is inside it, so the line
         // (and inline frames) are the call's.
         let pc = addr.saturating_sub(1);
-        let reader = self.reader.get_or_insert_with(debuginfo::Reader::new);
-        let frames = match reader.frames(pc) {
-            Ok(raw) => raw.into_iter().map(|f| Frame::from_raw(addr, f)).collect(),
+        let maps = self.maps.get_or_insert_with(Maps::read);
+        let frames = if maps.in_main_executable(pc) == Some(false) {
             // A shared library (libc, the loader): named from its dynamic symbols only.
             // Its debug info, where installed, is a separate compressed file: libc's alone
             // cost ~115 ms and ~50 MiB per cold report here, for the two or three frames
             // at the bottom of every thread.
-            Err(_) if reader.in_main_executable(pc) == Some(false) => {
-                vec![library_frame(addr, pc)]
-            }
-            Err(_) => {
-                self.used_backtrace = true;
-                resolve_with_backtrace(addr)
-            }
+            vec![library_frame(addr, pc)]
+        } else {
+            self.used_backtrace = true;
+            resolve_with_backtrace(addr)
         };
         frames.into()
     }
@@ -244,13 +234,62 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        super::allocator::untracked(|| {
-            self.reader = None;
+        untracked(|| {
+            self.maps = None;
             if self.used_backtrace {
                 backtrace::clear_symbol_cache();
             }
         });
     }
+}
+
+/// The process's file-backed mappings (from /proc/self/maps) and which file is the main
+/// executable: enough to tell an executable frame from a shared library's.
+struct Maps {
+    /// (start, end, inode) of each mapping with an absolute path.
+    mappings: Vec<(u64, u64, u64)>,
+    /// The inode of /proc/self/exe.
+    exe_inode: Option<u64>,
+}
+
+impl Maps {
+    fn read() -> Maps {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        Maps {
+            mappings: maps.lines().filter_map(parse_mapping).collect(),
+            exe_inode: std::fs::metadata("/proc/self/exe").ok().map(|m| m.ino()),
+        }
+    }
+
+    /// Whether `pc` lies in the main executable, as opposed to a shared library; `None`
+    /// when no file-backed mapping holds it (then `backtrace` is asked).
+    fn in_main_executable(&self, pc: u64) -> Option<bool> {
+        let &(_, _, inode) = self
+            .mappings
+            .iter()
+            .find(|&&(start, end, _)| start <= pc && pc < end)?;
+        Some(self.exe_inode? == inode)
+    }
+}
+
+/// "start-end perms offset dev inode path" → (start, end, inode), for lines with an
+/// absolute path.
+fn parse_mapping(line: &str) -> Option<(u64, u64, u64)> {
+    let mut fields = line.split_ascii_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let _perms = fields.next()?;
+    let _offset = fields.next()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?;
+    let path = fields.next()?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+        inode.parse().ok()?,
+    ))
 }
 
 /// A frame in a shared library: "symbol+0xoffset" from the nearest dynamic symbol
@@ -276,8 +315,7 @@ fn library_frame(addr: u64, pc: u64) -> Frame {
         }
     };
     Frame {
-        addr,
-        function,
+        function: function.unwrap_or_else(|| format!("{addr:#x}")),
         file,
         line: None,
     }
@@ -291,19 +329,15 @@ fn resolve_with_backtrace(addr: u64) -> Vec<Frame> {
     // itself: the same `addr - 1` the debug-info path looks up.
     backtrace::resolve(addr as usize as *mut c_void, |sym| {
         frames.push(Frame {
-            addr,
-            function: sym.name().map(|n| format!("{n:#}")),
+            function: sym
+                .name()
+                .map_or_else(|| format!("{addr:#x}"), |n| format!("{n:#}")),
             file: sym.filename().map(|p| p.display().to_string()),
             line: sym.lineno(),
         });
     });
     if frames.is_empty() {
-        frames.push(Frame {
-            addr,
-            function: None,
-            file: None,
-            line: None,
-        });
+        frames.push(Frame::unresolved(addr));
     }
     frames
 }
@@ -320,12 +354,7 @@ mod tests {
         let frames = &resolved[&addr];
         assert_eq!(frames.len(), 1, "{frames:?}");
         let f = &frames[0];
-        assert!(
-            f.function
-                .as_deref()
-                .is_some_and(|n| n.ends_with("getpid+0x5")),
-            "{f:?}"
-        );
+        assert!(f.function.ends_with("getpid+0x5"), "{f:?}");
         assert!(
             f.file.as_deref().is_some_and(|p| p.contains("libc")),
             "{f:?}"
@@ -334,7 +363,7 @@ mod tests {
     }
 
     /// What a test compares: everything a frame shows.
-    fn shown(frames: &[Frame]) -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+    fn shown(frames: &[Frame]) -> Vec<(String, Option<String>, Option<u32>)> {
         frames
             .iter()
             .map(|f| (f.function.clone(), f.file.clone(), f.line))
@@ -360,7 +389,7 @@ mod tests {
             Frame::render as fn(&Frame) -> String as usize as u64,
             Frame::is_plumbing as fn(&Frame) -> bool as usize as u64,
             resolve_with_backtrace as fn(u64) -> Vec<Frame> as usize as u64,
-            debuginfo::Reader::new as fn() -> debuginfo::Reader as usize as u64,
+            parse_mapping as fn(&str) -> Option<(u64, u64, u64)> as usize as u64,
             sample_addresses as fn() -> Vec<u64> as usize as u64,
         ];
         for start in starts {
@@ -371,31 +400,72 @@ mod tests {
         addrs
     }
 
+    /// Set in the copy of this test binary that
+    /// `zlib_compressed_debug_sections_resolve_to_file_and_line` runs.
+    const IN_COMPRESSED_COPY: &str = "HEAPWATCH_TEST_IN_COMPRESSED_COPY";
+
+    /// A function of this file, and the frames of an address inside it.
+    #[inline(never)]
+    fn own_frames() -> Vec<Frame> {
+        let addr = own_frames as fn() -> Vec<Frame> as usize as u64 + 16;
+        let resolved = resolve_all([addr]);
+        resolved[&addr].to_vec()
+    }
+
     #[test]
-    fn cold_reader_matches_backtrace_frame_for_frame() {
-        let addrs = sample_addresses();
-        let mut reader = debuginfo::Reader::new();
-        let mut answered = 0;
-        for &addr in &addrs {
-            let expected = resolve_with_backtrace(addr);
-            let Ok(raw) = reader.frames(addr - 1) else {
-                continue;
-            };
-            answered += 1;
-            let got: Vec<Frame> = raw.into_iter().map(|f| Frame::from_raw(addr, f)).collect();
-            assert_eq!(shown(&got), shown(&expected), "at {addr:#x}");
+    fn zlib_compressed_debug_sections_resolve_to_file_and_line() {
+        if std::env::var_os(IN_COMPRESSED_COPY).is_some() {
+            // In the copy: this executable's debug sections are compressed.
+            let frames = own_frames();
+            assert!(
+                frames.iter().any(|f| f.function.contains("own_frames")
+                    && f.file
+                        .as_deref()
+                        .is_some_and(|p| p.ends_with("symbolize.rs"))
+                    && f.line.is_some()),
+                "{frames:?}"
+            );
+            return;
         }
-        backtrace::clear_symbol_cache();
-        // The test binary carries its own DWARF: nearly everything is answered here, not
-        // left to `backtrace` (the call chain's bottom frames are in libc).
+        // A copy of this test binary with its debug sections compressed, as
+        // `-C link-arg=-Wl,--compress-debug-sections=zlib` links them, run on this test.
+        let exe = std::fs::read_link("/proc/self/exe").expect("/proc/self/exe");
+        let copy = std::env::temp_dir().join(format!("heapwatch-zdebug-{}", std::process::id()));
+        let objcopy = std::process::Command::new("objcopy")
+            .arg("--compress-debug-sections=zlib")
+            .arg(&exe)
+            .arg(&copy)
+            .status()
+            .expect("objcopy (binutils) runs");
+        assert!(objcopy.success());
+        let sections = std::process::Command::new("readelf")
+            .arg("-SW")
+            .arg(&copy)
+            .output()
+            .expect("readelf runs");
+        let sections = String::from_utf8_lossy(&sections.stdout).into_owned();
+        let info = sections
+            .lines()
+            .find(|l| l.contains(".debug_info"))
+            .expect("a .debug_info section");
+        let flags = info.split_whitespace().rev().nth(3).unwrap_or("");
+        assert!(flags.contains('C'), "not compressed: {info}");
+        let run = std::process::Command::new(&copy)
+            .args([
+                "--exact",
+                "symbolize::tests::zlib_compressed_debug_sections_resolve_to_file_and_line",
+                "--test-threads=1",
+            ])
+            .env(IN_COMPRESSED_COPY, "1")
+            .output()
+            .expect("the copy runs");
+        std::fs::remove_file(&copy).expect("remove the copy");
+        let out = String::from_utf8_lossy(&run.stdout);
         assert!(
-            answered * 10 >= addrs.len() * 9,
-            "answered {answered} of {}",
-            addrs.len()
+            run.status.success() && out.contains("1 passed"),
+            "{out}{}",
+            String::from_utf8_lossy(&run.stderr)
         );
-        // Inline frames were among them.
-        assert!(addrs.iter().any(|&a| resolve_with_backtrace(a).len() > 1));
-        backtrace::clear_symbol_cache();
     }
 
     #[test]

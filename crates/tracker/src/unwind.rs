@@ -9,7 +9,7 @@
 //! architectures record no frames.
 //!
 //! Stack bounds come from `pthread_getattr_np` once per thread and are cached in a
-//! const thread-local. The caller ([`super::recorder`]) holds the reentrancy guard while
+//! const thread-local. The caller (`recorder`) holds the reentrancy guard while
 //! they are filled, because glibc allocates (with its own malloc) and reads
 //! /proc/self/maps for the main thread.
 #![allow(unsafe_code)]
@@ -17,11 +17,7 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
-use super::stacks::StackHasher;
-
-/// This file as the compiler names it: frames in it are the tracker's own (see
-/// `symbolize::OWN_SOURCES`).
-pub(crate) const SOURCE: &str = file!();
+use crate::stacks::StackHasher;
 
 /// Frames counted (not recorded) when measuring the true depth of a stack. Deeper stacks
 /// report this depth; 128 is beyond any useful traceback and keeps the walk bounded.
@@ -48,7 +44,7 @@ thread_local! {
 pub(crate) struct Walk {
     /// Frames seen in all, up to [`MAX_DEPTH`].
     pub depth: usize,
-    /// [`super::stacks::hash`] of the frames recorded.
+    /// [`crate::stacks::hash`] of the frames recorded.
     pub hash: u64,
 }
 
@@ -205,9 +201,9 @@ pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk 
 
 #[cfg(test)]
 mod tests {
-    use super::super::allocator::{Guard, GuardLevel};
-    use super::super::stacks::hash;
     use super::*;
+    use crate::guard::{Guard, GuardLevel};
+    use crate::stacks::hash;
 
     #[test]
     fn the_walk_hashes_exactly_what_it_records() {

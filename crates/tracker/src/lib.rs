@@ -1,0 +1,173 @@
+//! The allocation tracker: a global allocator that attributes live heap memory to call
+//! sites (a tracemalloc for Rust), plus snapshots, grouped statistics and baselines.
+//!
+//! Nothing in here knows about JSON, sockets, the CLI or the async runtime (the crate
+//! depends on `backtrace`, `libc` and `thiserror` only). The Heapwatch add-on re-exports it
+//! as `heapwatch::memory`: its `commands` translate these types for the transports, and
+//! its server owns the [`Baselines`] store.
+//!
+//! # What it measures
+//! - Always on, once [`Tracker`] is the global allocator: current and peak bytes, live
+//!   blocks and total allocations ([`totals`]), counted per thread with a few plain loads
+//!   and stores per call. Sizes are the requested sizes (`Layout::size`), not what
+//!   malloc rounds them to.
+//! - Site tracking, between [`start`] and [`stop`]: which call stacks hold the live
+//!   blocks. [`Mode::Sampled`] (the default) records a Poisson sample by bytes and reports
+//!   unbiased estimates; [`Mode::Exact`] records every block (tracemalloc parity, slow).
+//! - Tracking only sees blocks allocated after it started; blocks from before are never
+//!   attributed (their frees are ignored). Frees of blocks allocated outside the Rust
+//!   global allocator (C libraries calling `malloc`) are not seen at all.
+//!
+//! # Module map
+//! Lowest layer first; a file imports only its own layer or lower ones and no two files
+//! import each other around a loop (`tests/layers.rs` checks both).
+//! - base (no tracker imports): `guard` (the reentrancy level), `counters` (always-on
+//!   per-thread counters, the peak, the mode the allocator reads), `config` and `error`
+//!   (the contract's types), `sampler` (Poisson countdown, integer weights), `filter`
+//!   (the counting filter that keeps frees of untracked blocks to one load), `sysmem`
+//!   (`System`-allocated arrays), `sources` (the tracker's own files, trimmed from
+//!   tracebacks).
+//! - structures: `lock` (the spin lock), `stacks` and `table` (interned stacks, the block
+//!   table), `unwind` (the frame-pointer walk), `snapshot` ([`Snapshot`]), `symbolize`
+//!   ([`Frame`], resolution, the memo).
+//! - recording and reports: `recorder` (the tracking session and the tracked path),
+//!   `stats` ([`GroupBy`], [`Statistic`], [`Snapshot::statistics`]), `baselines`,
+//!   `checkpoints`.
+//! - glue: `allocator` ([`Tracker`]: the `GlobalAlloc` methods), `export` (symbolized
+//!   per-stack views and per-site histories for the exporters).
+//!
+//! See docs/ARCHITECTURE.md (tracker section) for the design and its numbers.
+//!
+//! # Embedding
+//! ```
+//! use heapwatch_tracker::{self as memory, GroupBy, Mode, TrackingConfig};
+//!
+//! #[global_allocator]
+//! static GLOBAL: memory::Tracker = memory::Tracker::new();
+//!
+//! #[inline(never)]
+//! fn grow(cache: &mut Vec<Vec<u8>>) {
+//!     cache.extend((0..64).map(|_| vec![1u8; 16 * 1024]));
+//! }
+//!
+//! fn main() -> Result<(), memory::MemoryError> {
+//!     let started = memory::start(TrackingConfig {
+//!         mode: Mode::Sampled,
+//!         frames: 16,
+//!         sample_interval_bytes: 64 * 1024,
+//!     })?;
+//!     assert!(started);
+//!
+//!     let mut cache = Vec::new();
+//!     let before = memory::take_snapshot();
+//!     grow(&mut cache);
+//!     let after = memory::take_snapshot();
+//!
+//!     let totals = memory::totals();
+//!     println!("{} bytes live, peak {}", totals.current_bytes, totals.peak_bytes);
+//!
+//!     // Symbolization: do this off async worker threads (e.g. spawn_blocking).
+//!     for row in after.statistics(GroupBy::Site, 10) {
+//!         println!("{:>10} B {:>6} blocks  {}", row.size_bytes, row.count, row.traceback[0]);
+//!     }
+//!     for row in after.compare_to(&before, GroupBy::Function, 10) {
+//!         println!("{:+} B  {}", row.size_diff_bytes, row.traceback[0]);
+//!     }
+//!
+//!     let mut baselines = memory::Baselines::default();
+//!     baselines.save("after-grow", after)?;
+//!     memory::stop();
+//!     Ok(())
+//! }
+//! ```
+
+#![deny(unsafe_code)]
+
+mod allocator;
+mod baselines;
+mod checkpoints;
+mod config;
+mod counters;
+mod error;
+mod export;
+mod filter;
+mod guard;
+mod lock;
+mod recorder;
+mod sampler;
+mod snapshot;
+mod sources;
+mod stacks;
+mod stats;
+mod symbolize;
+mod sysmem;
+mod table;
+mod unwind;
+
+pub use allocator::Tracker;
+pub use baselines::Baselines;
+pub use checkpoints::Checkpoints;
+pub use config::{Mode, Totals, TrackingConfig, TrackingStatus};
+pub use error::MemoryError;
+pub use export::{ExportLocation, ExportStack, SiteHistory, site_history};
+pub use snapshot::Snapshot;
+pub use stats::{GroupBy, Statistic};
+pub use symbolize::Frame;
+
+/// Most distinct stacks tracked at once; further new stacks go to an overflow bucket
+/// (see [`Totals::dropped_stacks`]).
+pub const MAX_STACKS: usize = stacks::MAX_STACKS;
+
+/// Starts site tracking. Returns `Ok(true)` when this call started it, `Ok(false)` when it
+/// was already running (the running configuration is kept). Only blocks allocated from
+/// now on are attributed. `frames` and `sample_interval_bytes` are clamped to their
+/// documented ranges.
+///
+/// # Errors
+/// [`MemoryError::NotInstalled`] when [`Tracker`] is not the global allocator.
+pub fn start(config: TrackingConfig) -> Result<bool, MemoryError> {
+    if !counters::installed() {
+        return Err(MemoryError::NotInstalled);
+    }
+    Ok(recorder::start(config))
+}
+
+/// Stops site tracking and frees its tables. The always-on totals keep counting.
+/// [`start`] may be called again afterwards.
+pub fn stop() {
+    recorder::stop();
+    symbolize::clear_memo();
+}
+
+/// The current tracking state.
+pub fn status() -> TrackingStatus {
+    recorder::status()
+}
+
+/// Always-on totals, plus the tracker's own figures while tracking.
+pub fn totals() -> Totals {
+    recorder::totals()
+}
+
+/// Resets the peak to the current bytes; returns the new totals.
+pub fn reset_peak() -> Totals {
+    counters::reset_peak();
+    totals()
+}
+
+/// Copies the per-stack totals (empty, with `taken_at` set and `estimated` false, when
+/// tracking is off). Consistent: copied under the tracker lock. Cheap (no symbolization).
+pub fn take_snapshot() -> Snapshot {
+    recorder::snapshot()
+}
+
+/// Whether the block starting at `ptr` has a live tracking record (sampled, or any block
+/// in exact mode). A diagnostic for tests and debugging; takes the tracker lock.
+pub fn is_tracked(ptr: *const u8) -> bool {
+    recorder::is_tracked(ptr as usize)
+}
+
+/// Live blocks with a tracking record (table entries) in the running session.
+pub fn tracked_blocks() -> usize {
+    recorder::tracked_blocks()
+}
