@@ -46,7 +46,10 @@ struct StandIn {
     forbidden: bool,
     latency: Duration,
     started: Instant,
+    /// GET requests (the add-on list and stats calls).
     calls: Mutex<u64>,
+    /// Every POST to Core's API: (path, body).
+    posts: Mutex<Vec<(String, Value)>>,
 }
 
 impl StandIn {
@@ -122,19 +125,32 @@ async fn serve(standin: Arc<StandIn>) -> SocketAddr {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let standin = standin.clone();
                     async move {
-                        *standin.calls.lock().unwrap() += 1;
+                        if req.method() == hyper::Method::GET {
+                            *standin.calls.lock().unwrap() += 1;
+                        }
                         tokio::time::sleep(standin.latency).await;
-                        let auth = req
+                        let authorized = req
                             .headers()
                             .get("authorization")
-                            .and_then(|v| v.to_str().ok());
-                        let (status, body) = if auth != Some(&format!("Bearer {SUPERVISOR_TOKEN}"))
-                        {
+                            .and_then(|v| v.to_str().ok())
+                            == Some(&format!("Bearer {SUPERVISOR_TOKEN}"));
+                        let path = req.uri().path().to_owned();
+                        let post = req.method() == hyper::Method::POST;
+                        let body_in = http_body_util::BodyExt::collect(req.into_body())
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let (status, body) = if !authorized {
                             (StatusCode::UNAUTHORIZED, "401: Unauthorized".to_string())
                         } else if standin.forbidden {
                             (StatusCode::FORBIDDEN, "403: Forbidden".to_string())
+                        } else if post && path.starts_with("/core/api/") {
+                            let body: Value =
+                                serde_json::from_slice(&body_in).unwrap_or(Value::Null);
+                            standin.posts.lock().unwrap().push((path, body));
+                            (StatusCode::OK, "[]".to_string())
                         } else {
-                            standin.answer(req.uri().path())
+                            standin.answer(&path)
                         };
                         if status == StatusCode::IM_A_TEAPOT {
                             return Err(std::io::Error::other("dropped on purpose"));
@@ -225,6 +241,7 @@ async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
         latency: Duration::ZERO,
         started: Instant::now(),
         calls: Mutex::new(0),
+        posts: Mutex::default(),
     });
     let s = server_for(&standin, POLL_MS).await;
     // Nine simulated hours.
@@ -309,6 +326,7 @@ async fn supervisor_faults_are_reported_and_the_server_keeps_serving() {
         latency: Duration::ZERO,
         started: Instant::now(),
         calls: Mutex::new(0),
+        posts: Mutex::default(),
     });
     let s = server_for(&standin, 50).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -350,6 +368,7 @@ async fn supervisor_faults_are_reported_and_the_server_keeps_serving() {
         latency: Duration::ZERO,
         started: Instant::now(),
         calls: Mutex::new(0),
+        posts: Mutex::default(),
     });
     let s = server_for(&standin, 50).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -397,6 +416,7 @@ async fn a_hundred_addons_at_a_second_each_are_polled_within_fifteen_seconds() {
         latency: Duration::from_secs(1),
         started: Instant::now(),
         calls: Mutex::new(0),
+        posts: Mutex::default(),
     });
     // One poll (the first tick is immediate); the next would come an hour later.
     let s = server_for(&standin, 3_600_000).await;
@@ -453,6 +473,7 @@ async fn history_survives_kill_9_and_a_garbage_file_is_moved_aside() {
         latency: Duration::ZERO,
         started: Instant::now(),
         calls: Mutex::new(0),
+        posts: Mutex::default(),
     });
     let addr = serve(standin).await;
     let data = tempfile::tempdir().unwrap();
