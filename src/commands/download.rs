@@ -176,6 +176,7 @@ pub async fn heap(
 /// `internal_error` if the blocking task panicked.
 pub async fn metrics_text(services: &Services) -> Result<String, CommandError> {
     let (system, monitor) = (services.system.clone(), services.trend.clone());
+    let host = services.host.clone();
     exclusive(services, move || {
         let system = system.sample();
         let status = memory::status();
@@ -194,6 +195,15 @@ pub async fn metrics_text(services: &Services) -> Result<String, CommandError> {
             Vec::new()
         };
         let report = monitor.report();
+        // Judging every container is Theil–Sen per window: here, off the async workers.
+        let containers = host
+            .table()
+            .into_iter()
+            .map(|r| {
+                let growing = r.judgement.verdict == crate::trend::Verdict::Growing;
+                (r.slug, r.memory_bytes, growing)
+            })
+            .collect();
         metrics::encode(&metrics::Input {
             totals: memory::totals(),
             tracking: Some(status),
@@ -201,6 +211,7 @@ pub async fn metrics_text(services: &Services) -> Result<String, CommandError> {
             windows: report.windows,
             growing_sites: report.growing_sites.len(),
             top_sites,
+            containers,
         })
     })
     .await

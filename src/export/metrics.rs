@@ -39,6 +39,9 @@ pub struct Input {
     /// The largest sites, "function (file:line)" and bytes; only the first
     /// [`TOP_SITES`] are used.
     pub top_sites: Vec<(String, u64)>,
+    /// Host view: per container, (slug, memory bytes, growing); at most
+    /// `host::MAX_CONTAINERS` (200) of them, so the series stay bounded.
+    pub containers: Vec<(String, Option<u64>, bool)>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -242,6 +245,32 @@ pub fn encode(input: &Input) -> String {
         sites,
     );
 
+    // The host view: one series per container (bounded by the installed add-ons).
+    let container_memory: Family<Labels, Gauge<i64>> = Family::default();
+    let container_growing: Family<Labels, Gauge<i64>> = Family::default();
+    for (slug, memory, growing) in &input.containers {
+        let labels = vec![("slug", truncate(slug, SITE_LABEL_MAX_CHARS))];
+        if let Some(bytes) = memory {
+            container_memory
+                .get_or_create(&labels)
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+        container_growing
+            .get_or_create(&labels)
+            .set(i64::from(*growing));
+    }
+    reg.register_with_unit(
+        "container_memory",
+        "Memory of each add-on, Home Assistant Core, the Supervisor and plugin, as the Supervisor reports it (absent with the host view off)",
+        Unit::Bytes,
+        container_memory,
+    );
+    reg.register(
+        "container_growing",
+        "1 when the container's memory keeps growing (host view verdict), else 0",
+        container_growing,
+    );
+
     let mut out = String::new();
     prometheus_text::encode(&mut out, &root).expect("writing to a String cannot fail");
     out
@@ -298,5 +327,34 @@ mod tests {
             .count();
         assert_eq!(site_series, TOP_SITES);
         assert!(text.contains("heapwatch_site_bytes{site=\"site_0 (src/x.rs:0)\"} 1000\n"));
+    }
+
+    #[test]
+    fn one_series_per_container() {
+        let input = Input {
+            containers: vec![
+                ("core".into(), Some(800), false),
+                ("local_leaky".into(), Some(300), true),
+                ("stopped".into(), None, false),
+            ],
+            ..Input::default()
+        };
+        let text = encode(&input);
+        assert!(
+            text.contains("heapwatch_container_memory_bytes{slug=\"core\"} 800\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heapwatch_container_growing{slug=\"local_leaky\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heapwatch_container_growing{slug=\"core\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("heapwatch_container_memory_bytes{slug=\"stopped\"}"),
+            "{text}"
+        );
     }
 }
