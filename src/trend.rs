@@ -75,7 +75,7 @@ struct Point {
 }
 
 /// A fixed ring of (time, RSS, heap) samples, oldest overwritten first.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct History {
     points: Box<[Point]>,
     /// Index of the next write.
@@ -508,25 +508,50 @@ impl Monitor {
     /// The report, computed on this thread: it symbolizes the checkpoints, so call it off
     /// the async workers and one at a time with other symbolizing jobs.
     pub fn report(&self) -> TrendReport {
-        let settings = self.settings;
+        self.freeze().report()
+    }
+
+    /// The history and checkpoints as they are now (a copy: the ring's 35 KB and the
+    /// checkpoints' per-stack totals), to report on later: a report that waits for the
+    /// symbolizing lock still describes the moment it was asked for.
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
+            settings: self.settings,
+            history: self.history.lock().expect("trend lock poisoned").clone(),
+            held: self
+                .checkpoints
+                .lock()
+                .expect("checkpoints lock poisoned")
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// A copy of the trend's state at one moment (see [`Monitor::freeze`]).
+pub struct Frozen {
+    settings: TrendSettings,
+    history: History,
+    held: Vec<Snapshot>,
+}
+
+impl Frozen {
+    /// The report on this moment (it symbolizes: off the async workers).
+    pub fn report(self) -> TrendReport {
+        let Frozen {
+            settings,
+            history,
+            held,
+        } = self;
         let threshold = settings.growth_threshold_bytes_per_hour as f64;
-        let (windows, samples, capacity, oldest, latest) = {
-            let history = self.history.lock().expect("trend lock poisoned");
-            (
-                windows(&history, settings.sample_interval, threshold),
-                history.len(),
-                history.capacity(),
-                history.oldest(),
-                history.latest(),
-            )
-        };
-        let held: Vec<Snapshot> = self
-            .checkpoints
-            .lock()
-            .expect("checkpoints lock poisoned")
-            .iter()
-            .cloned()
-            .collect();
+        let (windows, samples, capacity, oldest, latest) = (
+            windows(&history, settings.sample_interval, threshold),
+            history.len(),
+            history.capacity(),
+            history.oldest(),
+            history.latest(),
+        );
         let times: Vec<SystemTime> = held
             .iter()
             .map(|s| s.taken_at.unwrap_or(SystemTime::UNIX_EPOCH))

@@ -509,9 +509,12 @@
     state.busy = true;
     document.body.classList.add('busy');
     try {
+      // The trend is asked for at the same moment: it describes the instant of the click,
+      // not the end of a long snapshot.
+      const trend = refreshTrend();
       renderSnapshot(await conn.call('debug/memory_snapshot', snapshotArgs(extra)));
       $('error').hidden = true;
-      refreshTrend();
+      await trend;
     } catch (e) {
       showError(e);
     } finally {

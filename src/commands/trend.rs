@@ -30,8 +30,9 @@ pub const MEMORY_TREND: Command = Command {
 /// # Errors
 /// [`CommandError::Internal`] if the blocking task panicked.
 pub async fn report(services: &Services) -> Result<TrendReport, CommandError> {
-    let monitor = services.trend.clone();
-    exclusive(services, move || monitor.report()).await
+    // The moment asked about is now, even if a snapshot holds the symbolizing lock.
+    let frozen = services.trend.freeze();
+    exclusive(services, move || frozen.report()).await
 }
 
 fn assessment_json(a: &Assessment) -> Value {
