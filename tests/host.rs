@@ -111,6 +111,24 @@ impl StandIn {
     }
 }
 
+/// A stand-in whose clock starts now.
+fn new_standin(
+    addons: BTreeMap<String, (String, Answer)>,
+    fixed: BTreeMap<String, Answer>,
+    forbidden: bool,
+    latency: Duration,
+) -> Arc<StandIn> {
+    Arc::new(StandIn {
+        addons,
+        fixed,
+        forbidden,
+        latency,
+        started: Instant::now(),
+        calls: Mutex::new(0),
+        posts: Mutex::default(),
+    })
+}
+
 /// Serves the stand-in on 127.0.0.1:0.
 async fn serve(standin: Arc<StandIn>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -234,15 +252,7 @@ async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
             }
         })),
     );
-    let standin = Arc::new(StandIn {
-        addons,
-        fixed,
-        forbidden: false,
-        latency: Duration::ZERO,
-        started: Instant::now(),
-        calls: Mutex::new(0),
-        posts: Mutex::default(),
-    });
+    let standin = new_standin(addons, fixed, false, Duration::ZERO);
     let s = server_for(&standin, POLL_MS).await;
     // Nine simulated hours.
     while standin.hours() < 9.0 {
@@ -319,15 +329,7 @@ async fn supervisor_faults_are_reported_and_the_server_keeps_serving() {
     addons.insert("fine".to_string(), ("Fine".to_string(), flat(50.0)));
     let mut fixed = fixed_flat();
     fixed.insert("core".into(), flat(500.0));
-    let standin = Arc::new(StandIn {
-        addons,
-        fixed,
-        forbidden: false,
-        latency: Duration::ZERO,
-        started: Instant::now(),
-        calls: Mutex::new(0),
-        posts: Mutex::default(),
-    });
+    let standin = new_standin(addons, fixed, false, Duration::ZERO);
     let s = server_for(&standin, 50).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut ws = ws(s.ingress).await;
@@ -361,15 +363,7 @@ async fn supervisor_faults_are_reported_and_the_server_keeps_serving() {
     s.stop().await;
 
     // A role too low: every call 403. Said in words, and the server keeps serving.
-    let standin = Arc::new(StandIn {
-        addons: BTreeMap::new(),
-        fixed: fixed_flat(),
-        forbidden: true,
-        latency: Duration::ZERO,
-        started: Instant::now(),
-        calls: Mutex::new(0),
-        posts: Mutex::default(),
-    });
+    let standin = new_standin(BTreeMap::new(), fixed_flat(), true, Duration::ZERO);
     let s = server_for(&standin, 50).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut socket = support::ws(s.ingress).await;
@@ -409,15 +403,7 @@ async fn a_hundred_addons_at_a_second_each_are_polled_within_fifteen_seconds() {
         .collect();
     let mut fixed = fixed_flat();
     fixed.insert("core".into(), flat(500.0));
-    let standin = Arc::new(StandIn {
-        addons,
-        fixed,
-        forbidden: false,
-        latency: Duration::from_secs(1),
-        started: Instant::now(),
-        calls: Mutex::new(0),
-        posts: Mutex::default(),
-    });
+    let standin = new_standin(addons, fixed, false, Duration::from_secs(1));
     // One poll (the first tick is immediate); the next would come an hour later.
     let s = server_for(&standin, 3_600_000).await;
     let mut ws = ws(s.ingress).await;
@@ -466,15 +452,7 @@ fn host_options(standin: SocketAddr, data: &std::path::Path) -> Value {
 async fn history_survives_kill_9_and_a_garbage_file_is_moved_aside() {
     let mut fixed = fixed_flat();
     fixed.insert("core".into(), flat(500.0));
-    let standin = Arc::new(StandIn {
-        addons: BTreeMap::new(),
-        fixed,
-        forbidden: false,
-        latency: Duration::ZERO,
-        started: Instant::now(),
-        calls: Mutex::new(0),
-        posts: Mutex::default(),
-    });
+    let standin = new_standin(BTreeMap::new(), fixed, false, Duration::ZERO);
     let addr = serve(standin).await;
     let data = tempfile::tempdir().unwrap();
     let env = [("SUPERVISOR_TOKEN", SUPERVISOR_TOKEN)];
