@@ -33,7 +33,7 @@
 //! - recording and reports: `recorder` (the tracking session and the tracked path),
 //!   `stats` ([`GroupBy`], [`Statistic`], [`Snapshot::statistics`]), `baselines`,
 //!   `checkpoints`.
-//! - glue: `allocator` ([`Tracker`]: the `GlobalAlloc` methods), `export` (symbolized
+//! - glue: `allocator` ([`Tracker`]: the `GlobalAlloc` methods), `views` (symbolized
 //!   per-stack views and per-site histories for the exporters).
 //!
 //! See docs/ARCHITECTURE.md (tracker section) for the design and its numbers.
@@ -89,7 +89,6 @@ mod checkpoints;
 mod config;
 mod counters;
 mod error;
-mod export;
 mod filter;
 mod guard;
 mod lock;
@@ -103,16 +102,17 @@ mod symbolize;
 mod sysmem;
 mod table;
 mod unwind;
+mod views;
 
 pub use allocator::Tracker;
 pub use baselines::Baselines;
 pub use checkpoints::Checkpoints;
 pub use config::{Mode, Totals, TrackingConfig, TrackingStatus};
 pub use error::MemoryError;
-pub use export::{ExportLocation, ExportStack, SiteHistory, site_history};
 pub use snapshot::Snapshot;
 pub use stats::{GroupBy, Statistic};
 pub use symbolize::Frame;
+pub use views::{ExportLocation, ExportStack, SiteHistory, site_history};
 
 /// Most distinct stacks tracked at once; further new stacks go to an overflow bucket
 /// (see [`Totals::dropped_stacks`]).

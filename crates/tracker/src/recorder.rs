@@ -54,7 +54,7 @@ const MAX_RAW_FRAMES: usize = MAX_FRAMES as usize + OWN_FRAMES_ALLOWANCE;
 const MAX_INTERVAL: u64 = 1 << 40;
 
 /// The running session's configuration.
-struct Session {
+struct Tracking {
     mode: Mode,
     frames: u32,
     interval: u64,
@@ -62,7 +62,7 @@ struct Session {
 }
 
 struct State {
-    session: Option<Session>,
+    session: Option<Tracking>,
     /// Mode and frames of the last session, reported by `status` while off.
     last: (Mode, u32),
 }
@@ -348,7 +348,7 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
     filter::clear();
     sampler::configure(interval);
     KEEP_FRAMES.store(keep, Relaxed);
-    state.session = Some(Session {
+    state.session = Some(Tracking {
         mode: config.mode,
         frames,
         interval,

@@ -12,7 +12,7 @@
 //! A report symbolizes only what it reads: grouping by site, function or file reads each
 //! stack down to its site (the tracker's and the allocator's frames above it are shared
 //! by nearly every stack), and only the rows returned need whole tracebacks. So
-//! `statistics` and `compare` resolve in rounds through one [`Session`] — a cold
+//! `statistics` and `compare` resolve in rounds through one [`Symbolizer`] — a cold
 //! snapshot of 10,000 stacks reads the debug info for dozens of addresses, not all
 //! 11,000. Exports (which show every stack whole) resolve everything with
 //! [`symbols_of`].
@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use crate::guard::untracked;
 use crate::snapshot::{Snapshot, StackTotals, round_count};
-use crate::symbolize::{Frame, Frames, Session, resolve_all};
+use crate::symbolize::{Frame, Frames, Symbolizer, resolve_all};
 
 /// How statistics group stacks.
 ///
@@ -263,7 +263,7 @@ fn site_frame<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) ->
 fn resolve_for_groups(
     snaps: &[&Snapshot],
     group_by: GroupBy,
-    session: &mut Session,
+    session: &mut Symbolizer,
     symbols: &mut Symbols,
 ) {
     if group_by == GroupBy::Traceback {
@@ -298,7 +298,7 @@ fn resolve_for_groups(
 fn resolve_stack(
     snap: &Snapshot,
     index: Option<usize>,
-    session: &mut Session,
+    session: &mut Symbolizer,
     symbols: &mut Symbols,
 ) {
     if let Some(stack) = index.and_then(|i| snap.stacks.get(i)) {
@@ -423,7 +423,7 @@ pub(crate) fn symbols_of<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> S
 
 fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
     untracked(|| {
-        let mut session = Session::new();
+        let mut session = Symbolizer::new();
         let mut symbols = Symbols::new();
         resolve_for_groups(&[snap], group_by, &mut session, &mut symbols);
         let mut rows: Vec<(String, Group)> = groups(snap, group_by, &symbols).into_iter().collect();
@@ -460,7 +460,7 @@ fn diff(new: u64, old: u64) -> i64 {
 
 fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
     untracked(|| {
-        let mut session = Session::new();
+        let mut session = Symbolizer::new();
         let mut symbols = Symbols::new();
         resolve_for_groups(&[new, old], group_by, &mut session, &mut symbols);
         let mut new_groups = groups(new, group_by, &symbols);

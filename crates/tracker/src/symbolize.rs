@@ -153,10 +153,10 @@ pub(crate) fn clear_memo() {
     });
 }
 
-/// Resolves every distinct address once (see [`Session`]).
+/// Resolves every distinct address once (see [`Symbolizer`]).
 pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, Frames> {
     let mut out = HashMap::new();
-    Session::new().resolve(addrs, &mut out);
+    Symbolizer::new().resolve(addrs, &mut out);
     out
 }
 
@@ -171,15 +171,15 @@ pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, 
 /// addresses in shared libraries are named from their dynamic symbols (`dladdr`), without
 /// reading their debug info. (A hand-written unit-by-unit DWARF reader used to sit in
 /// front of `backtrace`; measured against it, it was not faster: see docs/ARCHITECTURE.md.)
-pub(crate) struct Session {
+pub(crate) struct Symbolizer {
     /// The process's file mappings, read on the first cold address.
     maps: Option<Maps>,
     used_backtrace: bool,
 }
 
-impl Session {
+impl Symbolizer {
     pub(crate) fn new() -> Self {
-        Session {
+        Symbolizer {
             maps: None,
             used_backtrace: false,
         }
@@ -232,7 +232,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for Symbolizer {
     fn drop(&mut self) {
         untracked(|| {
             self.maps = None;
