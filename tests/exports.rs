@@ -154,6 +154,8 @@ async fn exports_in_exact_mode() {
         .call("s", "debug/memory_snapshot", json!({"save_as": "start"}))
         .await;
     assert_eq!(r["result"]["tracking"]["mode"], "exact", "{r}");
+    // The client runs in the server's process: replies it keeps count in the tracked heap.
+    drop(r);
 
     let mut held: Vec<Vec<u8>> = Vec::with_capacity(BLOCKS + MORE);
     hold_blocks(&mut held);
@@ -229,6 +231,7 @@ async fn exports_in_exact_mode() {
         .call("b", "debug/memory_snapshot", json!({"save_as": "before"}))
         .await;
     assert!(r["result"].is_object(), "{r}");
+    drop(r);
     hold_more(&mut held);
 
     let r = get(s.ingress, "/api/memory/profile.pb.gz?baseline=before", &[]).await;
