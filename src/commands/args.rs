@@ -32,12 +32,6 @@ pub enum Args {
     Query(String),
 }
 
-impl Default for Args {
-    fn default() -> Self {
-        Self::Json(Value::Object(serde_json::Map::new()))
-    }
-}
-
 impl Args {
     /// Deserializes the arguments into `T`; errors name the argument.
     ///

@@ -441,16 +441,15 @@ fn not_authenticated() -> CommandError {
     )
 }
 
-/// Starts the WebSocket command `name`: an unauthenticated caller gets
-/// `not_authenticated` for every name but `auth` (so nothing about the server, not even
-/// which commands exist, is learned before auth); then an unknown name gets
-/// `unknown_command`; then [`start`].
+/// Starts the WebSocket command `name` through [`start`], which refuses every command but
+/// `auth` before authentication. An unknown name gets `not_authenticated` too before
+/// authentication (so nothing about the server, not even which commands exist, is learned
+/// first), and `unknown_command` after.
 pub fn start_named(ctx: Context, name: &str, args: Args) -> Started {
-    if name != auth::AUTH.name && !ctx.caller.is_authenticated() {
-        return Started::Done(Err(not_authenticated()));
-    }
     match find(name) {
         Some(command) => start(ctx, command, args),
+        // `auth` is always found, so a caller that is not authenticated learns nothing.
+        None if !ctx.caller.is_authenticated() => Started::Done(Err(not_authenticated())),
         None => Started::Done(Err(CommandError::UnknownCommand(format!(
             "unknown command `{}`; system/info lists the commands",
             shorten(name, DETAIL_PART_MAX_CHARS)

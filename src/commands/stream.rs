@@ -82,13 +82,17 @@ struct UnsubscribeArgs {
 /// # Errors
 /// [`CommandError::InvalidArgs`] naming `interval_s`.
 pub fn parse_interval(args: Value) -> Result<u64, CommandError> {
-    let SubscribeArgs { interval_s } = super::Args::Json(args).parse()?;
+    interval(super::Args::Json(args))
+}
+
+/// `interval_s` from the arguments, or its default.
+fn interval(args: super::Args) -> Result<u64, CommandError> {
+    let SubscribeArgs { interval_s } = args.parse()?;
     Ok(interval_s.map_or(INTERVAL_S_DEFAULT.unsigned_abs(), Bounded::get))
 }
 
 fn subscribe(ctx: Context, args: super::Args) -> Result<Value, CommandError> {
-    let SubscribeArgs { interval_s } = args.parse()?;
-    let interval_s = interval_s.map_or(INTERVAL_S_DEFAULT.unsigned_abs(), Bounded::get);
+    let interval_s = interval(args)?;
     let (Some(message_id), Some(events)) = (ctx.message_id.clone(), ctx.caller.events.get()) else {
         return Err(CommandError::PreconditionFailed(
             "debug/memory_subscribe streams events: send it over the WebSocket".into(),

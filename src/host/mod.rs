@@ -346,8 +346,8 @@ impl HostMonitor {
                 .await;
         let host = system.sample().host;
         let now = self.now_ms();
-        let writes = self.record(now, results, list_error, host, began);
-        self.persist(now, writes).await;
+        let (writes, gone) = self.record(now, results, list_error, host, began);
+        self.persist(now, writes, gone).await;
         if self.settings.notify_leaks {
             // Judging every container is Theil–Sen over hundreds of points each: off the
             // async workers.
@@ -446,7 +446,8 @@ impl HostMonitor {
         }
     }
 
-    /// Applies one poll's results to the histories; returns what to write to the store.
+    /// Applies one poll's results to the histories; returns what to write to the store and
+    /// the containers it forgot.
     fn record(
         &self,
         now: i64,
@@ -454,7 +455,7 @@ impl HostMonitor {
         list_error: Option<SupervisorError>,
         host: crate::system::HostMemory,
         began: Instant,
-    ) -> Vec<Write> {
+    ) -> (Vec<Write>, Vec<String>) {
         let mut writes = Vec::with_capacity(results.len());
         let mut state = self.state.lock().expect("host state lock poisoned");
         state.host_total_bytes = host.total_bytes;
@@ -505,7 +506,14 @@ impl HostMonitor {
         }
         // Forget what has been gone from the list for a day (an uninstalled add-on).
         let day = 24 * HOUR_MS;
-        state.containers.retain(|_, c| now - c.seen_at_ms < day);
+        let mut gone = Vec::new();
+        state.containers.retain(|slug, c| {
+            let keep = now - c.seen_at_ms < day;
+            if !keep {
+                gone.push(slug.clone());
+            }
+            keep
+        });
         let error = list_error.map(|e| e.to_string()).or_else(|| {
             forbidden_everywhere.then(|| "the Supervisor refused every stats call".to_owned())
         });
@@ -524,7 +532,7 @@ impl HostMonitor {
             last_duration: Some(began.elapsed()),
             error,
         };
-        writes
+        (writes, gone)
     }
 
     /// Opens the history database and loads what it holds (call it off the async
@@ -581,7 +589,7 @@ impl HostMonitor {
 
     /// Writes one poll to the database on a blocking thread; a failure (a full disk) is
     /// logged once until a write works again, and polling goes on in memory.
-    async fn persist(&self, now: i64, writes: Vec<Write>) {
+    async fn persist(&self, now: i64, writes: Vec<Write>, gone: Vec<String>) {
         let (store, failing) = (self.store.clone(), self.store_failing.clone());
         let done = tokio::task::spawn_blocking(move || {
             let mut guard = store.lock().expect("store lock poisoned");
@@ -589,7 +597,10 @@ impl HostMonitor {
                 return;
             };
             use std::sync::atomic::Ordering;
-            match store.write_poll(now, &writes) {
+            let written = store
+                .write_poll(now, &writes)
+                .and_then(|()| gone.iter().try_for_each(|slug| store.forget(slug)));
+            match written {
                 Ok(()) => {
                     if failing.swap(false, Ordering::AcqRel) {
                         tracing::info!("host memory history is written again");

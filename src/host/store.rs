@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::history::{BUCKET_SPAN_MS, Bucket, Meta, RAW_SPAN_MS, Saved};
 
@@ -349,7 +349,8 @@ impl Store {
         }
     }
 
-    /// Forgets a container (an uninstalled add-on).
+    /// Forgets a container (an uninstalled add-on): its rows are pruned only while it is
+    /// written, so a container that is gone would otherwise stay for good.
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
@@ -372,8 +373,6 @@ impl Store {
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .optional()
-            .map(Option::unwrap_or_default)
             .map_err(|e| self.sqlite(e))
     }
 }
@@ -458,6 +457,30 @@ mod tests {
             back.averages_since(0).collect::<Vec<_>>(),
             h.averages_since(0).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_forgotten_container_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (mut store, _) = Store::open(&path).unwrap();
+        let mut h = History::default();
+        h.push(0, 5);
+        let writes = [
+            write_for("kept", &h, 0, vec![]),
+            write_for("gone", &h, 0, vec![]),
+        ];
+        store.write_poll(0, &writes).unwrap();
+        store.forget("gone").unwrap();
+        drop(store);
+        let (store, _) = Store::open(&path).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.keys().collect::<Vec<_>>(), ["kept"]);
+        let points: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM points", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(points, 1, "the gone container's points are deleted too");
     }
 
     #[test]
