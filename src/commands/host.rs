@@ -128,7 +128,7 @@ fn row_json(r: &Row) -> Value {
     json!({
         "slug": r.slug,
         "name": r.name,
-        "kind": r.kind,
+        "kind": r.kind.as_str(),
         "state": r.state,
         "version": r.version,
         "memory_bytes": r.memory_bytes,

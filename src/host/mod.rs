@@ -48,8 +48,7 @@ pub const PLUGINS: [(&str, &str); 5] = [
 ];
 
 /// What a container is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Core,
     Supervisor,
