@@ -3,193 +3,19 @@
 //! stopped add-on), with memory that follows a shape per container on a compressed clock
 //! (one poll every 20 ms stands for a minute), read back over a real WebSocket and HTTP.
 
+mod standin;
 mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use standin::*;
 use support::*;
 
-const MIB: f64 = 1024.0 * 1024.0;
-const SUPERVISOR_TOKEN: &str = "0123456789abcdef0123456789abcdef";
-/// One real millisecond is this many simulated ones (20 ms stands for a minute).
-const SCALE: f64 = 3000.0;
 const POLL_MS: u32 = 20;
-
-/// Memory in bytes at a simulated hour.
-type Shape = Box<dyn Fn(f64) -> f64 + Send + Sync>;
-
-/// How a stand-in container answers.
-enum Answer {
-    Memory(Shape),
-    /// 400 `app_not_running_error`.
-    Stopped,
-    /// 200 with a body that is not JSON.
-    Garbage,
-    /// Closes the connection without answering.
-    Drop,
-}
-
-struct StandIn {
-    addons: BTreeMap<String, (String, Answer)>,
-    fixed: BTreeMap<String, Answer>,
-    /// `true`: the add-on's role is too low (every call gets 403).
-    forbidden: bool,
-    latency: Duration,
-    started: Instant,
-    /// GET requests (the add-on list and stats calls).
-    calls: Mutex<u64>,
-    /// Every POST to Core's API: (path, body).
-    posts: Mutex<Vec<(String, Value)>>,
-}
-
-impl StandIn {
-    fn hours(&self) -> f64 {
-        self.started.elapsed().as_secs_f64() * SCALE / 3_600.0
-    }
-
-    fn answer(&self, path: &str) -> (StatusCode, String) {
-        let envelope = |data: Value| json!({"result": "ok", "data": data}).to_string();
-        if path == "/addons" {
-            let list: Vec<Value> = self
-                .addons
-                .iter()
-                .map(|(slug, (name, a))| {
-                    let state = if matches!(a, Answer::Stopped) {
-                        "stopped"
-                    } else {
-                        "started"
-                    };
-                    json!({"slug": slug, "name": name, "state": state, "version": "1.0.0",
-                           "repository": "local", "update_available": false})
-                })
-                .collect();
-            return (StatusCode::OK, envelope(json!({"addons": list})));
-        }
-        let Some(target) = path.strip_suffix("/stats") else {
-            return (
-                StatusCode::NOT_FOUND,
-                json!({"result": "error", "message": "no such path"}).to_string(),
-            );
-        };
-        let answer = match target.strip_prefix("/addons/") {
-            Some(slug) => self.addons.get(slug).map(|(_, a)| a),
-            None => self.fixed.get(target.trim_start_matches('/')),
-        };
-        match answer {
-            None => (
-                StatusCode::NOT_FOUND,
-                json!({"result": "error", "message": "App does not exist"}).to_string(),
-            ),
-            Some(Answer::Stopped) => (
-                StatusCode::BAD_REQUEST,
-                json!({"result": "error", "message": "App is not running",
-                       "error_key": "app_not_running_error", "extra_fields": {"app": target}})
-                .to_string(),
-            ),
-            Some(Answer::Garbage) => (StatusCode::OK, "{\"result\": \"ok\", \"data\": {".into()),
-            Some(Answer::Drop) => (StatusCode::IM_A_TEAPOT, String::new()),
-            Some(Answer::Memory(f)) => {
-                let bytes = f(self.hours()).max(0.0) as u64;
-                (
-                    StatusCode::OK,
-                    envelope(json!({"cpu_percent": 0.4, "memory_usage": bytes,
-                        "memory_limit": 4_000_000_000u64, "memory_percent": bytes as f64 / 4e7,
-                        "network_rx": 0, "network_tx": 0, "blk_read": 0, "blk_write": 0})),
-                )
-            }
-        }
-    }
-}
-
-/// A stand-in whose clock starts now.
-fn new_standin(
-    addons: BTreeMap<String, (String, Answer)>,
-    fixed: BTreeMap<String, Answer>,
-    forbidden: bool,
-    latency: Duration,
-) -> Arc<StandIn> {
-    Arc::new(StandIn {
-        addons,
-        fixed,
-        forbidden,
-        latency,
-        started: Instant::now(),
-        calls: Mutex::new(0),
-        posts: Mutex::default(),
-    })
-}
-
-/// Serves the stand-in on 127.0.0.1:0.
-async fn serve(standin: Arc<StandIn>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let standin = standin.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let standin = standin.clone();
-                    async move {
-                        if req.method() == hyper::Method::GET {
-                            *standin.calls.lock().unwrap() += 1;
-                        }
-                        tokio::time::sleep(standin.latency).await;
-                        let authorized = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            == Some(&format!("Bearer {SUPERVISOR_TOKEN}"));
-                        let path = req.uri().path().to_owned();
-                        let post = req.method() == hyper::Method::POST;
-                        let body_in = http_body_util::BodyExt::collect(req.into_body())
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let (status, body) = if !authorized {
-                            (StatusCode::UNAUTHORIZED, "401: Unauthorized".to_string())
-                        } else if standin.forbidden {
-                            (StatusCode::FORBIDDEN, "403: Forbidden".to_string())
-                        } else if post && path.starts_with("/core/api/") {
-                            let body: Value =
-                                serde_json::from_slice(&body_in).unwrap_or(Value::Null);
-                            standin.posts.lock().unwrap().push((path, body));
-                            (StatusCode::OK, "[]".to_string())
-                        } else {
-                            standin.answer(&path)
-                        };
-                        if status == StatusCode::IM_A_TEAPOT {
-                            return Err(std::io::Error::other("dropped on purpose"));
-                        }
-                        let mut r = Response::new(Full::new(Bytes::from(body)));
-                        *r.status_mut() = status;
-                        Ok::<_, std::io::Error>(r)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-fn flat(mib: f64) -> Answer {
-    Answer::Memory(Box::new(move |t| (mib + 0.3 * (t * 977.0).sin()) * MIB))
-}
 
 async fn server_for(standin: &Arc<StandIn>, poll_ms: u32) -> TestServer {
     let addr = serve(standin.clone()).await;
@@ -254,8 +80,9 @@ async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
     );
     let standin = new_standin(addons, fixed, false, Duration::ZERO);
     let s = server_for(&standin, POLL_MS).await;
-    // Nine simulated hours.
-    while standin.hours() < 9.0 {
+    // Twenty-six simulated hours: steady growth is `rising` for the first day (a daily
+    // rhythm cannot be ruled out sooner), `growing` after.
+    while standin.hours() < 26.0 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut ws = ws(s.ingress).await;
@@ -274,6 +101,7 @@ async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
         })
         .collect();
     assert_eq!(result["growing"], json!(["local_leaky"]), "{verdicts:#?}");
+    assert_eq!(result["rising"], json!([]), "{verdicts:#?}");
     let leaky = &result["containers"][0];
     assert_eq!(leaky["slug"], "local_leaky");
     let slope = leaky["slope_bytes_per_hour"].as_f64().unwrap() / MIB;
@@ -311,6 +139,43 @@ async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
         .call("n", "host/memory_history", json!({"slug": "nope"}))
         .await;
     assert_eq!(r["error_code"], "not_found", "{r}");
+
+    // Home Assistant heard of it once, by a stable id, in words; the entities say who.
+    let posts = standin.posts.lock().unwrap().clone();
+    let notifications: Vec<&Value> = posts
+        .iter()
+        .filter(|(path, _)| path == "/core/api/services/persistent_notification/create")
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(
+        notifications.len(),
+        1,
+        "one per growth episode: {notifications:#?}"
+    );
+    let n = notifications[0];
+    assert_eq!(n["notification_id"], "heapwatch_leak_local_leaky");
+    assert_eq!(n["title"], "Leaky keeps growing");
+    let message = n["message"].as_str().unwrap();
+    assert!(message.contains("MiB per hour"), "{message}");
+    let latest = |entity: &str| {
+        posts
+            .iter()
+            .rev()
+            .find(|(path, _)| path == &format!("/core/api/states/{entity}"))
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("{entity} never published"))
+    };
+    let sensor = latest("binary_sensor.heapwatch_leak_detected");
+    assert_eq!(sensor["state"], "on", "{sensor}");
+    assert_eq!(
+        sensor["attributes"]["growing"],
+        json!(["local_leaky"]),
+        "{sensor}"
+    );
+    let top = latest("sensor.heapwatch_top_grower");
+    let mib_per_hour = top["state"].as_f64().unwrap();
+    assert!((mib_per_hour - 30.0).abs() <= 6.0, "{top}");
+    assert_eq!(top["attributes"]["slug"], "local_leaky", "{top}");
     s.stop().await;
 }
 

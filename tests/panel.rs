@@ -9,6 +9,7 @@
 //! the test is skipped with a message — unless `CI=true`, where that is a failure.
 //! Screenshots land in `target/panel-screenshots/`.
 
+mod standin;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -374,22 +375,52 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The binary on a fixed loopback port (so a restart comes back at the same address).
-fn start_binary(port: u16, options: &Value) -> Binary {
-    let mut opts = options.clone();
-    opts["ingress_listen"] = json!(format!("127.0.0.1:{port}"));
-    Binary::start(opts, &[])
+/// How the binary under test starts, and starts again after the driver's `START`: on a
+/// fixed loopback port (so a restart comes back at the same address).
+struct Launch {
+    port: u16,
+    options: Value,
+    env: Vec<(&'static str, String)>,
 }
 
-/// Runs one driver scenario; `STOP`/`START` requests restart the binary.
+impl Launch {
+    fn new(options: Value) -> Self {
+        Self {
+            port: free_port(),
+            options,
+            env: Vec::new(),
+        }
+    }
+
+    fn start(&self) -> Binary {
+        let mut opts = self.options.clone();
+        opts["ingress_listen"] = json!(format!("127.0.0.1:{}", self.port));
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Binary::start(opts, &env)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+}
+
+/// A driver line the test answers itself (besides `STOP`/`START`): returns the answer.
+type Hook<'a> = &'a mut dyn FnMut(&str) -> Option<&'static str>;
+
+fn no_hook(_: &str) -> Option<&'static str> {
+    None
+}
+
+/// Runs one driver scenario; `STOP`/`START` requests restart the binary, other requests
+/// go to `hook`.
 fn drive(
     tools: &Tools,
     scenario: &str,
     url: &str,
     allowed_prefix: &str,
-    port: u16,
-    options: &Value,
+    launch: &Launch,
     bin: &mut Option<Binary>,
+    hook: Hook,
 ) {
     let out = screenshot_dir();
     let profile = tempfile::tempdir().unwrap();
@@ -428,11 +459,14 @@ fn drive(
                 writeln!(stdin, "STOPPED").unwrap();
             }
             "START" => {
-                *bin = Some(start_binary(port, options));
+                *bin = Some(launch.start());
                 writeln!(stdin, "STARTED").unwrap();
             }
             "OK" => ok = true,
-            other => eprintln!("driver: {other}"),
+            other => match hook(other) {
+                Some(answer) => writeln!(stdin, "{answer}").unwrap(),
+                None => eprintln!("driver: {other}"),
+            },
         }
     }
     let output = child.wait_with_output().unwrap();
@@ -451,25 +485,20 @@ fn drive(
     );
 }
 
-fn through_ingress(scenario: &str, options: Value) {
+fn through_ingress(scenario: &str, launch: Launch, hook: Hook) {
     let Some(tools) = tools() else { return };
-    let port = free_port();
-    let mut bin = Some(start_binary(port, &options));
+    let mut bin = Some(launch.start());
     let token = token();
-    let proxy = Proxy::start(
-        &tools.nginx,
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        &token,
-    );
+    let proxy = Proxy::start(&tools.nginx, launch.addr(), &token);
     let url = format!("http://{}/api/hassio_ingress/{token}/", proxy.addr);
-    drive(&tools, scenario, &url, &url, port, &options, &mut bin);
+    drive(&tools, scenario, &url, &url, &launch, &mut bin, hook);
 }
 
 /// Header, user, cards, chart, report, keyboard, themes, phone width and reconnecting
 /// after a restart, through the ingress proxy. Does not need the tracker.
 #[test]
 fn panel_through_ingress_proxy() {
-    through_ingress("ingress", json!({}));
+    through_ingress("ingress", Launch::new(json!({})), &mut no_hook);
 }
 
 /// Start tracking, save a baseline, make the add-on allocate (forty more sessions, opened
@@ -483,11 +512,12 @@ fn panel_tracks_growth_through_ingress_proxy() {
     // sessions opened one by one show up as growing sites within seconds.
     through_ingress(
         "tracking",
-        json!({
+        Launch::new(json!({
             "debug_memory_mode": "exact",
             "trend_sample_interval_ms": 100,
             "trend_checkpoint_interval_ms": 300,
-        }),
+        })),
+        &mut no_hook,
     );
 }
 
@@ -495,8 +525,89 @@ fn panel_tracks_growth_through_ingress_proxy() {
 #[test]
 fn panel_at_root_without_prefix() {
     let Some(tools) = tools() else { return };
-    let port = free_port();
-    let mut bin = Some(start_binary(port, &json!({})));
-    let url = format!("http://127.0.0.1:{port}/");
-    drive(&tools, "root", &url, &url, port, &json!({}), &mut bin);
+    let launch = Launch::new(json!({}));
+    let mut bin = Some(launch.start());
+    let url = format!("http://{}/", launch.addr());
+    drive(&tools, "root", &url, &url, &launch, &mut bin, &mut no_hook);
+}
+
+/// The Host view against a Supervisor stand-in (one poll every 20 ms stands for a minute):
+/// after a simulated day, one add-on leaking 30 MiB/h among flat, cyclic, stepped and
+/// stopped ones, one rising since its restart, and a Core that restarted; the banner, the
+/// verdicts, sorting, a row's chart with the restart marked, a refused Supervisor (403)
+/// said in the panel, light, dark and phone.
+#[test]
+fn panel_host_view_through_ingress_proxy() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let standin = host_standin();
+    let supervisor = runtime.block_on(standin::serve(standin.clone()));
+    let mut launch = Launch::new(json!({
+        "supervisor_url": format!("http://{supervisor}"),
+        "host_poll_interval_ms": 20,
+    }));
+    launch
+        .env
+        .push(("SUPERVISOR_TOKEN", standin::SUPERVISOR_TOKEN.into()));
+    let mut hook = |line: &str| match line {
+        "FORBID" => {
+            standin
+                .forbidden
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            Some("FORBIDDEN")
+        }
+        _ => None,
+    };
+    through_ingress("host", launch, &mut hook);
+}
+
+/// A Zigbee2MQTT leaking 30 MiB/h; flat, daily-cycle, stepped and stopped add-ons; a
+/// Frigate growing since its restart at 20 h; Core at 520 MiB that restarts at 3 h to
+/// 230 MiB; the Supervisor and plugins flat.
+fn host_standin() -> std::sync::Arc<standin::StandIn> {
+    use standin::{Answer, MIB, flat};
+    let shape = |f: fn(f64) -> f64| Answer::Memory(Box::new(move |t| f(t) * MIB));
+    let addons = [
+        (
+            "45df7312_zigbee2mqtt",
+            "Zigbee2MQTT",
+            shape(|t| 200.0 + 30.0 * t),
+        ),
+        ("core_mosquitto", "Mosquitto broker", flat(40.0)),
+        (
+            "a0d7b954_nodered",
+            "Node-RED",
+            shape(|t| 150.0 + 20.0 * (t * std::f64::consts::TAU / 24.0).sin()),
+        ),
+        (
+            "5c53de3b_esphome",
+            "ESPHome",
+            shape(|t| if t < 2.0 { 80.0 } else { 110.0 }),
+        ),
+        ("local_old", "Old add-on", Answer::Stopped),
+        // Restarted at 20 h (memory falls to a third), growing since: a young segment.
+        (
+            "ccab4aaf_frigate",
+            "Frigate",
+            shape(|t| {
+                if t < 20.0 {
+                    300.0
+                } else {
+                    100.0 + 10.0 * (t - 20.0)
+                }
+            }),
+        ),
+    ]
+    .into_iter()
+    .map(|(slug, name, a)| (slug.to_string(), (name.to_string(), a)))
+    .collect();
+    let mut fixed: std::collections::BTreeMap<String, Answer> =
+        ["supervisor", "dns", "audio", "cli", "multicast", "observer"]
+            .into_iter()
+            .map(|s| (s.to_string(), flat(60.0)))
+            .collect();
+    fixed.insert(
+        "core".into(),
+        shape(|t| if t < 3.0 { 520.0 } else { 230.0 }),
+    );
+    standin::new_standin(addons, fixed, false, Duration::ZERO)
 }

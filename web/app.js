@@ -1,4 +1,5 @@
-// Heapwatch panel: live memory figures, a 15-minute chart, snapshots and baselines.
+// Heapwatch panel: live memory figures, a 15-minute chart, snapshots and baselines; and
+// the Host view: every add-on's, Core's and the Supervisor's memory with a verdict each.
 //
 // Everything talks to the add-on over one WebSocket at `ws` relative to the page (so it
 // works under Home Assistant's ingress prefix and at `/`), except the report, which is a
@@ -278,9 +279,11 @@
     return e;
   }
 
-  function renderChart() {
-    const box = $('chart');
-    const root = $('chart-svg');
+  // Draws time series into `root` (an <svg>): a byte axis with round steps, time labels,
+  // one path per series (broken where consecutive points are more than `gap` ms apart),
+  // a dot on each series' newest point and dashed markers (restarts) at given times.
+  // `box` gives the size. Returns the largest value drawn.
+  function lineChart(box, root, opts) {
     const W = Math.max(280, box.clientWidth);
     const H = box.clientHeight || 220;
     const left = 64;
@@ -289,13 +292,12 @@
     const bottom = 26;
     root.setAttribute('viewBox', `0 0 ${W} ${H}`);
     root.replaceChildren();
-    box.dataset.points = String(state.samples.length);
-    const now = Date.now();
-    const t0 = now - WINDOW_MS;
-    const max = Math.max(1, ...state.samples.map((s) => Math.max(s.rss, s.heap)));
+    const { t0, t1, series, gap } = opts;
+    const values = series.flatMap((s) => s.points.map((p) => p[1]));
+    const max = Math.max(1, ...values);
     const step = niceStep(max / 4);
     const ymax = Math.ceil(max / step) * step;
-    const x = (t) => left + ((t - t0) / WINDOW_MS) * (W - left - right);
+    const x = (t) => left + ((t - t0) / (t1 - t0)) * (W - left - right);
     const y = (v) => top + (1 - v / ymax) * (H - top - bottom);
 
     for (let v = 0; v <= ymax + 1; v += step) {
@@ -304,33 +306,57 @@
       label.textContent = bytes(v);
       root.append(label);
     }
-    for (const m of [15, 10, 5, 0]) {
+    opts.xLabels.forEach(([t, text], i) => {
+      const last = i === opts.xLabels.length - 1;
       const label = svg('text', {
-        class: 'axis', x: x(now - m * 60000), y: H - 6,
-        'text-anchor': m === 15 ? 'start' : m === 0 ? 'end' : 'middle',
+        class: 'axis', x: x(t), y: H - 6, 'text-anchor': i === 0 ? 'start' : last ? 'end' : 'middle',
       });
-      label.textContent = m === 0 ? 'now' : `−${m} min`;
+      label.textContent = text;
       root.append(label);
+    });
+    for (const t of opts.markers || []) {
+      if (t < t0 || t > t1) continue;
+      const mark = svg('line', { class: 'restart', x1: x(t), x2: x(t), y1: top, y2: H - bottom });
+      const title = svg('title', {});
+      title.textContent = `Restarted ${new Date(t).toLocaleString()}`;
+      mark.append(title);
+      root.append(mark);
     }
-    const gap = STREAM_INTERVAL_S * 1000 * 3;
-    const path = (key) => {
+    for (const s of series) {
+      if (!s.points.length) continue;
       let d = '';
       let prev = null;
-      for (const s of state.samples) {
-        const cmd = prev && s.t - prev.t <= gap ? 'L' : 'M';
-        d += `${cmd}${x(s.t).toFixed(1)},${y(s[key]).toFixed(1)}`;
-        prev = s;
+      for (const [t, v] of s.points) {
+        const cmd = prev !== null && t - prev <= gap ? 'L' : 'M';
+        d += `${cmd}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+        prev = t;
       }
-      return d;
-    };
-    if (state.samples.length) {
-      root.append(svg('path', { class: 'line rss', d: path('rss') }));
-      if (state.samples.some((s) => s.heap > 0)) root.append(svg('path', { class: 'line heap', d: path('heap') }));
-      const last = state.samples[state.samples.length - 1];
-      root.append(svg('circle', { class: 'dot rss', cx: x(last.t), cy: y(last.rss), r: 3.5 }));
-      if (last.heap > 0) root.append(svg('circle', { class: 'dot heap', cx: x(last.t), cy: y(last.heap), r: 3.5 }));
+      root.append(svg('path', { class: `line ${s.cls}`, d }));
+      const [lt, lv] = s.points[s.points.length - 1];
+      root.append(svg('circle', { class: `dot ${s.cls}`, cx: x(lt), cy: y(lv), r: 3.5 }));
+    }
+    return max;
+  }
+
+  function renderChart() {
+    const now = Date.now();
+    const samples = state.samples;
+    $('chart').dataset.points = String(samples.length);
+    const series = [{ cls: 'rss', points: samples.map((s) => [s.t, s.rss]) }];
+    if (samples.some((s) => s.heap > 0)) {
+      series.push({ cls: 'heap', points: samples.filter((s) => s.heap > 0).map((s) => [s.t, s.heap]) });
+    }
+    lineChart($('chart'), $('chart-svg'), {
+      t0: now - WINDOW_MS,
+      t1: now,
+      series,
+      gap: STREAM_INTERVAL_S * 1000 * 3,
+      xLabels: [15, 10, 5, 0].map((m) => [now - m * 60000, m === 0 ? 'now' : `−${m} min`]),
+    });
+    if (samples.length) {
+      const last = samples[samples.length - 1];
       $('chart-summary').textContent =
-        `${state.samples.length} samples over the last 15 minutes; now process RSS ${bytes(last.rss)}, tracked heap ${last.heap ? bytes(last.heap) : 'unknown'}.`;
+        `${samples.length} samples over the last 15 minutes; now process RSS ${bytes(last.rss)}, tracked heap ${last.heap ? bytes(last.heap) : 'unknown'}.`;
     }
   }
 
@@ -487,6 +513,297 @@
     }
   }
 
+  // ---- the host view: every add-on, Core, the Supervisor and the plugins --------------
+
+  // While the Host view shows: refresh this often (or every poll, if the add-on polls
+  // faster); hidden: once a minute, for the tab's "growing" badge.
+  const HOST_REFRESH_MS = 15000;
+  const HOST_BACKGROUND_MS = 60000;
+  const HOST_WAITING_MS = 2000;
+  const HOST_WINDOWS = [['24h', '24 hours'], ['7d', '7 days'], ['30d', '30 days'], ['90d', '90 days']];
+  const HOST_SPAN_MS = { '24h': 864e5, '7d': 7 * 864e5, '30d': 30 * 864e5, '90d': 90 * 864e5 };
+  const KIND_TEXT = { core: 'Home Assistant', supervisor: 'Supervisor', plugin: 'Plugin', addon: 'Add-on' };
+
+  const host = {
+    data: null,
+    sort: 'size',
+    // slug → the window its opened chart shows; the history last fetched for it.
+    open: new Map(),
+    histories: new Map(),
+    timer: null,
+    loading: false,
+  };
+
+  function hostVisible() {
+    return !$('view-host').hidden;
+  }
+
+  function growthRate(n) {
+    return `${signedBytes(Math.round(n))}/h`;
+  }
+
+  function sortedContainers(list) {
+    const rows = [...list];
+    const size = (c) => c.memory_bytes || 0;
+    if (host.sort === 'growth') {
+      // Growing first, then rising, each fastest first; then the rest by size.
+      const rank = (c) => ({ growing: 2, rising: 1 }[c.verdict] || 0);
+      const slope = (c) => (rank(c) ? c.slope_bytes_per_hour || 0 : 0);
+      rows.sort((a, b) => rank(b) - rank(a) || slope(b) - slope(a) || size(b) - size(a));
+    } else {
+      rows.sort((a, b) => size(b) - size(a) || a.name.localeCompare(b.name));
+    }
+    return rows;
+  }
+
+  // A 24-hour sparkline: one polyline, scaled to its own range.
+  function sparkline(c) {
+    const pts = c.sparkline || [];
+    const root = svg('svg', {
+      class: `spark ${c.verdict}`, viewBox: '0 0 100 24', preserveAspectRatio: 'none', 'aria-hidden': 'true',
+    });
+    if (pts.length < 2) return root;
+    const t0 = pts[0][0];
+    const t1 = pts[pts.length - 1][0];
+    const lo = Math.min(...pts.map((p) => p[1]));
+    const hi = Math.max(...pts.map((p) => p[1]));
+    const span = Math.max(hi - lo, hi * 0.05, 1);
+    const d = pts.map(([t, v], i) => {
+      const x = ((t - t0) / Math.max(1, t1 - t0)) * 100;
+      const y = 22 - ((v - lo) / span) * 20;
+      return `${i ? 'L' : 'M'}${x.toFixed(1)},${y.toFixed(1)}`;
+    }).join('');
+    root.append(svg('path', { class: 'line', d }));
+    return root;
+  }
+
+  function verdictCell(c) {
+    const cell = el('td', { class: 'num growth-cell' });
+    const chip = el('span', { class: 'chip verdict', 'data-verdict': c.verdict });
+    if (c.verdict === 'growing') chip.textContent = growthRate(c.slope_bytes_per_hour);
+    else if (c.verdict === 'rising') chip.textContent = `Rising? ${growthRate(c.slope_bytes_per_hour)}`;
+    else chip.textContent = c.verdict === 'stable' ? 'Stable' : 'Not enough data yet';
+    cell.append(chip);
+    const notes = [];
+    if (c.verdict === 'rising') notes.push('a day of history decides');
+    if (c.verdict === 'growing' && c.hours_to_exhaustion !== null && c.hours_to_exhaustion !== undefined) {
+      notes.push(`host memory full in ~${Math.round(c.hours_to_exhaustion)} h`);
+    }
+    if (c.sawtooth) notes.push('grew before each restart too');
+    if (c.restarts_7d) notes.push(`${c.restarts_7d} restart${c.restarts_7d === 1 ? '' : 's'} in 7 days`);
+    if (notes.length) cell.append(el('span', { class: 'cell-note', text: notes.join(' · ') }));
+    return cell;
+  }
+
+  function nameButton(c, detail) {
+    const sub = [KIND_TEXT[c.kind] || c.kind];
+    if (c.version) sub.push(c.version);
+    if (c.state && c.state !== 'started') sub.push(c.state);
+    const toggle = el('button', {
+      type: 'button', class: 'expand', 'aria-expanded': String(host.open.has(c.slug)), 'aria-controls': detail.id,
+      title: 'Show its memory over time', 'data-slug': c.slug,
+    },
+    el('span', { class: 'chevron', 'aria-hidden': 'true' }),
+    el('span', { class: 'site' },
+      el('span', { class: 'host-name', text: c.name }),
+      el('span', { class: 'where', text: sub.join(' · ') }),
+      c.error ? el('span', { class: 'cell-error', text: c.error }) : null));
+    toggle.addEventListener('click', () => {
+      const open = toggle.getAttribute('aria-expanded') !== 'true';
+      toggle.setAttribute('aria-expanded', String(open));
+      detail.hidden = !open;
+      if (open) {
+        host.open.set(c.slug, host.open.get(c.slug) || '7d');
+        loadHistory(c.slug);
+      } else {
+        host.open.delete(c.slug);
+      }
+    });
+    return toggle;
+  }
+
+  function detailContent(c, id) {
+    const windowName = host.open.get(c.slug) || '7d';
+    const picker = el('div', { class: 'segmented', role: 'radiogroup', 'aria-label': `Time span for ${c.name}` },
+      ...HOST_WINDOWS.map(([w, label]) => el('button', {
+        type: 'button', role: 'radio', 'aria-checked': String(w === windowName), 'data-window': w, text: label,
+        onclick: () => {
+          host.open.set(c.slug, w);
+          loadHistory(c.slug);
+        },
+      })));
+    const windows = el('ul', { class: 'host-windows', 'aria-label': 'Verdict per window' },
+      ...(c.windows || []).map((w) => el('li', { class: `verdict-${w.verdict}` },
+        el('span', { class: 'secondary', text: w.window }),
+        el('span', {
+          text: w.verdict === 'insufficient_data' ? 'not enough data'
+            : `${growthRate(w.slope_bytes_per_hour)}${w.verdict === 'growing' ? ' growing' : ''}`,
+        }))));
+    return el('td', { colspan: '5' },
+      el('div', { class: 'host-detail' },
+        picker,
+        el('div', { class: 'chart host-chart', id: `${id}-chart`, 'data-points': '0' },
+          svg('svg', { class: 'host-svg', role: 'img', 'aria-labelledby': `${id}-summary`, preserveAspectRatio: 'none' }),
+          el('p', { class: 'sr-only', id: `${id}-summary`, text: 'Loading…' })),
+        el('p', { class: 'secondary host-chart-note', id: `${id}-note`, text: 'Loading…' }),
+        windows));
+  }
+
+  // Draws an opened row's chart from the history fetched for it.
+  function drawHistory(slug) {
+    const row = document.querySelector(`#host-rows tr.detail[data-slug="${CSS.escape(slug)}"]`);
+    const h = host.histories.get(slug);
+    if (!row || !h || row.hidden) return;
+    const box = row.querySelector('.host-chart');
+    const span = HOST_SPAN_MS[h.window] || HOST_SPAN_MS['7d'];
+    const t1 = h.now_ms;
+    const t0 = t1 - span;
+    const restarts = h.restarts.map((r) => Date.parse(r)).filter(Number.isFinite);
+    // The polled points are a poll apart (or more, when polls take longer than the
+    // interval), the averages 15 minutes: break the line where several in a row are
+    // missing (the add-on was stopped, or Heapwatch was).
+    const deltas = h.points.slice(1).map((p, i) => p[0] - h.points[i][0]).sort((a, b) => a - b);
+    const typical = deltas.length ? deltas[Math.floor(deltas.length / 2)] : 0;
+    const step = Math.max(typical, h.averaged ? 15 * 60000 : (host.data ? host.data.poll.interval_s * 1000 : 60000));
+    const days = span / 864e5;
+    const labels = days <= 1
+      ? [24, 18, 12, 6, 0].map((hrs) => [t1 - hrs * 36e5, hrs ? `−${hrs} h` : 'now'])
+      : [days, Math.round((days * 2) / 3), Math.round(days / 3), 0].map((d) => [t1 - d * 864e5, d ? `−${d} d` : 'now']);
+    lineChart(box, box.querySelector('svg'), {
+      t0, t1, gap: step * 4, xLabels: labels, markers: restarts,
+      series: [{ cls: 'host-line', points: h.points }],
+    });
+    box.dataset.points = String(h.points.length);
+    box.dataset.restarts = String(restarts.filter((t) => t >= t0).length);
+    const shown = HOST_WINDOWS.find(([w]) => w === h.window);
+    const summary = h.points.length
+      ? `${h.points.length} ${h.averaged ? '15-minute averages' : 'polls'} over the last ${shown ? shown[1] : h.window}; ${restarts.length} restart${restarts.length === 1 ? '' : 's'} marked.`
+      : `No memory recorded in the last ${shown ? shown[1] : h.window} yet.`;
+    row.querySelector('.sr-only').textContent = summary;
+    row.querySelector('.host-chart-note').textContent =
+      `${summary}${restarts.length ? ' Dashed lines are restarts: the verdict looks at memory since the last one.' : ''}`;
+    for (const b of row.querySelectorAll('.segmented button')) b.setAttribute('aria-checked', String(b.dataset.window === h.window));
+  }
+
+  async function loadHistory(slug) {
+    const windowName = host.open.get(slug) || '7d';
+    try {
+      const h = await conn.call('host/memory_history', { slug, window: windowName });
+      if (host.open.get(slug) !== windowName) return; // another span was picked meanwhile
+      host.histories.set(slug, h);
+      drawHistory(slug);
+    } catch (e) {
+      const note = document.querySelector(`#host-rows tr.detail[data-slug="${CSS.escape(slug)}"] .host-chart-note`);
+      if (note) note.textContent = `Could not load the history: ${e.message}`;
+    }
+  }
+
+  function renderHost() {
+    const d = host.data;
+    if (!d) return;
+    const badge = $('host-tab-badge');
+    badge.hidden = !d.growing.length;
+    badge.textContent = d.growing.length ? `${d.growing.length} growing` : '';
+    $('host-off').hidden = d.enabled;
+    $('host-card').hidden = !d.enabled;
+    if (!d.enabled) {
+      const why = d.off_reason || 'the Supervisor is not reachable';
+      $('host-off-reason').textContent = `Off because ${why}.`;
+      $('host-banner').hidden = true;
+      return;
+    }
+    const more = d.growing.length > 1 ? ` (and ${d.growing.length - 1} more)` : '';
+    showBanner('host-banner', d.banner ? `Growing: ${d.banner}${more}` : '');
+    const names = (slugs) => slugs.map((s) => (d.containers.find((c) => c.slug === s) || { name: s }).name).join(', ');
+    const rising = d.rising || [];
+    $('host-rising').hidden = !rising.length;
+    $('host-rising').textContent = rising.length
+      ? `Rising for less than a day: ${names(rising)}. Not called a leak yet — memory that follows a daily rhythm rises for up to 12 hours too; a day of history decides.`
+      : '';
+    const p = d.poll;
+    const took = p.last_duration_ms !== null && p.last_duration_ms !== undefined ? `, the last one took ${(p.last_duration_ms / 1000).toFixed(1)} s` : '';
+    $('host-meta').textContent = p.polls
+      ? `${d.containers.length} containers, polled every ${p.interval_s} s${took}`
+      : 'Waiting for the first poll…';
+    const err = p.error ? `The Supervisor could not be asked: ${p.error}. The table shows what was polled before.` : '';
+    showBanner('host-error', err);
+    $('host-empty').hidden = d.containers.length > 0;
+    $('host-table').hidden = d.containers.length === 0;
+    for (const [key, th] of [['size', $('host-sort-size')], ['growth', $('host-sort-growth')]]) {
+      th.setAttribute('aria-sort', host.sort === key ? 'descending' : 'none');
+    }
+    const body = $('host-rows');
+    const focused = document.activeElement && document.activeElement.closest('#host-rows') ? document.activeElement.dataset.slug : null;
+    body.replaceChildren();
+    sortedContainers(d.containers).forEach((c, i) => {
+      const id = `host-${i}`;
+      const detail = el('tr', { class: 'detail', id, 'data-slug': c.slug, hidden: !host.open.has(c.slug) }, detailContent(c, id));
+      const toggle = nameButton(c, detail);
+      const share = c.host_share !== null && c.host_share !== undefined ? `${(c.host_share * 100).toFixed(1)} %` : '—';
+      body.append(
+        el('tr', { class: `row host-row ${c.verdict === 'growing' ? 'growth' : ''}`, 'data-slug': c.slug, 'data-verdict': c.verdict },
+          el('th', { scope: 'row' }, toggle),
+          el('td', { class: 'num', text: c.memory_bytes !== null && c.memory_bytes !== undefined ? bytes(c.memory_bytes) : '—' }),
+          el('td', { class: 'num wide', text: share }),
+          el('td', { class: 'spark-col wide' }, sparkline(c)),
+          verdictCell(c)),
+        detail);
+      if (focused === c.slug) toggle.focus();
+    });
+    for (const slug of host.open.keys()) {
+      if (host.histories.has(slug)) drawHistory(slug);
+      loadHistory(slug);
+    }
+  }
+
+  async function refreshHost() {
+    clearTimeout(host.timer);
+    host.timer = null;
+    if (!conn.ws || host.loading) return;
+    host.loading = true;
+    try {
+      host.data = await conn.call('host/memory');
+      renderHost();
+    } catch (e) {
+      if (conn.ws && hostVisible()) showBanner('host-error', `The host table could not be loaded: ${e.message}`);
+    } finally {
+      host.loading = false;
+    }
+    const d = host.data;
+    if (!d || !d.enabled) return; // off until the add-on restarts (a reconnect asks again)
+    let ms = HOST_BACKGROUND_MS;
+    if (hostVisible()) ms = d.containers.length ? Math.min(HOST_REFRESH_MS, d.poll.interval_s * 1000) : HOST_WAITING_MS;
+    host.timer = setTimeout(refreshHost, ms);
+  }
+
+  function showView(name, focus) {
+    for (const v of ['self', 'host']) {
+      const on = v === name;
+      const tab = $(`tab-${v}`);
+      tab.setAttribute('aria-selected', String(on));
+      tab.tabIndex = on ? 0 : -1;
+      $(`view-${v}`).hidden = !on;
+    }
+    if (focus) $(`tab-${name}`).focus();
+    const hash = name === 'host' ? '#host' : '';
+    if (location.hash !== hash) history.replaceState(null, '', `${location.pathname}${location.search}${hash}`);
+    if (name === 'host') {
+      renderHost();
+      refreshHost();
+    } else {
+      renderChart();
+    }
+  }
+
+  function onTabKey(ev) {
+    const order = ['self', 'host'];
+    const at = order.indexOf(ev.currentTarget.id.slice(4));
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: order.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    showView(order[(to + order.length) % order.length], true);
+  }
+
   // ---- actions ----------------------------------------------------------------------
 
   const conn = new Connection({
@@ -551,6 +868,7 @@
         addSample(data);
       });
       await refreshTrend();
+      refreshHost();
       if (sys.tracking.enabled) await snapshot();
     } catch (e) {
       if (conn.ws) showError(e);
@@ -585,6 +903,22 @@
     $('group-by').addEventListener('change', updateReportLink);
     $('compare-with').addEventListener('change', updateReportLink);
     new ResizeObserver(() => renderChart()).observe($('chart'));
+    for (const v of ['self', 'host']) {
+      $(`tab-${v}`).addEventListener('click', () => showView(v));
+      $(`tab-${v}`).addEventListener('keydown', onTabKey);
+    }
+    for (const b of document.querySelectorAll('#host-table button.sort')) {
+      b.addEventListener('click', () => {
+        host.sort = b.dataset.sort;
+        renderHost();
+      });
+    }
+    new ResizeObserver(() => {
+      for (const slug of host.open.keys()) drawHistory(slug);
+    }).observe($('host-card'));
+    // The view is in the address: a reload, a bookmark or Back keeps it.
+    window.addEventListener('hashchange', () => showView(location.hash === '#host' ? 'host' : 'self'));
+    if (location.hash === '#host') showView('host');
     setInterval(() => {
       if (state.baselines.length) renderBaselines(state.baselines);
     }, 30000);

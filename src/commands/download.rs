@@ -200,7 +200,8 @@ pub async fn metrics_text(services: &Services) -> Result<String, CommandError> {
             .table()
             .into_iter()
             .map(|r| {
-                let growing = r.judgement.verdict == crate::trend::Verdict::Growing;
+                let growing =
+                    r.judgement.verdict == crate::host::history::ContainerVerdict::Growing;
                 (r.slug, r.memory_bytes, growing)
             })
             .collect();

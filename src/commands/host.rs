@@ -8,9 +8,8 @@ use serde_json::{Value, json};
 
 use super::debug::rfc3339;
 use super::{Command, CommandError};
-use crate::host::history::{HOUR_MS, WindowVerdict};
+use crate::host::history::{ContainerVerdict, HOUR_MS, WindowVerdict};
 use crate::host::{HostMonitor, Row};
-use crate::trend::Verdict;
 
 /// `host/memory`.
 pub const MEMORY: Command = Command {
@@ -149,7 +148,7 @@ fn row_json(r: &Row) -> Value {
 pub fn banner(rows: &[Row], now_ms: i64) -> Option<String> {
     let top = rows
         .iter()
-        .filter(|r| r.judgement.verdict == Verdict::Growing)
+        .filter(|r| r.judgement.verdict == ContainerVerdict::Growing)
         .max_by(|a, b| {
             let s = |r: &Row| r.judgement.slope_bytes_per_hour.unwrap_or(0.0);
             s(a).total_cmp(&s(b))
@@ -176,13 +175,22 @@ pub fn banner(rows: &[Row], now_ms: i64) -> Option<String> {
 pub fn memory_json(host: &HostMonitor, sort: Sort) -> Value {
     let mut rows = host.table();
     if sort == Sort::Growth {
+        // Growing first, then rising, each fastest first; then the rest by size.
+        let rank = |r: &Row| match r.judgement.verdict {
+            ContainerVerdict::Growing => 2,
+            ContainerVerdict::Rising => 1,
+            _ => 0,
+        };
         let slope = |r: &Row| match r.judgement.verdict {
-            Verdict::Growing => r.judgement.slope_bytes_per_hour.unwrap_or(0.0),
+            ContainerVerdict::Growing | ContainerVerdict::Rising => {
+                r.judgement.slope_bytes_per_hour.unwrap_or(0.0)
+            }
             _ => f64::NEG_INFINITY,
         };
         rows.sort_by(|a, b| {
-            slope(b)
-                .total_cmp(&slope(a))
+            rank(b)
+                .cmp(&rank(a))
+                .then_with(|| slope(b).total_cmp(&slope(a)))
                 .then_with(|| b.memory_bytes.cmp(&a.memory_bytes))
         });
     }
@@ -199,14 +207,19 @@ pub fn memory_json(host: &HostMonitor, sort: Sort) -> Value {
             "error": status.error,
         },
         "generated_at": rfc3339(SystemTime::now()),
+        "now_ms": now,
         "banner": banner(&rows, now),
-        "growing": rows
-            .iter()
-            .filter(|r| r.judgement.verdict == Verdict::Growing)
-            .map(|r| r.slug.as_str())
-            .collect::<Vec<_>>(),
+        "growing": slugs(&rows, ContainerVerdict::Growing),
+        "rising": slugs(&rows, ContainerVerdict::Rising),
         "containers": rows.iter().map(row_json).collect::<Vec<_>>(),
     })
+}
+
+fn slugs(rows: &[Row], verdict: ContainerVerdict) -> Vec<&str> {
+    rows.iter()
+        .filter(|r| r.judgement.verdict == verdict)
+        .map(|r| r.slug.as_str())
+        .collect()
 }
 
 /// The `host/memory_history` result.
@@ -224,6 +237,7 @@ pub fn history_json(host: &HostMonitor, args: &HistoryArgs) -> Result<Value, Com
         })?;
     Ok(json!({
         "slug": args.slug,
+        "now_ms": host.now_ms(),
         "window": args.window.name(),
         "averaged": args.window.span_ms() > crate::host::history::RAW_SPAN_MS,
         "points": points.iter().map(|(t, b)| json!([t, b])).collect::<Vec<_>>(),

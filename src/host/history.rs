@@ -115,9 +115,7 @@ pub struct WindowVerdict {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Judgement {
     pub windows: Vec<WindowVerdict>,
-    /// `growing` when every window with enough data grows (the 6 h one among them, or the
-    /// last completed segments grew too), else `stable` if any has data.
-    pub verdict: Verdict,
+    pub verdict: ContainerVerdict,
     /// The fastest growing window's slope, bytes per hour.
     pub slope_bytes_per_hour: Option<f64>,
     /// Since when the current growth shows (the start of the longest growing window, or of
@@ -129,6 +127,43 @@ pub struct Judgement {
     /// restarts keep resetting.
     pub sawtooth: bool,
 }
+
+/// What a container's memory does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerVerdict {
+    /// Every window with enough data grows, the 6 h one among them, and the current
+    /// segment is a day old (so a daily rhythm is ruled out) — or the last completed
+    /// segments grew too (a sawtooth leak).
+    Growing,
+    /// As growing, but the segment is younger than a day: a daily rhythm rises for up to
+    /// 12 hours, and cannot be told from a leak before the 24 h window has seen a whole
+    /// day. Shown, never announced.
+    Rising,
+    /// Enough data in some window, and not growing.
+    Stable,
+    /// Too little data in every window.
+    InsufficientData,
+}
+
+impl ContainerVerdict {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Growing => "growing",
+            Self::Rising => "rising",
+            Self::Stable => "stable",
+            Self::InsufficientData => "insufficient_data",
+        }
+    }
+
+    /// Growing or rising: it has a slope worth showing.
+    pub fn rises(self) -> bool {
+        matches!(self, Self::Growing | Self::Rising)
+    }
+}
+
+/// How long a segment must be before steady growth is `growing` rather than `rising`.
+pub const CONFIRM_AFTER_MS: i64 = 24 * HOUR_MS;
 
 /// What a store keeps of a [`History`] to rebuild it after a restart of the add-on.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -326,14 +361,18 @@ impl History {
             && (sawtooth || judged.iter().any(|w| w.window == "6h"));
         let growing: Vec<&WindowVerdict> = if all_grow { judged } else { Vec::new() };
         let verdict = if !growing.is_empty() {
-            Verdict::Growing
+            if sawtooth || now_ms - segment_start >= CONFIRM_AFTER_MS {
+                ContainerVerdict::Growing
+            } else {
+                ContainerVerdict::Rising
+            }
         } else if windows
             .iter()
             .any(|w| w.assessment.verdict != Verdict::InsufficientData)
         {
-            Verdict::Stable
+            ContainerVerdict::Stable
         } else {
-            Verdict::InsufficientData
+            ContainerVerdict::InsufficientData
         };
         let slope_bytes_per_hour = growing
             .iter()
@@ -347,7 +386,7 @@ impl History {
             (now_ms - span).max(segment_start)
         });
         Judgement {
-            sawtooth: verdict == Verdict::Growing && sawtooth,
+            sawtooth: verdict == ContainerVerdict::Growing && sawtooth,
             windows,
             verdict,
             slope_bytes_per_hour,
@@ -418,9 +457,12 @@ mod tests {
     }
 
     #[test]
-    fn a_steady_leak_is_growing_with_its_slope() {
-        let (_, j) = run(8.0, |t| 200.0 * MIB + 30.0 * MIB * t + noise(t));
-        assert_eq!(j.verdict, Verdict::Growing, "{j:?}");
+    fn a_steady_leak_is_rising_then_growing_with_its_slope() {
+        let leak = |t| 200.0 * MIB + 30.0 * MIB * t + noise(t);
+        let (_, j) = run(8.0, leak);
+        assert_eq!(j.verdict, ContainerVerdict::Rising, "{j:?}");
+        let (_, j) = run(25.0, leak);
+        assert_eq!(j.verdict, ContainerVerdict::Growing, "{j:?}");
         let slope = j.slope_bytes_per_hour.unwrap() / MIB;
         assert!((slope - 30.0).abs() < 30.0 * 0.2, "slope {slope} MiB/h");
         assert!(!j.sawtooth);
@@ -446,7 +488,31 @@ mod tests {
         ];
         for (name, f) in shapes {
             let (_, j) = run(30.0, f);
-            assert_ne!(j.verdict, Verdict::Growing, "{name}: {j:?}");
+            assert_ne!(j.verdict, ContainerVerdict::Growing, "{name}: {j:?}");
+        }
+    }
+
+    #[test]
+    fn a_daily_cycle_is_never_growing_at_any_hour() {
+        // At every phase: rising from its trough at the start, or from its middle.
+        for phase in [0.0, 6.0, 12.0, 18.0] {
+            let mut h = History::default();
+            h.observe(0, "started", Some("1.0"));
+            for i in 0..=(72 * 60) {
+                let t = i * POLL;
+                let hours = t as f64 / HOUR_MS as f64 + phase;
+                let v = (300.0 + 60.0 * (hours / 24.0 * std::f64::consts::TAU).sin()) * MIB;
+                h.push(t, v as u64 + noise(hours).abs() as u64);
+                if i % 60 == 0 {
+                    let j = h.judge(t, POLL, MIB);
+                    assert_ne!(
+                        j.verdict,
+                        ContainerVerdict::Growing,
+                        "phase {phase} h, at {} h: {j:?}",
+                        i / 60
+                    );
+                }
+            }
         }
     }
 
@@ -468,7 +534,7 @@ mod tests {
         }
         let j = h.judge(t0 + 400 * POLL, POLL, MIB);
         assert_eq!(j.restarts_7d, 1);
-        assert_ne!(j.verdict, Verdict::Growing, "{j:?}");
+        assert_ne!(j.verdict, ContainerVerdict::Growing, "{j:?}");
         assert_eq!(
             h.observe(t0 + 401 * POLL, "started", Some("2")),
             Some(Restart::NewVersion)
@@ -488,14 +554,14 @@ mod tests {
             (100.0 + 20.0 * (t % 8.0) * 8.0 / 8.0) * MIB + noise(t)
         });
         assert!(h.restarts().count() >= 3, "{:?}", h.restarts().count());
-        assert_eq!(j.verdict, Verdict::Growing, "{j:?}");
+        assert_eq!(j.verdict, ContainerVerdict::Growing, "{j:?}");
         assert!(j.sawtooth, "{j:?}");
     }
 
     #[test]
     fn windows_need_their_share_of_points() {
         let (_, j) = run(0.2, |t| 100.0 * MIB + 50.0 * MIB * t);
-        assert_eq!(j.verdict, Verdict::InsufficientData, "{j:?}");
+        assert_eq!(j.verdict, ContainerVerdict::InsufficientData, "{j:?}");
     }
 
     #[test]

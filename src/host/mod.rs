@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::{Secret, Settings};
 use crate::system::SharedSampler;
-use crate::trend::Verdict;
-use history::{HOUR_MS, History, Judgement};
+use history::{ContainerVerdict, HOUR_MS, History, Judgement};
 use store::{Store, Write};
 use supervisor::{AddonInfo, Supervisor, SupervisorError};
 
@@ -369,11 +368,11 @@ impl HostMonitor {
         let mut out = Announcements::default();
         let growing: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.judgement.verdict == Verdict::Growing)
+            .filter(|r| r.judgement.verdict == ContainerVerdict::Growing)
             .collect();
         for r in &rows {
             let episode = state.episodes.entry(r.slug.clone()).or_default();
-            if r.judgement.verdict == Verdict::Growing {
+            if r.judgement.verdict == ContainerVerdict::Growing {
                 episode.streak += 1;
                 if episode.streak >= NOTIFY_AFTER_CHECKS && !episode.notified {
                     episode.notified = true;
@@ -643,7 +642,7 @@ impl HostMonitor {
                     .map(|b| b as f64 / state.host_total_bytes as f64);
                 let hours_to_exhaustion = judgement
                     .slope_bytes_per_hour
-                    .filter(|s| *s > 0.0 && judgement.verdict == Verdict::Growing)
+                    .filter(|s| *s > 0.0 && judgement.verdict.rises())
                     .map(|s| state.host_available_bytes as f64 / s);
                 let sparkline = c
                     .history

@@ -145,6 +145,18 @@ const scenarios = {
     check(report.trend && Array.isArray(report.trend.windows) && report.trend.windows.length === 3, 'report carries the trend');
     check(report.settings.api_token === null || report.settings.api_token === '**redacted**', 'token redacted');
 
+    // Without the Supervisor (no SUPERVISOR_TOKEN) the Host view says it is off and how
+    // to turn it on.
+    check((await page.getAttribute('#tab-self', 'aria-selected')) === 'true', 'the add-on view first');
+    await page.click('#tab-host');
+    await page.waitForSelector('#host-off', { state: 'visible' });
+    check(/SUPERVISOR_TOKEN/.test(await text(page, '#host-off-reason')), `why it is off: ${await text(page, '#host-off-reason')}`);
+    check(/manager/.test(await text(page, '#host-off')), 'how to turn it on');
+    check(await page.isHidden('#view-self'), 'one view at a time');
+    await shoot(page, 'ingress-host-off');
+    await page.click('#tab-self');
+    check(await page.isVisible('#view-self'), 'back to the add-on view');
+
     // Keyboard only: the controls are reachable with Tab.
     await page.locator('body').focus();
     await tabTo(page, 'take-snapshot');
@@ -176,6 +188,100 @@ const scenarios = {
     await page.waitForFunction(() => document.body.dataset.conn === 'live', null, { timeout: 30000 });
     await page.waitForSelector('#reconnect', { state: 'hidden' });
     await waitForPoints(page, before + 2);
+  },
+
+  // The Host view against the Supervisor stand-in (a poll every 20 ms stands for a
+  // minute): Zigbee2MQTT leaks 30 MiB/h, Frigate grows since its restart at 20 h, Core
+  // restarted at 3 h, the rest do not grow.
+  async host(page) {
+    check((await page.getAttribute('#tab-host', 'aria-selected')) === 'false', 'the add-on view first');
+    // Let a simulated day pass (steady growth is only "rising" before), then come back
+    // to the Host view by its address.
+    await page.waitForTimeout(30500);
+    await page.goto(`${cfg.url}#host`);
+    check((await page.getAttribute('#tab-host', 'aria-selected')) === 'true', '#host opens the Host view');
+    await page.reload();
+    await live(page);
+    check((await page.getAttribute('#tab-host', 'aria-selected')) === 'true', 'and keeps it on a reload');
+    check(await page.isHidden('#view-self'), 'one view at a time');
+    await page.waitForSelector('#host-rows tr.host-row[data-verdict="growing"]', { timeout: 30000 });
+    const rows = await page.locator('#host-rows tr.host-row').count();
+    check(rows === 13, `Core, the Supervisor, five plugins and six add-ons: ${rows} rows`);
+    const growing = await page.locator('#host-rows tr.host-row[data-verdict="growing"]').evaluateAll((rs) => rs.map((r) => r.dataset.slug));
+    check(growing.join() === '45df7312_zigbee2mqtt', `only the leak grows: ${growing}`);
+    const banner = await text(page, '#host-banner-text');
+    check(/^Growing: Zigbee2MQTT: \+\d+ MiB\/h for \d+ h$/.test(banner), `the banner names it: ${banner}`);
+    check(/1 growing/.test(await text(page, '#tab-host')), 'the tab counts it');
+    const rising = await page.locator('#host-rows tr.host-row[data-verdict="rising"]').evaluateAll((rs) => rs.map((r) => r.dataset.slug));
+    check(rising.join() === 'ccab4aaf_frigate', `growth since a recent restart is rising: ${rising}`);
+    check(/^Rising for less than a day: Frigate\./.test(await text(page, '#host-rising')), 'and said so');
+    check(/^Rising\? \+/.test(await page.locator('#host-rows tr.host-row[data-slug="ccab4aaf_frigate"] .chip.verdict').textContent()), 'a rising badge');
+    const leak = page.locator('#host-rows tr.host-row[data-slug="45df7312_zigbee2mqtt"]');
+    const rate = await leak.locator('.chip.verdict').textContent();
+    const m = /^\+([\d.]+) MiB\/h$/.exec(rate.trim());
+    check(m && Math.abs(Number(m[1]) - 30) <= 6, `its slope is within 20% of 30 MiB/h: ${rate}`);
+    check(/host memory full in/.test(await leak.locator('.growth-cell').textContent()), 'time until the host runs out');
+    check(await leak.locator('svg.spark path').count() === 1, 'a 24 h sparkline');
+    const stopped = page.locator('#host-rows tr.host-row[data-slug="local_old"]');
+    check(/stopped/.test(await stopped.locator('.where').textContent()), 'a stopped add-on says so');
+    check((await stopped.locator('td.num').first().textContent()) === '—', 'and has no memory');
+
+    // Sorted by size, largest first; then by growth, the leak first.
+    const sizes = async () => page.locator('#host-rows tr.host-row td.num:nth-of-type(1)').evaluateAll((tds) => tds.map((td) => td.textContent));
+    const toBytes = (t) => {
+      const [v, u] = t.replace('−', '-').split(' ');
+      return u ? Number(v) * 1024 ** ['B', 'KiB', 'MiB', 'GiB'].indexOf(u) : -1;
+    };
+    const bySize = (await sizes()).map(toBytes);
+    check(bySize.every((v, i) => i === 0 || bySize[i - 1] >= v), `largest first: ${bySize}`);
+    check((await page.getAttribute('#host-sort-size', 'aria-sort')) === 'descending', 'sorted by size');
+    await page.click('#host-sort-growth button');
+    check((await page.getAttribute('#host-sort-growth', 'aria-sort')) === 'descending', 'sorted by growth');
+    const order = await page.locator('#host-rows tr.host-row').evaluateAll((rs) => rs.slice(0, 2).map((r) => r.dataset.slug));
+    check(order.join() === '45df7312_zigbee2mqtt,ccab4aaf_frigate', `the leak first, then the rising one: ${order}`);
+
+    // Core's row opens by keyboard: seven days with its restart marked.
+    const core = page.locator('#host-rows tr.host-row[data-slug="core"] button.expand');
+    await core.focus();
+    await page.keyboard.press('Enter');
+    check((await core.getAttribute('aria-expanded')) === 'true', 'expanded');
+    const detail = page.locator('#host-rows tr.detail[data-slug="core"]');
+    await page.waitForFunction(() => Number(document.querySelector('#host-rows tr.detail[data-slug="core"] .host-chart').dataset.points) > 0);
+    check((await detail.locator('.segmented [aria-checked="true"]').textContent()) === '7 days', 'seven days first');
+    check(await detail.locator('svg line.restart').count() === 1, 'the restart is marked');
+    check(/1 restart marked/.test(await detail.locator('.host-chart-note').textContent()), 'and said');
+    check(await detail.locator('svg path.line').count() === 1, 'the memory line');
+    check((await page.locator('#host-rows tr.host-row[data-slug="core"]').getAttribute('data-verdict')) !== 'growing', 'a restart is not growth');
+    // The last 24 hours: the polled points, not averages.
+    await detail.locator('.segmented button[data-window="24h"]').click();
+    await page.waitForFunction(() => {
+      const d = document.querySelector('#host-rows tr.detail[data-slug="core"]');
+      return d.querySelector('[data-window="24h"]').getAttribute('aria-checked') === 'true' && Number(d.querySelector('.host-chart').dataset.points) > 100;
+    });
+
+    await page.mouse.move(0, 0);
+    await page.evaluate(() => document.activeElement && document.activeElement.blur());
+    await page.emulateMedia({ colorScheme: 'light' });
+    await shoot(page, 'host-light');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shoot(page, 'host-dark');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `no sideways scrolling at phone width (${overflow}px too wide)`);
+    await shoot(page, 'host-phone-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    await shoot(page, 'host-phone-light');
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // The Supervisor starts refusing (the add-on's role was lowered): the panel says so
+    // and keeps what it had.
+    await ask('FORBID', 'FORBIDDEN');
+    await page.waitForSelector('#host-error', { state: 'visible', timeout: 30000 });
+    const err = await text(page, '#host-error-text');
+    check(/403/.test(err) && /role|manager/i.test(err), `the refusal in words: ${err}`);
+    check(await page.locator('#host-rows tr.host-row').count() === 13, 'the table stays');
+    await shoot(page, 'host-forbidden', { fullPage: false });
   },
 
   // Through the ingress proxy with the tracker: start tracking, baseline, real growth,
