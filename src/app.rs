@@ -126,27 +126,51 @@ pub async fn serve(
         }
         _ => tracing::info!("direct listener off (no api_token set)"),
     }
-    start_background(&server);
+    start_background(&server, Persist::Database);
 
     shutdown.await;
     stop(&server).await;
     Ok(())
 }
 
+/// Whether the background tasks keep their history in `data_dir/history.sqlite3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Persist {
+    /// The add-on: the containers' and its own memory survive restarts and updates.
+    Database,
+    /// An embedder's service: no file is written unasked.
+    InMemory,
+}
+
 /// Starts the background tasks (the trend's sampling, host monitoring) on the server's
-/// task tracker.
-fn start_background(server: &Server) {
+/// task tracker; with [`Persist::Database`], after opening the history database and
+/// putting back the add-on's own samples of the last run.
+fn start_background(server: &Server, persist: Persist) {
     let services = &server.services;
-    server.tasks.spawn(crate::trend::run(
+    let (trend, host, system, cancel) = (
         services.trend.clone(),
-        services.system.clone(),
-        server.cancel.clone(),
-    ));
-    server.tasks.spawn(crate::host::run(
         services.host.clone(),
         services.system.clone(),
         server.cancel.clone(),
-    ));
+    );
+    server.tasks.spawn(async move {
+        let mut sink: Option<crate::trend::Sink> = None;
+        if persist == Persist::Database {
+            let opening = host.clone();
+            match tokio::task::spawn_blocking(move || opening.open_store()).await {
+                Ok(own) => trend.restore(&own),
+                Err(e) => tracing::warn!(error = %e, "opening the memory history failed"),
+            }
+            let writer = host.clone();
+            sink = Some(Arc::new(move |at, rss, heap| {
+                writer.record_own(at, rss, heap)
+            }));
+        }
+        tokio::join!(
+            crate::trend::run(trend, system.clone(), cancel.clone(), sink),
+            crate::host::run(host, system, cancel),
+        );
+    });
 }
 
 /// The three steps of shutdown: stop accepting and cancel (sessions close with 1001 once
@@ -195,7 +219,7 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
 
 /// The admin API for an embedder's own server: a hyper service per connection (see
 /// [`Admin::service`]), with the trend's background task running until
-/// [`Admin::shutdown`]. Requests are treated as the direct listener treats them: a bearer
+/// [`Admin::shutdown`] (its history in memory: nothing is written to `data_dir`). Requests are treated as the direct listener treats them: a bearer
 /// token on every request (`Settings::embedded` sets one), `auth` in-band for a WebSocket.
 pub struct Admin {
     server: Arc<Server>,
@@ -211,7 +235,7 @@ impl Admin {
             direct: Some(serving_on),
         };
         let server = build_server(settings, limits, bound);
-        start_background(&server);
+        start_background(&server, Persist::InMemory);
         Self { server }
     }
 

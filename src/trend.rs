@@ -81,7 +81,10 @@ pub struct History {
     /// Index of the next write.
     next: usize,
     len: usize,
+    /// A point's `at_ms` is milliseconds after `epoch_wall`; `epoch` (monotonic) is
+    /// `epoch_offset_ms` after it (non-zero once samples of an earlier run are restored).
     epoch: Instant,
+    epoch_offset_ms: u64,
     epoch_wall: SystemTime,
 }
 
@@ -108,14 +111,43 @@ impl History {
             next: 0,
             len: 0,
             epoch: Instant::now(),
+            epoch_offset_ms: 0,
             epoch_wall: SystemTime::now(),
         }
     }
 
+    /// A ring of `capacity` holding the newest of `samples` — (when, RSS, heap), oldest
+    /// first, from an earlier run — so the history goes on where it stopped. Samples from
+    /// the future (the wall clock stepped back) are dropped.
+    pub fn restored(capacity: usize, samples: &[(SystemTime, u64, u64)]) -> Self {
+        let mut h = Self::with_capacity(capacity);
+        let now = SystemTime::now();
+        let kept: Vec<_> = samples.iter().filter(|(t, _, _)| *t <= now).collect();
+        let kept = &kept[kept.len().saturating_sub(h.capacity())..];
+        let Some((first, _, _)) = kept.first() else {
+            return h;
+        };
+        h.epoch_wall = *first;
+        h.epoch_offset_ms = millis(now.duration_since(*first).unwrap_or_default());
+        for (t, rss, heap) in kept {
+            h.put(
+                millis(t.duration_since(*first).unwrap_or_default()),
+                *rss,
+                *heap,
+            );
+        }
+        h
+    }
+
     /// Records one sample taken at `at` (monotonic; earlier than the previous is clamped).
     pub fn push(&mut self, at: Instant, rss_bytes: u64, heap_bytes: u64) {
-        let mut at_ms =
-            u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        let at_ms = self
+            .epoch_offset_ms
+            .saturating_add(millis(at.saturating_duration_since(self.epoch)));
+        self.put(at_ms, rss_bytes, heap_bytes);
+    }
+
+    fn put(&mut self, mut at_ms: u64, rss_bytes: u64, heap_bytes: u64) {
         if let Some(last) = self.last_point() {
             at_ms = at_ms.max(last.at_ms);
         }
@@ -190,6 +222,10 @@ impl History {
         (self.len > 0)
             .then(|| self.epoch_wall + Duration::from_millis(self.nth_newest(self.len - 1).at_ms))
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What a window says about a series.
@@ -479,14 +515,20 @@ impl Monitor {
         self.settings
     }
 
-    /// Records one history sample now.
-    pub fn sample_once(&self, system: &SharedSampler) {
+    /// Records one history sample now and returns it: (when, RSS, heap).
+    pub fn sample_once(&self, system: &SharedSampler) -> (SystemTime, u64, u64) {
         let rss = system.sample().process.rss_bytes;
         let heap = memory::totals().current_bytes;
-        self.history
-            .lock()
-            .expect("trend lock poisoned")
-            .push(Instant::now(), rss, heap);
+        let mut history = self.history.lock().expect("trend lock poisoned");
+        history.push(Instant::now(), rss, heap);
+        history.latest().expect("a sample was just pushed")
+    }
+
+    /// Puts back the samples of an earlier run (when, RSS, heap; oldest first) in place
+    /// of the history, before sampling starts: the history goes on where it stopped.
+    pub fn restore(&self, samples: &[(SystemTime, u64, u64)]) {
+        let mut history = self.history.lock().expect("trend lock poisoned");
+        *history = History::restored(history.capacity(), samples);
     }
 
     /// Takes one checkpoint now if tracking is on; forgets them if it is off.
@@ -576,10 +618,20 @@ impl Frozen {
     }
 }
 
-/// The background task: samples the history every `sample_interval` and takes a
-/// checkpoint every `checkpoint_interval` while tracking, until `cancel` fires. The
-/// sampling (it reads /proc) and the snapshot copy run on blocking threads.
-pub async fn run(monitor: Arc<Monitor>, system: Arc<SharedSampler>, cancel: CancellationToken) {
+/// Where each sample goes besides the ring (the history database), called on the blocking
+/// thread that took it.
+pub type Sink = Arc<dyn Fn(SystemTime, u64, u64) + Send + Sync>;
+
+/// The background task: samples the history every `sample_interval` (each sample also to
+/// `sink`) and takes a checkpoint every `checkpoint_interval` while tracking, until
+/// `cancel` fires. The sampling (it reads /proc) and the snapshot copy run on blocking
+/// threads.
+pub async fn run(
+    monitor: Arc<Monitor>,
+    system: Arc<SharedSampler>,
+    cancel: CancellationToken,
+    sink: Option<Sink>,
+) {
     let TrendSettings {
         sample_interval,
         checkpoint_interval,
@@ -596,8 +648,13 @@ pub async fn run(monitor: Arc<Monitor>, system: Arc<SharedSampler>, cancel: Canc
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = samples.tick() => {
-                let (monitor, system) = (monitor.clone(), system.clone());
-                let done = tokio::task::spawn_blocking(move || monitor.sample_once(&system));
+                let (monitor, system, sink) = (monitor.clone(), system.clone(), sink.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    let (at, rss, heap) = monitor.sample_once(&system);
+                    if let Some(sink) = sink {
+                        sink(at, rss, heap);
+                    }
+                });
                 if let Err(e) = done.await {
                     tracing::warn!(error = %e, "trend sample failed");
                 }
@@ -736,6 +793,34 @@ mod tests {
         assert_eq!(w.iter().map(|p| p.1).collect::<Vec<_>>(), [208.0, 209.0]);
         assert_eq!(h.latest().unwrap().1, 109);
         assert_eq!(History::default().capacity(), HISTORY_POINTS);
+    }
+
+    #[test]
+    fn a_restored_history_goes_on_where_the_last_run_stopped() {
+        let now = SystemTime::now();
+        let min = |m: u64| now - Duration::from_secs(60 * m);
+        // Six samples of an earlier run, a minute apart, the newest 10 minutes ago; one
+        // from the future (a clock that stepped back) is dropped.
+        let mut earlier: Vec<_> = (0..6u64)
+            .map(|i| (min(15 - i), 1000 + i, 2000 + i))
+            .collect();
+        earlier.push((now + Duration::from_secs(3600), 9, 9));
+        let mut h = History::restored(4, &earlier);
+        assert_eq!(h.len(), 4, "the newest that fit");
+        let w = h.window(Series::Rss, 10);
+        assert_eq!(
+            w.iter().map(|p| p.1).collect::<Vec<_>>(),
+            [1002.0, 1003.0, 1004.0, 1005.0]
+        );
+        assert!((w[3].0 - 180.0).abs() < 0.01, "a minute apart: {w:?}");
+        let oldest = h.oldest().unwrap();
+        assert_eq!(oldest, min(13));
+        // A sample now lands ten minutes after the last restored one.
+        h.push(Instant::now(), 1100, 2100);
+        let w = h.window(Series::Heap, 2);
+        assert_eq!(w[1].1, 2100.0);
+        assert!((w[1].0 - w[0].0 - 600.0).abs() < 2.0, "{w:?}");
+        assert!(History::restored(4, &[]).is_empty());
     }
 
     #[test]

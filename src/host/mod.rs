@@ -534,19 +534,28 @@ impl HostMonitor {
     }
 
     /// Opens the history database and loads what it holds (call it off the async
-    /// workers, before the first poll). A damaged file is moved aside; a database that
-    /// cannot be opened leaves the history in memory only. Both are logged.
-    pub fn open_store(&self) {
+    /// workers, before the first poll): the containers' histories into the monitor, and
+    /// the add-on's own samples of the last [`store::OWN_SPAN_MS`], returned as (when,
+    /// RSS, heap) for the trend. A damaged file is moved aside; a database that cannot be
+    /// opened leaves the history in memory only. Both are logged.
+    pub fn open_store(&self) -> Vec<(SystemTime, u64, u64)> {
         let path = &self.settings.database;
+        let since = unix_ms(SystemTime::now()) - store::OWN_SPAN_MS;
         let opened = Store::open(path).and_then(|(store, aside)| {
             if let Some(aside) = aside {
                 tracing::warn!(path = %path.display(), moved_to = %aside.display(), "the history database was damaged; it was moved aside and a fresh one started");
             }
             let loaded = store.load()?;
-            Ok((store, loaded))
+            let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            let own = store
+                .load_own(since)?
+                .into_iter()
+                .map(|(t, rss, heap)| (at(t), rss, heap))
+                .collect::<Vec<_>>();
+            Ok((store, loaded, own))
         });
         match opened {
-            Ok((store, loaded)) => {
+            Ok((store, loaded, own)) => {
                 let newest = loaded
                     .values()
                     .filter_map(|l| l.saved.raw.last().map(|&(t, _)| t))
@@ -578,11 +587,25 @@ impl HostMonitor {
                         },
                     );
                 }
-                tracing::info!(path = %path.display(), containers = state.containers.len(), "host memory history loaded");
+                tracing::info!(path = %path.display(), containers = state.containers.len(), own_samples = own.len(), "memory history loaded");
                 *self.store.lock().expect("store lock poisoned") = Some(store);
+                own
             }
-            Err(e) => tracing::warn!("host memory history stays in memory only: {e}"),
+            Err(e) => {
+                tracing::warn!("memory history stays in memory only: {e}");
+                Vec::new()
+            }
         }
+    }
+
+    /// Writes one sample of the add-on's own memory (call it off the async workers); a
+    /// failure is logged like a poll's.
+    pub fn record_own(&self, at: SystemTime, rss: u64, heap: u64) {
+        let mut guard = self.store.lock().expect("store lock poisoned");
+        let Some(store) = guard.as_mut() else {
+            return;
+        };
+        note_write(&self.store_failing, store.write_own(unix_ms(at), rss, heap));
     }
 
     /// Writes one poll to the database on a blocking thread; a failure (a full disk) is
@@ -594,22 +617,10 @@ impl HostMonitor {
             let Some(store) = guard.as_mut() else {
                 return;
             };
-            use std::sync::atomic::Ordering;
             let written = store
                 .write_poll(now, &writes)
                 .and_then(|()| gone.iter().try_for_each(|slug| store.forget(slug)));
-            match written {
-                Ok(()) => {
-                    if failing.swap(false, Ordering::AcqRel) {
-                        tracing::info!("host memory history is written again");
-                    }
-                }
-                Err(e) => {
-                    if !failing.swap(true, Ordering::AcqRel) {
-                        tracing::warn!("host memory history not written (kept in memory): {e}");
-                    }
-                }
-            }
+            note_write(&failing, written);
         })
         .await;
         if let Err(e) = done {
@@ -699,6 +710,24 @@ impl HostMonitor {
     }
 }
 
+/// Logs a failing history write once (a full disk fails every write), and the first good
+/// one after.
+fn note_write(failing: &std::sync::atomic::AtomicBool, written: Result<(), store::StoreError>) {
+    use std::sync::atomic::Ordering;
+    match written {
+        Ok(()) => {
+            if failing.swap(false, Ordering::AcqRel) {
+                tracing::info!("memory history is written again");
+            }
+        }
+        Err(e) => {
+            if !failing.swap(true, Ordering::AcqRel) {
+                tracing::warn!("memory history not written (kept in memory): {e}");
+            }
+        }
+    }
+}
+
 /// A persistent notification for a container that keeps growing, in a user's words.
 fn notification(r: &Row, now_ms: i64) -> serde_json::Value {
     let mib_per_hour = r.judgement.slope_bytes_per_hour.unwrap_or(0.0) / (1024.0 * 1024.0);
@@ -732,15 +761,11 @@ fn notification(r: &Row, now_ms: i64) -> serde_json::Value {
 }
 
 /// The polling task: polls every `poll` until `cancel`. Does nothing when the monitor is
-/// off.
+/// off. Open the store first ([`HostMonitor::open_store`]) for the history to persist.
 pub async fn run(monitor: Arc<HostMonitor>, system: Arc<SharedSampler>, cancel: CancellationToken) {
     if let Some(why) = monitor.off_reason() {
         tracing::info!("host memory view off: {why}");
         return;
-    }
-    let opening = monitor.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || opening.open_store()).await {
-        tracing::warn!(error = %e, "opening the host memory history failed");
     }
     let mut ticker = tokio::time::interval(monitor.settings.poll.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

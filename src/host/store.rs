@@ -21,10 +21,13 @@ use rusqlite::{Connection, params};
 use super::history::{BUCKET_SPAN_MS, Bucket, Meta, RAW_SPAN_MS, Saved};
 
 /// The schema this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The file name under `data_dir`.
 pub const FILE_NAME: &str = "history.sqlite3";
+/// How long the add-on's own samples are kept: its trend looks back a day; two leave room
+/// for a restart without losing the day before.
+pub const OWN_SPAN_MS: i64 = 48 * 3_600_000;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,18 @@ impl Store {
                      id INTEGER NOT NULL, at_ms INTEGER NOT NULL,
                      PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
                  PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(sqlite)?;
+        }
+        if version < 2 {
+            // Version 2: the add-on's own memory (process RSS, heap through its allocator),
+            // one row per trend sample.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE own_samples (
+                     at_ms INTEGER PRIMARY KEY, rss INTEGER NOT NULL, heap INTEGER NOT NULL);
+                 PRAGMA user_version = 2;
                  COMMIT;",
             )
             .map_err(sqlite)?;
@@ -370,6 +385,45 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
+    /// Records one sample of the add-on's own memory and forgets samples older than
+    /// [`OWN_SPAN_MS`] before it: one transaction.
+    pub fn write_own(&mut self, at_ms: i64, rss: u64, heap: u64) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let result = (|| -> rusqlite::Result<()> {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO own_samples (at_ms, rss, heap) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![at_ms, rss as i64, heap as i64])?;
+            tx.prepare_cached("DELETE FROM own_samples WHERE at_ms < ?1")?
+                .execute(params![at_ms - OWN_SPAN_MS])?;
+            Ok(())
+        })();
+        result.and_then(|()| tx.commit()).map_err(err)
+    }
+
+    /// The add-on's own samples since `since_ms`, oldest first: (time ms, RSS, heap).
+    pub fn load_own(&self, since_ms: i64) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare("SELECT at_ms, rss, heap FROM own_samples WHERE at_ms >= ?1 ORDER BY at_ms")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = q
+            .query_map(params![since_ms], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -481,6 +535,74 @@ mod tests {
             .query_row("SELECT count(*) FROM points", [], |r| r.get(0))
             .unwrap();
         assert_eq!(points, 1, "the gone container's points are deleted too");
+    }
+
+    #[test]
+    fn the_add_ons_own_samples_are_kept_two_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (mut store, _) = Store::open(&path).unwrap();
+        let minute = 60_000;
+        // Three days at one sample a minute.
+        for i in 0..(3 * 24 * 60) {
+            store
+                .write_own(i * minute, 100 + i as u64, 200 + i as u64)
+                .unwrap();
+        }
+        drop(store);
+        let (store, _) = Store::open(&path).unwrap();
+        let own = store.load_own(0).unwrap();
+        let last = 3 * 24 * 60 - 1;
+        assert_eq!(own.len() as i64, OWN_SPAN_MS / minute + 1);
+        assert_eq!(
+            own.last(),
+            Some(&(last * minute, 100 + last as u64, 200 + last as u64))
+        );
+        assert_eq!(own[0].0, last * minute - OWN_SPAN_MS);
+        assert_eq!(
+            store.load_own(last * minute - 9 * minute).unwrap().len(),
+            10
+        );
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_and_keeps_its_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            // The first schema, as the first release wrote it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE containers (
+                     id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+                     kind TEXT NOT NULL, segment INTEGER NOT NULL, segment_start_ms INTEGER,
+                     state TEXT, version TEXT);
+                 CREATE TABLE points (
+                     id INTEGER NOT NULL, at_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                     PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
+                 CREATE TABLE averages (
+                     id INTEGER NOT NULL, start_ms INTEGER NOT NULL, segment INTEGER NOT NULL,
+                     sum REAL NOT NULL, count INTEGER NOT NULL,
+                     PRIMARY KEY (id, start_ms, segment)) WITHOUT ROWID;
+                 CREATE TABLE restarts (
+                     id INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+                     PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
+                 INSERT INTO containers (id, slug, name, kind, segment, state, version)
+                     VALUES (1, 'core_mosquitto', 'Mosquitto broker', 'addon', 0, 'started', '6.4');
+                 INSERT INTO points VALUES (1, 60000, 41943040);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let (mut store, aside) = Store::open(&path).unwrap();
+        assert_eq!(aside, None, "migrated, not moved aside");
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let loaded = store.load().unwrap();
+        let mosquitto = &loaded["core_mosquitto"];
+        assert_eq!(mosquitto.name, "Mosquitto broker");
+        assert_eq!(mosquitto.saved.raw, vec![(60_000, 41_943_040)]);
+        store.write_own(120_000, 5, 6).unwrap();
+        assert_eq!(store.load_own(0).unwrap(), vec![(120_000, 5, 6)]);
     }
 
     #[test]
