@@ -413,3 +413,81 @@ async fn history_survives_kill_9_and_a_garbage_file_is_moved_aside() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["enabled"], true);
 }
+
+/// The add-on as shipped (the release build), watching 40 add-ons, Core, the Supervisor
+/// and the plugins through two simulated days of polls (one every 10 ms stands for a
+/// minute: the 48 h of points every container keeps are full), tracking off: its resident
+/// memory stays within 20 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_rss_with_the_host_view_on_stays_within_20_mib() {
+    let addons = (0..40)
+        .map(|i| {
+            (
+                format!("a{i:02}_addon"),
+                (format!("Add-on {i}"), flat(50.0 + i as f64)),
+            )
+        })
+        .collect();
+    let mut fixed = fixed_flat();
+    fixed.insert("core".into(), flat(600.0));
+    let standin = new_standin(addons, fixed, false, Duration::ZERO);
+    let addr = serve(standin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = dir.path().join("options.json");
+    std::fs::write(
+        &options,
+        json!({
+            "ingress_listen": "127.0.0.1:0",
+            "trusted_proxies": ["127.0.0.1"],
+            "data_dir": dir.path().join("data").display().to_string(),
+            "supervisor_url": format!("http://{addr}"),
+            "host_poll_interval_ms": 10,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(release_binary());
+    cmd.arg("--options")
+        .arg(&options)
+        .env("SUPERVISOR_TOKEN", SUPERVISOR_TOKEN)
+        .env_remove("HEAPWATCH_DEBUG_MEMORY");
+    let bin = Binary::launch(cmd, false, dir);
+    // Until the monitor's clock has seen 49 hours (its own, from the status).
+    let began = Instant::now();
+    loop {
+        let r = get(bin.ingress, "/api/host/memory", &[]).await.json();
+        let oldest_core = get(
+            bin.ingress,
+            "/api/host/memory_history?slug=core&window=90d",
+            &[],
+        )
+        .await;
+        let span_h = if oldest_core.status == 200 {
+            let h = oldest_core.json();
+            let first = h["points"][0][0].as_i64().unwrap_or(0);
+            (h["now_ms"].as_i64().unwrap() - first) as f64 / 3.6e6
+        } else {
+            0.0
+        };
+        if span_h >= 49.0 {
+            assert_eq!(r["containers"].as_array().unwrap().len(), 47, "{r}");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(180),
+            "two simulated days take a minute or so: {span_h:.1} h after {:?}",
+            began.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Idle: let the last polls settle, then read what the kernel says it holds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bin.child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    eprintln!("idle RSS with the host view on, 47 containers, 49 simulated hours: {rss_kib} KiB");
+    assert!(rss_kib <= 20 * 1024, "{rss_kib} KiB resident");
+}

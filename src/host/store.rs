@@ -566,6 +566,51 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_fails_the_whole_poll_and_the_next_one_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (mut store, _) = Store::open(&path).unwrap();
+        let mut h = History::default();
+        h.push(0, 5);
+        store
+            .write_poll(0, &[write_for("x", &h, 0, vec![])])
+            .unwrap();
+        // The file may not grow by a page: as SQLite sees a full disk (SQLITE_FULL).
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let many: Vec<Write> = (0..200)
+            .map(|i| {
+                let mut h = History::default();
+                h.push(60_000, 7);
+                write_for(
+                    &format!("addon_with_a_long_name_{i:04}"),
+                    &h,
+                    60_000,
+                    vec![],
+                )
+            })
+            .collect();
+        let err = store.write_poll(60_000, &many).unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        // Nothing of that poll was written; the first container's history is intact.
+        drop(store);
+        let (mut store, aside) = Store::open(&path).unwrap();
+        assert_eq!(aside, None);
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.len(), 1, "{:?}", loaded.keys());
+        assert_eq!(loaded["x"].saved.raw, vec![(0, 5)]);
+        // Room again (a new connection has no page limit): the next poll is written.
+        store.write_poll(60_000, &many).unwrap();
+        assert_eq!(store.load().unwrap().len(), 201);
+    }
+
+    #[test]
     fn a_version_1_file_is_migrated_and_keeps_its_containers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
