@@ -189,8 +189,41 @@
   }
 
   function showError(err) {
-    const code = err && err.code ? ` (${err.code})` : '';
-    showBanner('error', `${err.message || err}${code}`);
+    showBanner('error', plainError(err));
+  }
+
+  // What went wrong, in a panel user's words: what to do next, not the API's names.
+  function plainError(err, action) {
+    const code = err && err.code;
+    const msg = (err && err.message) || String(err);
+    if (code === 'precondition_failed' && action === 'save') {
+      const max = /at most (\d+)/.exec(msg);
+      return `Heapwatch keeps at most ${max ? max[1] : 8} baselines, and all are in use. Drop one you no longer need (its Drop button, below), then save again.`;
+    }
+    if (code === 'not_found' && (action === 'compare' || action === 'drop')) {
+      return 'That baseline is gone (the add-on restarted, or it was dropped elsewhere). Save a new one to compare with later.';
+    }
+    if (code === 'invalid_args') return `The add-on did not accept that: ${msg}`;
+    if (code === 'unavailable' || code === 'rate_limited') return `The add-on is busy with another request. Try again in a moment. (${msg})`;
+    if (/not connected|connection was lost/.test(msg)) return 'The connection to the add-on was lost. It reconnects by itself; try again once it says Live.';
+    return msg;
+  }
+
+  // An inline error under the control the user acted on; scrolled into view.
+  function showFieldError(id, text) {
+    const e = $(id);
+    e.textContent = text || '';
+    e.hidden = !text;
+    if (text) e.scrollIntoView({ block: 'nearest' });
+  }
+
+  // A button that waits on the add-on: a spinner, disabled, and told to screen readers.
+  function setWorking(button, on) {
+    if (!button) return;
+    button.classList.toggle('working', on);
+    button.setAttribute('aria-busy', String(on));
+    if (on) button.disabled = true;
+    else button.disabled = document.body.dataset.conn !== 'live' && button.hasAttribute('data-needs-socket');
   }
 
   let countdown = null;
@@ -371,8 +404,8 @@
           el('span', { class: 'baseline-name', text: b.name }),
           el('span', { class: 'secondary', text: taken, title: b.taken_at || '' })),
         el('div', { class: 'baseline-actions' },
-          el('button', { type: 'button', text: 'Compare', 'aria-label': `Compare with ${b.name}`, onclick: () => compareWith(b.name) }),
-          el('button', { type: 'button', class: 'danger', text: 'Drop', 'aria-label': `Drop baseline ${b.name}`, onclick: () => dropBaseline(b.name) }))));
+          el('button', { type: 'button', text: 'Compare', 'aria-label': `Compare with ${b.name}`, onclick: (ev) => compareWith(b.name, ev.currentTarget) }),
+          el('button', { type: 'button', class: 'danger', text: 'Drop', 'aria-label': `Drop baseline ${b.name}`, onclick: (ev) => dropBaseline(b.name, ev.currentTarget) }))));
     }
     $('baseline-empty').hidden = state.baselines.length > 0;
     const select = $('compare-with');
@@ -422,7 +455,10 @@
     return toggle;
   }
 
-  function renderSnapshot(s) {
+  // The note for the snapshot that turned tracking on, naming the panel's own controls.
+  const STARTED_NOTE = 'Tracking is on: it sees memory allocated from now on. Save a baseline (Baselines → Save baseline), use the add-on as you usually do, then press Compare next to the baseline to see what grew.';
+
+  function renderSnapshot(s, justStarted) {
     state.snapshot = s;
     renderStats(s);
     renderBaselines(s.baselines || (s.baseline_names || []).map((name) => ({ name, taken_at: null })));
@@ -457,7 +493,8 @@
           el('td', { class: `num wide diff diff-col ${trend}`, text: signedCount(r.count_diff) })),
         detail);
     }
-    if (s.note) showBanner('note', s.note);
+    if (justStarted) showBanner('note', STARTED_NOTE);
+    else if (s.note) showBanner('note', s.note);
   }
 
   // ---- the trend verdict --------------------------------------------------------------
@@ -821,34 +858,54 @@
     return Object.assign(args, extra || {});
   }
 
-  async function snapshot(extra) {
-    if (state.busy) return;
+  // Where an action's progress and error show: the button pressed and the error line
+  // under its form.
+  const ACTIONS = {
+    snapshot: { button: 'take-snapshot', error: 'snapshot-error' },
+    compare: { button: 'take-snapshot', error: 'snapshot-error' },
+    save: { button: 'save-baseline', error: 'baseline-error' },
+    drop: { button: null, error: 'baseline-error' },
+    start: { button: 'start-tracking', error: null },
+  };
+
+  async function snapshot(extra, action = 'snapshot', button = null) {
+    if (state.busy) return false;
     state.busy = true;
     document.body.classList.add('busy');
+    const where = ACTIONS[action] || ACTIONS.snapshot;
+    const pressed = button || (where.button && $(where.button));
+    setWorking(pressed, true);
+    const wasTracking = !!(state.tracking && state.tracking.enabled);
     try {
       // The trend is asked for at the same moment: it describes the instant of the click,
       // not the end of a long snapshot.
       const trend = refreshTrend();
-      renderSnapshot(await conn.call('debug/memory_snapshot', snapshotArgs(extra)));
+      const s = await conn.call('debug/memory_snapshot', snapshotArgs(extra));
+      renderSnapshot(s, !wasTracking && s.tracking && s.tracking.enabled);
       $('error').hidden = true;
+      for (const id of ['snapshot-error', 'baseline-error']) showFieldError(id, '');
       await trend;
+      return true;
     } catch (e) {
-      showError(e);
+      if (where.error) showFieldError(where.error, plainError(e, action));
+      else showError(e);
+      return false;
     } finally {
       state.busy = false;
       document.body.classList.remove('busy');
+      setWorking(pressed, false);
     }
   }
 
-  function compareWith(name) {
+  function compareWith(name, button) {
     $('compare-with').value = name;
-    snapshot();
+    snapshot(undefined, 'compare', button);
   }
 
-  function dropBaseline(name) {
+  function dropBaseline(name, button) {
     const extra = { drop_baseline: name };
     if ($('compare-with').value === name) $('compare-with').value = '';
-    snapshot(extra);
+    snapshot(extra, 'drop', button);
   }
 
   async function onServerInfo(info) {
@@ -876,7 +933,7 @@
   }
 
   function init() {
-    $('start-tracking').addEventListener('click', () => snapshot());
+    $('start-tracking').addEventListener('click', () => snapshot(undefined, 'start'));
     $('retry-now').addEventListener('click', () => conn.retryNow());
     $('note-close').addEventListener('click', () => { $('note').hidden = true; });
     $('error-close').addEventListener('click', () => { $('error').hidden = true; });
@@ -890,14 +947,14 @@
     });
     $('snapshot-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
-      snapshot();
+      snapshot(undefined, $('compare-with').value ? 'compare' : 'snapshot');
     });
     $('baseline-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const name = $('baseline-name').value.trim();
       if (!name) return;
-      snapshot({ save_as: name }).then(() => {
-        if (state.baselines.some((b) => b.name === name)) $('baseline-name').value = '';
+      snapshot({ save_as: name }, 'save').then((ok) => {
+        if (ok && state.baselines.some((b) => b.name === name)) $('baseline-name').value = '';
       });
     });
     $('group-by').addEventListener('change', updateReportLink);

@@ -18,7 +18,12 @@ pub const MEMORY: Command = Command {
     run: |ctx, args| {
         Box::pin(async move {
             let args: MemoryArgs = args.parse()?;
-            Ok(memory_json(&ctx.services.host, args.sort.unwrap_or(Sort::Size)).into())
+            // Judging every container (Theil–Sen per window) is CPU work: off the workers.
+            let host = ctx.services.host.clone();
+            let sort = args.sort.unwrap_or(Sort::Size);
+            Ok(super::blocking(move || memory_json(&host, sort))
+                .await?
+                .into())
         })
     },
 };
@@ -30,7 +35,11 @@ pub const MEMORY_HISTORY: Command = Command {
     run: |ctx, args| {
         Box::pin(async move {
             let args: HistoryArgs = args.parse()?;
-            history_json(&ctx.services.host, &args).map(Into::into)
+            // Long spans read the database: off the workers.
+            let host = ctx.services.host.clone();
+            super::blocking(move || history_json(&host, &args))
+                .await?
+                .map(Into::into)
         })
     },
 };

@@ -545,7 +545,7 @@ impl HostMonitor {
             if let Some(aside) = aside {
                 tracing::warn!(path = %path.display(), moved_to = %aside.display(), "the history database was damaged; it was moved aside and a fresh one started");
             }
-            let loaded = store.load()?;
+            let loaded = store.load_since(self.now_ms() - history::BUCKETS_IN_MEMORY_MS)?;
             let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
             let own = store
                 .load_own(since)?
@@ -687,10 +687,23 @@ impl HostMonitor {
     }
 
     /// A container's memory over `span_ms` back from now: raw points for spans up to 48 h,
-    /// 15-minute averages beyond; with the restarts in that span. `None` for an unknown
-    /// slug.
+    /// 15-minute averages beyond (from the database for spans longer than memory keeps);
+    /// with the restarts in that span. `None` for an unknown slug. Blocks on the database:
+    /// call it off the async workers.
     pub fn history(&self, slug: &str, span_ms: i64) -> Option<Span> {
         let now = self.now_ms();
+        if span_ms > history::BUCKETS_IN_MEMORY_MS {
+            // Longer than memory keeps: the database's averages (call this off the async
+            // workers). Without a database, what memory has.
+            let store = self.store.lock().expect("store lock poisoned");
+            if let Some(store) = store.as_ref() {
+                match store.averages(slug, now - span_ms) {
+                    Ok(Some((points, restarts))) => return Some(Span { points, restarts }),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("memory history not read: {e}"),
+                }
+            }
+        }
         let state = self.state.lock().expect("host state lock poisoned");
         let c = state.containers.get(slug)?;
         let from = now - span_ms;

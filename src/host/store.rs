@@ -198,6 +198,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn load(&self) -> Result<BTreeMap<String, Loaded>, StoreError> {
+        self.load_since(i64::MIN)
+    }
+
+    /// Every container's saved history, averages from `buckets_since_ms` on (what the
+    /// monitor keeps in memory; longer spans are read with [`Store::averages`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn load_since(
+        &self,
+        buckets_since_ms: i64,
+    ) -> Result<BTreeMap<String, Loaded>, StoreError> {
         let mut out = BTreeMap::new();
         let mut q = self
             .conn
@@ -249,6 +261,9 @@ impl Store {
                     })
                 },
             )?;
+            // One container's rows at a time: what stays is only the span kept in memory.
+            saved.buckets.retain(|b| b.start_ms >= buckets_since_ms);
+            saved.buckets.shrink_to_fit();
             saved.restarts = self.rows(
                 "SELECT at_ms FROM restarts WHERE id = ?1 ORDER BY at_ms",
                 id,
@@ -385,6 +400,52 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
+    /// A container's 15-minute averages from `from_ms` on, as (time ms, bytes) points,
+    /// and its restarts since then; `None` for a slug never written.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    #[allow(clippy::type_complexity)]
+    pub fn averages(
+        &self,
+        slug: &str,
+        from_ms: i64,
+    ) -> Result<Option<(Vec<(i64, u64)>, Vec<i64>)>, StoreError> {
+        let Some(&id) = self.ids.get(slug) else {
+            return Ok(None);
+        };
+        let read = || -> rusqlite::Result<(Vec<(i64, u64)>, Vec<i64>)> {
+            let mut q = self.conn.prepare_cached(
+                "SELECT start_ms, sum, count, segment FROM averages
+                 WHERE id = ?1 AND start_ms >= ?2 ORDER BY start_ms, segment",
+            )?;
+            let points = q
+                .query_map(params![id, from_ms], |r| {
+                    Ok(Bucket {
+                        start_ms: r.get(0)?,
+                        sum: r.get(1)?,
+                        count: r.get(2)?,
+                        segment: r.get(3)?,
+                    })
+                })?
+                .map(|b| {
+                    b.map(|b| {
+                        let (t, v) = b.point();
+                        (t, v as u64)
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let mut q = self.conn.prepare_cached(
+                "SELECT at_ms FROM restarts WHERE id = ?1 AND at_ms >= ?2 ORDER BY at_ms",
+            )?;
+            let restarts = q
+                .query_map(params![id, from_ms], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok((points, restarts))
+        };
+        read().map(Some).map_err(|e| self.sqlite(e))
+    }
+
     /// Records one sample of the add-on's own memory and forgets samples older than
     /// [`OWN_SPAN_MS`] before it: one transaction.
     pub fn write_own(&mut self, at_ms: i64, rss: u64, heap: u64) -> Result<(), StoreError> {
@@ -451,7 +512,7 @@ fn aside_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::history::{BUCKET_MS, HOUR_MS, History};
+    use crate::host::history::{BUCKET_MS, BUCKETS_IN_MEMORY_MS, HOUR_MS, History};
 
     fn write_for(slug: &str, h: &History, at: i64, restarts: Vec<i64>) -> Write {
         Write {
@@ -563,6 +624,36 @@ mod tests {
             store.load_own(last * minute - 9 * minute).unwrap().len(),
             10
         );
+    }
+
+    #[test]
+    fn memory_loads_eight_days_and_longer_spans_are_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (mut store, _) = Store::open(&path).unwrap();
+        let mut h = History::default();
+        h.observe(0, "started", Some("1"));
+        let days = 20;
+        let polls = days * 24 * 4;
+        for p in 0..=polls {
+            let at = p * BUCKET_MS;
+            h.push(at, 1_000_000 + p as u64);
+            store
+                .write_poll(at, &[write_for("z", &h, at, vec![])])
+                .unwrap();
+        }
+        let now = polls * BUCKET_MS;
+        let loaded = store.load_since(now - BUCKETS_IN_MEMORY_MS).unwrap();
+        let kept = loaded["z"].saved.buckets.len() as i64;
+        assert_eq!(kept, BUCKETS_IN_MEMORY_MS / BUCKET_MS + 1);
+        let (points, restarts) = store
+            .averages("z", now - 30 * 24 * HOUR_MS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(points.len() as i64, polls + 1, "all twenty days");
+        assert_eq!(points.last().unwrap().1, 1_000_000 + polls as u64);
+        assert!(restarts.is_empty());
+        assert_eq!(store.averages("nobody", 0).unwrap(), None);
     }
 
     #[test]

@@ -295,6 +295,9 @@ const scenarios = {
     // (it symbolizes): the note comes with that reply.
     await page.waitForSelector('#note', { state: 'visible', timeout: 10000 }).catch(() => {});
     check(await page.isVisible('#note'), 'the lazy-enable note is shown');
+    const note = await text(page, '#note-text');
+    check(/Save baseline/.test(note) && /Compare/.test(note), `the note names the panel's buttons: ${note}`);
+    check(!/debug\/memory_snapshot|save_as|compare_with/.test(note), `not the API's words: ${note}`);
 
     // Save a baseline by keyboard alone.
     await page.focus('#baseline-name');
@@ -377,9 +380,49 @@ const scenarios = {
     await page.setViewportSize({ width: 390, height: 844 });
     await shoot(page, 'tracking-phone-dark');
 
+    // Fill the eight baselines, then try a ninth, at phone width and at desktop width: the
+    // error shows under the Save button, in view, in words that say what to do.
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.evaluate(() => {
+      // Record every moment a button waits on the add-on (its spinner state).
+      window.sawWorking = [];
+      new MutationObserver((records) => {
+        for (const r of records) {
+          if (r.target.getAttribute('aria-busy') === 'true') window.sawWorking.push(r.target.id);
+        }
+      }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['aria-busy'] });
+    });
+    for (let i = 2; i <= 8; i += 1) {
+      await page.fill('#baseline-name', `b${i}`);
+      await page.click('#save-baseline');
+      await page.waitForSelector(`.baseline-name:text-is("b${i}")`);
+    }
+    check(await page.evaluate(() => window.sawWorking.includes('save-baseline')), 'Save baseline shows that it is working');
+    for (const [width, height, name] of [[390, 844, 'phone'], [1280, 900, 'desktop']]) {
+      await page.setViewportSize({ width, height });
+      await page.fill('#baseline-name', 'ninth');
+      await page.click('#save-baseline');
+      await page.waitForSelector('#baseline-error', { state: 'visible' });
+      const err = await text(page, '#baseline-error');
+      check(/at most 8 baselines/.test(err) && /Drop/.test(err), `the ninth baseline's error says what to do: ${err}`);
+      check(!/drop_baseline|precondition_failed/.test(err), `in the panel's words, not the API's: ${err}`);
+      const box = await page.locator('#baseline-error').boundingBox();
+      check(box && box.y >= 0 && box.y + box.height <= height, `the error is in view at ${name} width (${JSON.stringify(box)})`);
+      check(await page.isHidden('#error'), 'not in the banner at the top');
+      await shoot(page, `baseline-error-${name}`, { fullPage: false });
+      await page.fill('#baseline-name', '');
+    }
+    // Dropping one makes room: the next save works and the error goes.
+    await page.click('button[aria-label="Drop baseline b8"]');
+    await page.waitForFunction(() => !document.querySelector('.baseline-name') || ![...document.querySelectorAll('.baseline-name')].some((e) => e.textContent === 'b8'));
+    await page.fill('#baseline-name', 'ninth');
+    await page.click('#save-baseline');
+    await page.waitForSelector('.baseline-name:text-is("ninth")');
+    check(await page.isHidden('#baseline-error'), 'the error is gone once it worked');
+
     // Drop the baseline.
     await page.click('button[aria-label="Drop baseline before"]');
-    await page.waitForSelector('#baseline-empty', { state: 'visible' });
+    await page.waitForFunction(() => ![...document.querySelectorAll('.baseline-name')].some((e) => e.textContent === 'before'));
   },
 
   // Served at `/` with no proxy and no prefix.
