@@ -1,9 +1,9 @@
 //! One container's memory over time, split into segments at restarts, and the verdict per
 //! window.
 //!
-//! Kept per container: the raw points of the last [`RAW_SPAN_MS`] (one per poll) and
-//! 15-minute averages for [`BUCKETS_IN_MEMORY_MS`] (the database keeps them for
-//! [`BUCKET_SPAN_MS`]). A restart — the state leaving `started`, a
+//! Kept per container in memory: the raw points of the last [`RAW_IN_MEMORY_MS`] (one
+//! per poll) and 15-minute averages for [`BUCKETS_IN_MEMORY_MS`] — what the verdicts read;
+//! the database keeps them for [`RAW_SPAN_MS`] and [`BUCKET_SPAN_MS`]. A restart — the state leaving `started`, a
 //! new version, or memory falling by more than half between two polls — starts a new
 //! segment: verdicts use the current segment only, so the fall of a restart never reads as
 //! shrinking and the climb after it never reads as a leak of the old process.
@@ -21,8 +21,11 @@ use crate::trend::{Assessment, Verdict, assess};
 
 /// Milliseconds in an hour.
 pub const HOUR_MS: i64 = 3_600_000;
-/// Raw points are kept this long (the 6 h window and some margin, 48 h for the chart).
+/// Raw points are kept this long in the database (48 h for the charts).
 pub const RAW_SPAN_MS: i64 = 48 * HOUR_MS;
+/// Raw points kept in memory: what the verdicts read (the 6 h window) and some margin;
+/// charts of longer spans read the database.
+pub const RAW_IN_MEMORY_MS: i64 = 8 * HOUR_MS;
 /// The averages' width: 96 a day, so a 7-day slope is 672 points.
 pub const BUCKET_MS: i64 = 15 * 60 * 1000;
 /// Averages are kept this long (in the database).
@@ -98,7 +101,7 @@ pub enum Restart {
 /// One container's history.
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    /// (time ms, bytes), oldest first, within [`RAW_SPAN_MS`] of the newest.
+    /// (time ms, bytes), oldest first, within [`RAW_IN_MEMORY_MS`] of the newest.
     raw: VecDeque<(i64, u64)>,
     buckets: VecDeque<Bucket>,
     /// The current segment's number and start.
@@ -257,7 +260,7 @@ impl History {
         while self
             .raw
             .front()
-            .is_some_and(|&(t, _)| t < at_ms - RAW_SPAN_MS)
+            .is_some_and(|&(t, _)| t < at_ms - RAW_IN_MEMORY_MS)
         {
             self.raw.pop_front();
         }
@@ -610,7 +613,7 @@ mod tests {
         for i in 0..(100 * 24 * 60) {
             h.push(i * POLL, 1);
         }
-        assert!(h.raw.len() <= (RAW_SPAN_MS / POLL) as usize + 1);
+        assert!(h.raw.len() <= (RAW_IN_MEMORY_MS / POLL) as usize + 1);
         assert!(h.buckets.len() <= (BUCKETS_IN_MEMORY_MS / BUCKET_MS) as usize + 1);
     }
 }

@@ -545,7 +545,11 @@ impl HostMonitor {
             if let Some(aside) = aside {
                 tracing::warn!(path = %path.display(), moved_to = %aside.display(), "the history database was damaged; it was moved aside and a fresh one started");
             }
-            let loaded = store.load_since(self.now_ms() - history::BUCKETS_IN_MEMORY_MS)?;
+            let now = self.now_ms();
+            let loaded = store.load_since(
+                now - history::RAW_IN_MEMORY_MS,
+                now - history::BUCKETS_IN_MEMORY_MS,
+            )?;
             let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
             let own = store
                 .load_own(since)?
@@ -692,12 +696,18 @@ impl HostMonitor {
     /// call it off the async workers.
     pub fn history(&self, slug: &str, span_ms: i64) -> Option<Span> {
         let now = self.now_ms();
-        if span_ms > history::BUCKETS_IN_MEMORY_MS {
-            // Longer than memory keeps: the database's averages (call this off the async
-            // workers). Without a database, what memory has.
+        let averaged = span_ms > history::RAW_SPAN_MS;
+        let in_memory = if averaged {
+            history::BUCKETS_IN_MEMORY_MS
+        } else {
+            history::RAW_IN_MEMORY_MS
+        };
+        if span_ms > in_memory {
+            // Longer than memory keeps: the database's (call this off the async workers).
+            // Without a database, what memory has.
             let store = self.store.lock().expect("store lock poisoned");
             if let Some(store) = store.as_ref() {
-                match store.averages(slug, now - span_ms) {
+                match store.span(slug, now - span_ms, averaged) {
                     Ok(Some((points, restarts))) => return Some(Span { points, restarts }),
                     Ok(None) => {}
                     Err(e) => tracing::warn!("memory history not read: {e}"),

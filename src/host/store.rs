@@ -114,6 +114,10 @@ impl Store {
             .map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
+        // A poll touches a few pages; the default 2 MB page cache would only hold what the
+        // start-up load read once.
+        conn.pragma_update(None, "cache_size", -256)
+            .map_err(sqlite)?;
         let ok: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(sqlite)?;
@@ -198,16 +202,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn load(&self) -> Result<BTreeMap<String, Loaded>, StoreError> {
-        self.load_since(i64::MIN)
+        self.load_since(i64::MIN, i64::MIN)
     }
 
-    /// Every container's saved history, averages from `buckets_since_ms` on (what the
-    /// monitor keeps in memory; longer spans are read with [`Store::averages`]).
+    /// Every container's saved history, raw points from `raw_since_ms` and averages from
+    /// `buckets_since_ms` on (what the monitor keeps in memory; longer spans are read with
+    /// [`Store::span`]).
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn load_since(
         &self,
+        raw_since_ms: i64,
         buckets_since_ms: i64,
     ) -> Result<BTreeMap<String, Loaded>, StoreError> {
         let mut out = BTreeMap::new();
@@ -262,6 +268,8 @@ impl Store {
                 },
             )?;
             // One container's rows at a time: what stays is only the span kept in memory.
+            saved.raw.retain(|&(t, _)| t >= raw_since_ms);
+            saved.raw.shrink_to_fit();
             saved.buckets.retain(|b| b.start_ms >= buckets_since_ms);
             saved.buckets.shrink_to_fit();
             saved.restarts = self.rows(
@@ -396,31 +404,29 @@ impl Store {
         Ok(())
     }
 
-    /// The schema version on disk.
-    ///
-    /// # Errors
-    /// [`StoreError::Sqlite`].
-    /// A container's 15-minute averages from `from_ms` on, as (time ms, bytes) points,
-    /// and its restarts since then; `None` for a slug never written.
+    /// A container's memory from `from_ms` on as (time ms, bytes) points — the raw points
+    /// (`averaged` false) or the 15-minute averages — and its restarts since then; `None`
+    /// for a slug never written.
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
     #[allow(clippy::type_complexity)]
-    pub fn averages(
+    pub fn span(
         &self,
         slug: &str,
         from_ms: i64,
+        averaged: bool,
     ) -> Result<Option<(Vec<(i64, u64)>, Vec<i64>)>, StoreError> {
         let Some(&id) = self.ids.get(slug) else {
             return Ok(None);
         };
         let read = || -> rusqlite::Result<(Vec<(i64, u64)>, Vec<i64>)> {
-            let mut q = self.conn.prepare_cached(
-                "SELECT start_ms, sum, count, segment FROM averages
-                 WHERE id = ?1 AND start_ms >= ?2 ORDER BY start_ms, segment",
-            )?;
-            let points = q
-                .query_map(params![id, from_ms], |r| {
+            let points = if averaged {
+                let mut q = self.conn.prepare_cached(
+                    "SELECT start_ms, sum, count, segment FROM averages
+                     WHERE id = ?1 AND start_ms >= ?2 ORDER BY start_ms, segment",
+                )?;
+                q.query_map(params![id, from_ms], |r| {
                     Ok(Bucket {
                         start_ms: r.get(0)?,
                         sum: r.get(1)?,
@@ -434,7 +440,16 @@ impl Store {
                         (t, v as u64)
                     })
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()?
+            } else {
+                let mut q = self.conn.prepare_cached(
+                    "SELECT at_ms, bytes FROM points WHERE id = ?1 AND at_ms >= ?2 ORDER BY at_ms",
+                )?;
+                q.query_map(params![id, from_ms], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0).unsigned_abs()))
+                })?
+                .collect::<Result<_, _>>()?
+            };
             let mut q = self.conn.prepare_cached(
                 "SELECT at_ms FROM restarts WHERE id = ?1 AND at_ms >= ?2 ORDER BY at_ms",
             )?;
@@ -485,6 +500,10 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
+    /// The schema version on disk.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -627,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_loads_eight_days_and_longer_spans_are_read_from_the_file() {
+    fn memory_loads_what_verdicts_read_and_longer_spans_are_read_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let (mut store, _) = Store::open(&path).unwrap();
@@ -643,17 +662,23 @@ mod tests {
                 .unwrap();
         }
         let now = polls * BUCKET_MS;
-        let loaded = store.load_since(now - BUCKETS_IN_MEMORY_MS).unwrap();
+        let loaded = store
+            .load_since(now - 4 * HOUR_MS, now - BUCKETS_IN_MEMORY_MS)
+            .unwrap();
         let kept = loaded["z"].saved.buckets.len() as i64;
         assert_eq!(kept, BUCKETS_IN_MEMORY_MS / BUCKET_MS + 1);
+        assert_eq!(loaded["z"].saved.raw.len(), 17, "four hours of points");
         let (points, restarts) = store
-            .averages("z", now - 30 * 24 * HOUR_MS)
+            .span("z", now - 30 * 24 * HOUR_MS, true)
             .unwrap()
             .unwrap();
         assert_eq!(points.len() as i64, polls + 1, "all twenty days");
         assert_eq!(points.last().unwrap().1, 1_000_000 + polls as u64);
         assert!(restarts.is_empty());
-        assert_eq!(store.averages("nobody", 0).unwrap(), None);
+        let (raw, _) = store.span("z", now - 24 * HOUR_MS, false).unwrap().unwrap();
+        assert_eq!(raw.len(), 97, "a day of points");
+        assert_eq!(raw.last(), Some(&(now, 1_000_000 + polls as u64)));
+        assert_eq!(store.span("nobody", 0, true).unwrap(), None);
     }
 
     #[test]
