@@ -206,6 +206,22 @@ impl History {
             .collect()
     }
 
+    /// The samples taken since `from` (wall clock), oldest first: (when, RSS, heap).
+    pub fn since(&self, from: SystemTime) -> Vec<(SystemTime, u64, u64)> {
+        (0..self.len)
+            .rev()
+            .map(|i| {
+                let p = self.nth_newest(i);
+                (
+                    self.epoch_wall + Duration::from_millis(p.at_ms),
+                    p.rss_bytes,
+                    p.heap_bytes,
+                )
+            })
+            .filter(|(t, _, _)| *t >= from)
+            .collect()
+    }
+
     /// The newest sample: when (wall clock), RSS, heap.
     pub fn latest(&self) -> Option<(SystemTime, u64, u64)> {
         self.last_point().map(|p| {
@@ -316,6 +332,11 @@ pub fn kendall_tau(points: &[(f64, f64)]) -> Option<f64> {
     Some(score as f64 / pairs)
 }
 
+/// The samples a window of `window_len` needs before it gives a verdict.
+pub fn needed(window_len: usize) -> usize {
+    ((window_len as f64 * MIN_COVERAGE).ceil() as usize).max(MIN_POINTS)
+}
+
 /// The verdict for `points` (seconds, bytes), oldest first, from a window meant to hold
 /// `window_len` samples: `insufficient_data` below [`MIN_COVERAGE`] of it or
 /// [`MIN_POINTS`]; `growing` when the Theil–Sen slope is at least `threshold` bytes per
@@ -323,7 +344,7 @@ pub fn kendall_tau(points: &[(f64, f64)]) -> Option<f64> {
 /// half of the window rising at least [`HALF_SLOPE_MIN_SHARE`] as fast); otherwise
 /// `stable`.
 pub fn assess(points: &[(f64, f64)], window_len: usize, threshold_per_hour: f64) -> Assessment {
-    let needed = ((window_len as f64 * MIN_COVERAGE).ceil() as usize).max(MIN_POINTS);
+    let needed = needed(window_len);
     let slope = theil_sen(points).map(|s| s * 3600.0);
     let tau = kendall_tau(points);
     let (first, second) = points.split_at(points.len() / 2);
@@ -522,6 +543,17 @@ impl Monitor {
         let mut history = self.history.lock().expect("trend lock poisoned");
         history.push(Instant::now(), rss, heap);
         history.latest().expect("a sample was just pushed")
+    }
+
+    /// The samples of the last `span` (wall clock), oldest first: (when, RSS, heap).
+    pub fn recent(&self, span: Duration) -> Vec<(SystemTime, u64, u64)> {
+        let from = SystemTime::now()
+            .checked_sub(span)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.history
+            .lock()
+            .expect("trend lock poisoned")
+            .since(from)
     }
 
     /// Puts back the samples of an earlier run (when, RSS, heap; oldest first) in place

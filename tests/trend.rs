@@ -228,3 +228,51 @@ async fn allocate_and_free_cycles_are_not_growing() {
     assert_ne!(w["rss"]["verdict"], "growing", "{t}");
     s.stop().await;
 }
+
+/// `debug/memory_history`: the add-on's own RSS and heap, one point per trend sample,
+/// oldest first, over the WebSocket and HTTP alike; a window it does not know is named in
+/// the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_add_ons_own_history_is_served_oldest_first() {
+    let _serial = SERIAL.lock().await;
+    let s = TestServer::start_with(fast_trend, limits()).await;
+    let began = Instant::now();
+    let mut ws = ws(s.ingress).await;
+    let points = loop {
+        let r = ws
+            .call("h", "debug/memory_history", json!({"window": "15m"}))
+            .await;
+        let points = r["result"]["points"].as_array().unwrap().clone();
+        if points.len() >= 10 {
+            assert_eq!(r["result"]["window"], "15m");
+            assert_eq!(r["result"]["sample_interval_s"], 0.04);
+            break points;
+        }
+        assert!(began.elapsed() < Duration::from_secs(20), "{r}");
+        tokio::time::sleep(SAMPLE * 5).await;
+    };
+    let times: Vec<i64> = points.iter().map(|p| p[0].as_i64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+    assert!(
+        points.iter().all(|p| p[1].as_u64().unwrap() > 0),
+        "RSS in every point"
+    );
+    assert!(
+        points.iter().all(|p| p[2].as_u64().unwrap() > 0),
+        "heap in use in every point (the tracker is this test's allocator)"
+    );
+    let http = get(s.ingress, "/api/memory/history?window=1h", &[]).await;
+    assert_eq!(http.status, 200);
+    let h = http.json();
+    assert_eq!(h["window"], "1h");
+    assert!(h["points"].as_array().unwrap().len() >= points.len());
+    let bad = ws
+        .call("b", "debug/memory_history", json!({"window": "2h"}))
+        .await;
+    assert_eq!(bad["error_code"], "invalid_args", "{bad}");
+    assert!(bad["details"].as_str().unwrap().contains("window"), "{bad}");
+    s.stop().await;
+}

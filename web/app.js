@@ -177,6 +177,9 @@
 
   const state = {
     samples: [], // { t, rss, heap }
+    // Points further apart than this are not joined: the stream's, or the server
+    // history's (a sample a minute) when the chart starts from it.
+    gapMs: STREAM_INTERVAL_S * 1000 * 3,
     tracking: null,
     snapshot: null,
     baselines: [],
@@ -291,6 +294,17 @@
     if (d.tracking) renderTracking(d.tracking);
   }
 
+  // The chart starts from the server's own history (kept across restarts), so a page
+  // load shows the last 15 minutes, not an empty chart.
+  async function loadHistory15m() {
+    const h = await conn.call('debug/memory_history', { window: '15m' });
+    state.gapMs = Math.max(STREAM_INTERVAL_S * 1000 * 3, h.sample_interval_s * 1000 * 3);
+    const newest = state.samples.length ? state.samples[0].t : Infinity;
+    const older = h.points.filter((p) => p[0] < newest).map(([t, rss, heap]) => ({ t, rss, heap }));
+    state.samples = older.concat(state.samples);
+    renderChart();
+  }
+
   function addSample(d) {
     const t = Date.parse(d.sampled_at) || Date.now();
     state.samples.push({ t, rss: d.system.process.rss_bytes, heap: d.allocator.current_bytes });
@@ -383,7 +397,7 @@
       t0: now - WINDOW_MS,
       t1: now,
       series,
-      gap: STREAM_INTERVAL_S * 1000 * 3,
+      gap: state.gapMs,
       xLabels: [15, 10, 5, 0].map((m) => [now - m * 60000, m === 0 ? 'now' : `−${m} min`]),
     });
     if (samples.length) {
@@ -514,14 +528,21 @@
     const badge = $('trend-verdict');
     badge.dataset.verdict = t.verdict;
     badge.textContent = VERDICT_TEXT[t.verdict] || t.verdict;
-    const span = t.samples ? `${t.samples} samples since ${clock(t.oldest_sample_at)}` : 'no samples yet';
+    const span = t.samples ? `${t.samples} sample${t.samples === 1 ? '' : 's'} since ${clock(t.oldest_sample_at)}` : 'no samples yet';
     $('trend-meta').textContent =
       `Memory is recorded every ${Math.round(t.sample_interval_s)} s (${span}). “Growing” means at least ${bytes(t.threshold_bytes_per_hour)} per hour, rising steadily.`;
     const body = $('trend-rows');
     body.replaceChildren();
     for (const w of t.windows) {
+      // A window without enough samples says when it will have them.
+      const ready = (a) => {
+        const missing = (w.samples_needed || 0) - (a.points || 0);
+        if (missing <= 0) return 'soon';
+        const min = Math.ceil((missing * t.sample_interval_s) / 60);
+        return min < 90 ? `ready in ${min} min` : `ready in ${Math.round(min / 60)} h`;
+      };
       const cell = (a) => el('td', { class: `num verdict-${a.verdict}`, title: VERDICT_TEXT[a.verdict] || a.verdict },
-        a.verdict === 'insufficient_data' ? '—' : perHour(a.slope_bytes_per_hour),
+        a.verdict === 'insufficient_data' ? ready(a) : perHour(a.slope_bytes_per_hour),
         a.verdict === 'growing' ? el('span', { class: 'sr-only', text: ' (growing)' }) : null);
       body.append(el('tr', {}, el('th', { scope: 'row', text: w.window }), cell(w.rss), cell(w.heap)));
     }
@@ -920,6 +941,7 @@
     try {
       const sys = await conn.call('system/info');
       renderTracking(sys.tracking);
+      await loadHistory15m();
       await conn.call('debug/memory_subscribe', { interval_s: STREAM_INTERVAL_S }, (data) => {
         renderStats(data);
         addSample(data);

@@ -188,6 +188,7 @@ pub const REGISTRY: &[Command] = &[
     stream::MEMORY_SUBSCRIBE,
     stream::MEMORY_UNSUBSCRIBE,
     trend::MEMORY_TREND,
+    trend::MEMORY_HISTORY,
     host::MEMORY,
     host::MEMORY_HISTORY,
 ];

@@ -25,6 +25,72 @@ pub const MEMORY_TREND: Command = Command {
     },
 };
 
+/// `debug/memory_history` (over HTTP: `GET /api/memory/history`).
+pub const MEMORY_HISTORY: Command = Command {
+    name: "debug/memory_history",
+    summary: "The add-on's own process RSS and heap in use over the last 15 min, 1 h, 6 h or 24 h, one point per trend sample (kept across restarts).",
+    run: |ctx, args| {
+        Box::pin(async move {
+            let args: HistoryArgs = args.parse()?;
+            let span = args.window.span();
+            let points = ctx.services.trend.recent(span);
+            Ok(json!({
+                "window": args.window.name(),
+                "sample_interval_s": ctx.services.trend.settings().sample_interval.as_secs_f64(),
+                "points": points
+                    .iter()
+                    .map(|(at, rss, heap)| json!([crate::host::unix_ms(*at), rss, heap]))
+                    .collect::<Vec<_>>(),
+            })
+            .into())
+        })
+    },
+};
+
+/// `debug/memory_history` arguments.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryArgs {
+    /// Default `15m`.
+    #[serde(default)]
+    pub window: Window,
+}
+
+/// How far back `debug/memory_history` looks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum Window {
+    #[default]
+    #[serde(rename = "15m")]
+    M15,
+    #[serde(rename = "1h")]
+    H1,
+    #[serde(rename = "6h")]
+    H6,
+    #[serde(rename = "24h")]
+    H24,
+}
+
+impl Window {
+    fn span(self) -> std::time::Duration {
+        let minutes = match self {
+            Self::M15 => 15,
+            Self::H1 => 60,
+            Self::H6 => 360,
+            Self::H24 => 1440,
+        };
+        std::time::Duration::from_secs(minutes * 60)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::M15 => "15m",
+            Self::H1 => "1h",
+            Self::H6 => "6h",
+            Self::H24 => "24h",
+        }
+    }
+}
+
 /// Computes the trend's report (off the async workers, one at a time with snapshots).
 ///
 /// # Errors
@@ -62,6 +128,7 @@ pub fn report_json(r: &TrendReport) -> Value {
         "windows": r.windows.iter().map(|w| json!({
             "window": w.name,
             "samples": w.samples,
+            "samples_needed": crate::trend::needed(w.samples),
             "span_s": w.span.as_secs_f64(),
             "verdict": w.verdict().as_str(),
             "rss": assessment_json(&w.rss),

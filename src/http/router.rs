@@ -106,6 +106,11 @@ pub const ROUTES: &[Route] = &[
         handler: Handler::Command(&trend::MEMORY_TREND),
     },
     Route {
+        path: "/api/memory/history",
+        methods: GET,
+        handler: Handler::Command(&trend::MEMORY_HISTORY),
+    },
+    Route {
         path: "/api/report",
         methods: GET,
         handler: Handler::Command(&report::REPORT),

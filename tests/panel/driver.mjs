@@ -134,6 +134,9 @@ const scenarios = {
     const verdict = await page.getAttribute('#trend-verdict', 'data-verdict');
     check(verdict === 'insufficient_data', `a new add-on has too little data: ${verdict}`);
     check((await text(page, '#trend-verdict')) === 'Not enough data yet', 'verdict in words');
+    const waits = await page.locator('#trend-rows td').allTextContents();
+    check(waits.length === 6 && waits.every((w) => /^ready in \d+ (min|h)$/.test(w.trim())), `windows say when they are ready: ${waits}`);
+    check(/^ready in 6 h$/.test(waits[4].trim()) || /^ready in 3 h$/.test(waits[4].trim()), `the 6 h window needs three hours: ${waits[4]}`);
     if (tracking === 'Tracking: off') check(await page.isVisible('#start-tracking'), 'Start tracking offered');
     check(/\d (B|KiB|MiB|GiB)$/.test(await text(page, '#tile-rss .value')), 'RSS in human units');
     check(/of .* total/.test(await text(page, '#tile-host .sub')), 'host total');
@@ -287,6 +290,13 @@ const scenarios = {
   // Through the ingress proxy with the tracker: start tracking, baseline, real growth,
   // compare, the table, keyboard expansion, the report with the diff.
   async tracking(page) {
+    // The chart starts from the add-on's own history (a sample every 100 ms here), not
+    // empty: a reload shows what the server kept.
+    await page.waitForTimeout(1500);
+    await page.reload();
+    await live(page);
+    const fromServer = Number(await page.getAttribute('#chart', 'data-points'));
+    check(fromServer >= 10, `the chart starts from the server's history: ${fromServer} points`);
     check(await page.isVisible('#start-tracking'), 'tracking starts off');
     await page.click('#start-tracking');
     await page.waitForFunction(() => !/off|…/.test(document.getElementById('tracking').textContent));
