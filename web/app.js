@@ -273,6 +273,14 @@
       chip.className = 'chip off';
     }
     $('start-tracking').hidden = !!t.enabled;
+    // Exports answer only while tracking is on.
+    $('exports-off').hidden = !!t.enabled;
+    $('exports-scope').hidden = !t.enabled;
+    for (const id of ['export-flamegraph', 'export-profile', 'export-folded']) {
+      $(id).classList.toggle('disabled', !t.enabled);
+      if (t.enabled) $(id).removeAttribute('aria-disabled');
+      else $(id).setAttribute('aria-disabled', 'true');
+    }
   }
 
   function renderStats(d) {
@@ -436,6 +444,12 @@
     if (compare) params.set('compare_with', compare);
     params.set('group_by', $('group-by').value);
     $('report').setAttribute('href', `api/report?${params}`);
+    // The exports: of the heap now, or against the baseline chosen under Compare with.
+    const base = compare ? `?${new URLSearchParams({ baseline: compare })}` : '';
+    $('export-flamegraph').setAttribute('href', `api/memory/flamegraph.svg${base}`);
+    $('export-profile').setAttribute('href', 'api/memory/profile.pb.gz');
+    $('export-folded').setAttribute('href', `api/memory/folded${base}`);
+    $('exports-baseline-note').textContent = compare ? `, against the baseline “${compare}”` : '';
   }
 
   let rowSeq = 0;
@@ -979,6 +993,12 @@
         if (ok && state.baselines.some((b) => b.name === name)) $('baseline-name').value = '';
       });
     });
+    for (const id of ['export-flamegraph', 'export-profile', 'export-folded']) {
+      $(id).addEventListener('click', (ev) => {
+        if ($(id).getAttribute('aria-disabled') === 'true') ev.preventDefault();
+      });
+    }
+    $('metrics-address').textContent = `http://${location.hostname || 'HOST'}:8100/metrics`;
     $('group-by').addEventListener('change', updateReportLink);
     $('compare-with').addEventListener('change', updateReportLink);
     new ResizeObserver(() => renderChart()).observe($('chart'));

@@ -137,7 +137,11 @@ const scenarios = {
     const waits = await page.locator('#trend-rows td').allTextContents();
     check(waits.length === 6 && waits.every((w) => /^ready in \d+ (min|h)$/.test(w.trim())), `windows say when they are ready: ${waits}`);
     check(/^ready in 6 h$/.test(waits[4].trim()) || /^ready in 3 h$/.test(waits[4].trim()), `the 6 h window needs three hours: ${waits[4]}`);
-    if (tracking === 'Tracking: off') check(await page.isVisible('#start-tracking'), 'Start tracking offered');
+    if (tracking === 'Tracking: off') {
+      check(await page.isVisible('#start-tracking'), 'Start tracking offered');
+      check(await page.isVisible('#exports-off'), 'the exports say they need tracking');
+      check((await page.getAttribute('#export-profile', 'aria-disabled')) === 'true', 'and are disabled');
+    }
     check(/\d (B|KiB|MiB|GiB)$/.test(await text(page, '#tile-rss .value')), 'RSS in human units');
     check(/of .* total/.test(await text(page, '#tile-host .sub')), 'host total');
     await waitForPoints(page, 3);
@@ -381,6 +385,25 @@ const scenarios = {
     const site = (await first.locator('.fn').first().textContent()).trim();
     const reportSites = grown.slice(0, 3).map((r) => r.traceback[0].replace(/ \([^()]*\)$/, ''));
     check(reportSites.includes(site), `the table's top growth (${site}) is among the report's (${reportSites.join(', ')})`);
+
+    // The exports, through the ingress prefix: a differential flame graph against the
+    // chosen baseline, the pprof profile, folded stacks, the metrics.
+    check(await page.isHidden('#exports-off'), 'exports offered once tracking is on');
+    const exportsFound = {};
+    for (const id of ['export-flamegraph', 'export-profile', 'export-folded', 'export-metrics']) {
+      const href = await page.evaluate((i) => document.getElementById(i).href, id);
+      check(href.startsWith(cfg.url), `${id} under the prefix: ${href}`);
+      const r = await page.request.get(href);
+      check(r.status() === 200, `${id} answers ${r.status()}`);
+      exportsFound[id] = { href, type: r.headers()['content-type'], body: await r.body() };
+    }
+    check(/baseline=before/.test(exportsFound['export-flamegraph'].href), 'the flame graph compares with the chosen baseline');
+    check(/image\/svg\+xml/.test(exportsFound['export-flamegraph'].type), 'an SVG');
+    const gz = exportsFound['export-profile'].body;
+    check(gz[0] === 0x1f && gz[1] === 0x8b, 'a gzipped profile');
+    check(/ \d+ \d+$/m.test(exportsFound['export-folded'].body.toString()), 'folded stacks with before and after');
+    check(/^# (HELP|TYPE) heapwatch_/m.test(exportsFound['export-metrics'].body.toString()), 'Prometheus text');
+    check((await page.getAttribute('#export-flamegraph', 'target')) === '_blank', 'the flame graph opens in a new tab');
 
     await page.mouse.move(0, 0);
     await page.emulateMedia({ colorScheme: 'light' });
