@@ -66,6 +66,7 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
         &[("subscription", "required_string")],
     ),
     ("debug/memory_trend", &[]),
+    ("debug/memory_history", &[("window", "choice")]),
     ("host/memory", &[("sort", "choice")]),
     (
         "host/memory_history",

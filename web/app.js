@@ -290,7 +290,7 @@
     setTile('tile-rss', bytes(p.rss_bytes), `peak ${bytes(p.peak_rss_bytes)}`);
     const heapKnown = a.current_bytes > 0 || a.peak_bytes > 0;
     setTile('tile-heap', heapKnown ? bytes(a.current_bytes) : '—',
-      heapKnown ? `${a.live_blocks.toLocaleString()} live blocks` : 'allocator not instrumented');
+      heapKnown ? `${a.live_blocks.toLocaleString()} blocks, tracking or not` : 'allocator not instrumented');
     $('tile-peak').querySelector('.value').textContent = heapKnown ? bytes(a.peak_bytes) : '—';
     setTile('tile-host', bytes(h.available_bytes), `of ${bytes(h.total_bytes)} total`);
     setTile('tile-swap', h.swap_total_bytes ? bytes(h.swap_used_bytes) : 'none',
@@ -998,7 +998,11 @@
         if ($(id).getAttribute('aria-disabled') === 'true') ev.preventDefault();
       });
     }
-    $('metrics-address').textContent = `http://${location.hostname || 'HOST'}:8100/metrics`;
+    // The direct port's address as the user's browser knows the host (shown, not fetched).
+    const direct = new URL('/metrics', location.href);
+    direct.protocol = 'http:';
+    direct.port = '8100';
+    $('metrics-address').textContent = direct.href;
     $('group-by').addEventListener('change', updateReportLink);
     $('compare-with').addEventListener('change', updateReportLink);
     new ResizeObserver(() => renderChart()).observe($('chart'));
