@@ -5,6 +5,8 @@
 
 mod standin;
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -194,6 +196,31 @@ async fn one_leaking_addon_among_a_hundred_is_the_only_one_growing() {
     let mib_per_hour = top["state"].as_f64().unwrap();
     assert!((mib_per_hour - 30.0).abs() <= 6.0, "{top}");
     assert_eq!(top["attributes"]["slug"], "local_leaky", "{top}");
+
+    // /metrics: a memory gauge and a growing flag per container, labelled by slug.
+    let m = get(s.ingress, "/metrics", &[]).await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8(m.body).unwrap();
+    let series = |name: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .collect()
+    };
+    assert_eq!(
+        series("heapwatch_container_memory_bytes").len(),
+        107,
+        "{text}"
+    );
+    let growing: Vec<&str> = series("heapwatch_container_growing")
+        .into_iter()
+        .filter(|l| l.ends_with(" 1"))
+        .collect();
+    assert_eq!(growing.len(), 1, "{growing:?}");
+    assert!(growing[0].contains("slug=\"local_leaky\""), "{growing:?}");
+    if tools::require("promtool", "prometheus") {
+        let (ok, out) = tools::run_with_stdin("promtool", &["check", "metrics"], text.as_bytes());
+        assert!(ok, "promtool check metrics: {out}\n{text}");
+    }
     s.stop().await;
 }
 
