@@ -25,6 +25,23 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 /// The file name under `data_dir`.
 pub const FILE_NAME: &str = "history.sqlite3";
+/// The first schema (version 1): containers and their points, averages and restarts.
+const SCHEMA_V1: &str = "
+    CREATE TABLE containers (
+        id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+        kind TEXT NOT NULL, segment INTEGER NOT NULL, segment_start_ms INTEGER,
+        state TEXT, version TEXT);
+    CREATE TABLE points (
+        id INTEGER NOT NULL, at_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,
+        PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
+    CREATE TABLE averages (
+        id INTEGER NOT NULL, start_ms INTEGER NOT NULL, segment INTEGER NOT NULL,
+        sum REAL NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (id, start_ms, segment)) WITHOUT ROWID;
+    CREATE TABLE restarts (
+        id INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+        PRIMARY KEY (id, at_ms)) WITHOUT ROWID;";
+
 /// How long the add-on's own samples are kept: its trend looks back a day; two leave room
 /// for a restart without losing the day before.
 pub const OWN_SPAN_MS: i64 = 48 * 3_600_000;
@@ -137,25 +154,9 @@ impl Store {
             });
         }
         if version < 1 {
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE containers (
-                     id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
-                     kind TEXT NOT NULL, segment INTEGER NOT NULL, segment_start_ms INTEGER,
-                     state TEXT, version TEXT);
-                 CREATE TABLE points (
-                     id INTEGER NOT NULL, at_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,
-                     PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
-                 CREATE TABLE averages (
-                     id INTEGER NOT NULL, start_ms INTEGER NOT NULL, segment INTEGER NOT NULL,
-                     sum REAL NOT NULL, count INTEGER NOT NULL,
-                     PRIMARY KEY (id, start_ms, segment)) WITHOUT ROWID;
-                 CREATE TABLE restarts (
-                     id INTEGER NOT NULL, at_ms INTEGER NOT NULL,
-                     PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+            ))
             .map_err(sqlite)?;
         }
         if version < 2 {
@@ -731,28 +732,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         {
-            // The first schema, as the first release wrote it.
+            // The first schema, as the first release wrote it, with one container.
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE containers (
-                     id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
-                     kind TEXT NOT NULL, segment INTEGER NOT NULL, segment_start_ms INTEGER,
-                     state TEXT, version TEXT);
-                 CREATE TABLE points (
-                     id INTEGER NOT NULL, at_ms INTEGER NOT NULL, bytes INTEGER NOT NULL,
-                     PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
-                 CREATE TABLE averages (
-                     id INTEGER NOT NULL, start_ms INTEGER NOT NULL, segment INTEGER NOT NULL,
-                     sum REAL NOT NULL, count INTEGER NOT NULL,
-                     PRIMARY KEY (id, start_ms, segment)) WITHOUT ROWID;
-                 CREATE TABLE restarts (
-                     id INTEGER NOT NULL, at_ms INTEGER NOT NULL,
-                     PRIMARY KEY (id, at_ms)) WITHOUT ROWID;
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1}
                  INSERT INTO containers (id, slug, name, kind, segment, state, version)
                      VALUES (1, 'core_mosquitto', 'Mosquitto broker', 'addon', 0, 'started', '6.4');
                  INSERT INTO points VALUES (1, 60000, 41943040);
-                 PRAGMA user_version = 1;",
-            )
+                 PRAGMA user_version = 1;"
+            ))
             .unwrap();
         }
         let (mut store, aside) = Store::open(&path).unwrap();

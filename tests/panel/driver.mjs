@@ -104,6 +104,25 @@ async function downloadReport(page) {
   return report;
 }
 
+// Screenshots in light and dark, at desktop and phone width (no sideways scrolling there),
+// named `<prefix>-light`, `-dark`, `-phone-dark`, `-phone-light`; back to desktop after.
+async function themesAndPhone(page, prefix) {
+  await page.mouse.move(0, 0);
+  await page.evaluate(() => document.activeElement && document.activeElement.blur());
+  await page.emulateMedia({ colorScheme: 'light' });
+  await shoot(page, `${prefix}-light`);
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shoot(page, `${prefix}-dark`);
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `no sideways scrolling at phone width (${overflow}px too wide)`);
+  await shoot(page, `${prefix}-phone-dark`);
+  await page.emulateMedia({ colorScheme: 'light' });
+  await shoot(page, `${prefix}-phone-light`);
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
 async function waitForPoints(page, n) {
   await page.waitForFunction((k) => Number(document.getElementById('chart').dataset.points) >= k, n);
 }
@@ -169,20 +188,7 @@ const scenarios = {
     await tabTo(page, 'take-snapshot');
     await tabTo(page, 'save-baseline');
 
-    await page.mouse.move(0, 0);
-    await page.evaluate(() => document.activeElement && document.activeElement.blur());
-    await page.emulateMedia({ colorScheme: 'light' });
-    await shoot(page, 'ingress-light');
-    await page.emulateMedia({ colorScheme: 'dark' });
-    await shoot(page, 'ingress-dark');
-    await page.setViewportSize({ width: 390, height: 844 });
-    await page.waitForTimeout(300);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    check(overflow <= 0, `no sideways scrolling at phone width (${overflow}px too wide)`);
-    await shoot(page, 'ingress-phone-dark');
-    await page.emulateMedia({ colorScheme: 'light' });
-    await shoot(page, 'ingress-phone-light');
-    await page.setViewportSize({ width: 1280, height: 900 });
+    await themesAndPhone(page, 'ingress');
 
     // The add-on restarts: the panel says it is reconnecting, then comes back by itself.
     await ask('STOP', 'STOPPED');
@@ -266,20 +272,7 @@ const scenarios = {
       return d.querySelector('[data-window="24h"]').getAttribute('aria-checked') === 'true' && Number(d.querySelector('.host-chart').dataset.points) > 100;
     });
 
-    await page.mouse.move(0, 0);
-    await page.evaluate(() => document.activeElement && document.activeElement.blur());
-    await page.emulateMedia({ colorScheme: 'light' });
-    await shoot(page, 'host-light');
-    await page.emulateMedia({ colorScheme: 'dark' });
-    await shoot(page, 'host-dark');
-    await page.setViewportSize({ width: 390, height: 844 });
-    await page.waitForTimeout(300);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    check(overflow <= 0, `no sideways scrolling at phone width (${overflow}px too wide)`);
-    await shoot(page, 'host-phone-dark');
-    await page.emulateMedia({ colorScheme: 'light' });
-    await shoot(page, 'host-phone-light');
-    await page.setViewportSize({ width: 1280, height: 900 });
+    await themesAndPhone(page, 'host');
 
     // The Supervisor starts refusing (the add-on's role was lowered): the panel says so
     // and keeps what it had.
