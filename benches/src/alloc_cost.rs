@@ -12,11 +12,13 @@
 //!
 //! Command line (what `driver` passes): `<config> <sizes> <threads> <millis>`, e.g.
 //! `exact 16,64,4096,65536 1,2 200`. `config` is only read by the binary's setup hook.
-//! Output: one line per case, `size threads ns_per_pair`.
+//! Output: one line per case, `size threads cpu_ns_per_pair wall_ns_per_pair` (wall: each
+//! measuring thread's own elapsed time over its loop, averaged like the CPU time; with 2
+//! threads on 2 shared cores, waiting on a lock shows as wall time above CPU time).
 
 use std::hint::black_box;
 use std::sync::Barrier;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Frames the workload descends before allocating. With the thread's own start-up
 /// frames below it, the allocator sees stacks of about 25 frames.
@@ -47,13 +49,21 @@ fn descend(n: usize, work: &mut dyn FnMut()) -> usize {
     }
 }
 
+/// Time one thread took: its own CPU time and the wall-clock time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Took {
+    cpu: Duration,
+    wall: Duration,
+}
+
 /// `ops` alloc+free pairs of `size` bytes on a ring of live blocks; returns the time.
-fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Duration {
+fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
     let mut ring: Vec<Vec<u8>> = (0..RING).map(|_| Vec::with_capacity(size)).collect();
     if let Some(b) = start {
         b.wait();
     }
     let t = thread_cpu_time();
+    let wall = Instant::now();
     let mut slot = 0;
     for _ in 0..ops {
         // black_box: the compiler may otherwise pair the allocation with its free and
@@ -66,7 +76,10 @@ fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Duration {
             slot = 0;
         }
     }
-    let took = thread_cpu_time().saturating_sub(t);
+    let took = Took {
+        cpu: thread_cpu_time().saturating_sub(t),
+        wall: wall.elapsed(),
+    };
     black_box(&ring);
     took
 }
@@ -86,24 +99,26 @@ fn thread_cpu_time() -> Duration {
 }
 
 /// Runs `ops` pairs at depth on one thread.
-fn churn_at_depth(size: usize, ops: u64, start: Option<&Barrier>) -> Duration {
-    let mut took = Duration::ZERO;
+fn churn_at_depth(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
+    let mut took = Took::default();
     descend(DEPTH, &mut || took = churn(size, ops, start));
     took
 }
 
-/// Nanoseconds per alloc+free pair for `case`, measured for about `target`.
+/// Nanoseconds per alloc+free pair for `case` (CPU time, wall time), measured for about
+/// `target`.
 ///
 /// Calibrates the operation count on one thread first (doubling until a run takes
 /// 20 ms), then runs `case.threads` threads that start together and averages what each
 /// measured.
-pub fn measure(case: Case, target: Duration) -> f64 {
+pub fn measure(case: Case, target: Duration) -> (f64, f64) {
     let mut ops = 1_000u64;
     let per_op = loop {
         let took = std::thread::scope(|s| {
             s.spawn(|| churn_at_depth(case.size, ops, None))
                 .join()
                 .expect("calibration thread")
+                .cpu
         });
         if took >= Duration::from_millis(20) || ops >= 1 << 30 {
             break took.as_secs_f64() / ops as f64;
@@ -112,7 +127,7 @@ pub fn measure(case: Case, target: Duration) -> f64 {
     };
     let ops = ((target.as_secs_f64() / per_op) as u64).max(1_000);
     let barrier = Barrier::new(case.threads);
-    let times: Vec<Duration> = std::thread::scope(|s| {
+    let times: Vec<Took> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..case.threads)
             .map(|_| s.spawn(|| churn_at_depth(case.size, ops, Some(&barrier))))
             .collect();
@@ -121,8 +136,11 @@ pub fn measure(case: Case, target: Duration) -> f64 {
             .map(|h| h.join().expect("measuring thread"))
             .collect()
     });
-    let total: f64 = times.iter().map(Duration::as_secs_f64).sum();
-    total / times.len() as f64 / ops as f64 * 1e9
+    let per_pair = |d: fn(&Took) -> Duration| {
+        let total: f64 = times.iter().map(|t| d(t).as_secs_f64()).sum();
+        total / times.len() as f64 / ops as f64 * 1e9
+    };
+    (per_pair(|t| t.cpu), per_pair(|t| t.wall))
 }
 
 /// Parsed command line of an allocator binary.
@@ -191,8 +209,8 @@ pub fn run_cli<G>(setup: impl FnOnce(&str) -> Result<G, String>) -> std::process
     };
     let mut lines = Vec::new();
     for case in &args.cases {
-        let ns = measure(*case, args.target);
-        lines.push(format!("{} {} {ns:.2}", case.size, case.threads));
+        let (cpu, wall) = measure(*case, args.target);
+        lines.push(format!("{} {} {cpu:.2} {wall:.2}", case.size, case.threads));
     }
     drop(guard);
     for l in lines {
@@ -232,13 +250,14 @@ mod tests {
 
     #[test]
     fn measures_something_positive() {
-        let ns = measure(
+        let (cpu, wall) = measure(
             Case {
                 size: 64,
                 threads: 1,
             },
             Duration::from_millis(5),
         );
-        assert!(ns > 0.0 && ns < 1e6, "{ns}");
+        assert!(cpu > 0.0 && cpu < 1e6, "{cpu}");
+        assert!(wall > 0.0 && wall < 1e6, "{wall}");
     }
 }

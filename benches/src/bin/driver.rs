@@ -174,7 +174,7 @@ fn run_alloc(bin: &str, config: &str, case_ms: u64) -> Result<CaseTimes, String>
     let mut m = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if let [s, t, ns] = f[..] {
+        if let [s, t, ns, ..] = f[..] {
             let key = (
                 s.parse().map_err(|_| line.to_owned())?,
                 t.parse().map_err(|_| line.to_owned())?,

@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use heapwatch::memory::{self, GroupBy, Mode, TrackingConfig};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, TrackingConfig};
 use heapwatch_bench::{procfs, stats};
 
 #[global_allocator]
