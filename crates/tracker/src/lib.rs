@@ -93,6 +93,7 @@ mod filter;
 mod guard;
 mod lock;
 mod recorder;
+mod region;
 mod sampler;
 mod snapshot;
 mod sources;
