@@ -277,7 +277,7 @@ fn records(word: u64, size: usize) -> bool {
 fn may_be_in_table(word: u64, layout: Layout) -> bool {
     match word & MODE_MASK {
         MODE_OFF => false,
-        MODE_SAMPLED => !region::eligible(layout.size(), layout.align()),
+        MODE_SAMPLED => !region::eligible(layout.size(), layout.align(), false),
         _ => true,
     }
 }
@@ -358,7 +358,10 @@ impl Tracker {
             unsafe { return self.move_block(ptr, layout, new_layout) };
         }
         let record = records(word, new_size);
-        if record && region::eligible(new_size, layout.align()) && region::available() {
+        if record
+            && region::eligible(new_size, layout.align(), word & MODE_MASK == MODE_EXACT)
+            && region::available()
+        {
             // The new block is to be recorded: it goes to the region (a move).
             let area = OWNED.get().map_or(0, |s| usize::from(s.area.load(Relaxed)));
             // SAFETY: a valid non-zero-size layout (GlobalAlloc::realloc's contract).
