@@ -5,17 +5,21 @@
 //! - [`STATE`]: the session's configuration (mode, frames, interval, start time).
 //! - [`STACKS`]: the interned stacks ([`StackTable`]), taken only to intern a stack this
 //!   thread has not seen lately (a small per-thread cache maps stack hashes to ids).
-//! - [`SHARDS`]: the live blocks, split by address into shards, each with its own block
-//!   table and the running totals of every stack for the blocks in that shard. A block's
-//!   record, its totals and its slots in the counting [`filter`] all belong to one shard.
+//! - [`SHARDS`]: the live blocks, split into shards, each with its own block table, the
+//!   running totals of every stack for the blocks in that shard, and a [`region`] area.
+//!   A block in the region belongs to its area's shard (a thread records into the area
+//!   of its counter slot); any other to the shard its address hashes to, where its record,
+//!   its totals and its slot in the counting [`filter`] are.
 //!
 //! Lock order: `STATE`, then `STACKS`, then shards in index order. Nothing takes a lock
 //! while holding a later one.
 //!
-//! Order of work in `on_alloc`: reentrancy check, sampling decision (thread-local, no
-//! lock), stack walk and hash (no lock), the stack's id (per-thread cache, else the stack
-//! lock), then the block's shard lock for the insert. In `on_free`: one filter load; only
-//! on a hit the shard lock and a table lookup.
+//! Order of work in `alloc_recorded` (the allocator decided to record the block):
+//! reentrancy check, stack walk and hash (no lock), the stack's id (per-thread cache, else
+//! the stack lock), then one shard lock: the thread's area's, to take a region slot and
+//! write its record, or (a block the region does not hold) the block's own, for the table
+//! insert. In `free_region`: the area's shard lock. In `on_free`: one filter load; only on
+//! a hit the shard lock and a table lookup.
 //!
 //! Ids are only valid within a *generation*: a new one starts with each session and each
 //! stack collection (which may hand a freed id to another stack). A collection holds the

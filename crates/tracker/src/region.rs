@@ -155,6 +155,7 @@ pub(crate) fn reserve() -> bool {
 }
 
 /// An anonymous private read-write mapping of `len` bytes that commits nothing.
+#[cfg(unix)]
 fn map(len: usize) -> Option<usize> {
     // SAFETY: a fresh anonymous mapping at an address of the kernel's choice: it cannot
     // overlap anything this process uses, and nothing is read or written here.
@@ -171,11 +172,20 @@ fn map(len: usize) -> Option<usize> {
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
+#[cfg(not(unix))]
+fn map(_len: usize) -> Option<usize> {
+    None
+}
+
+#[cfg(unix)]
 fn unmap(addr: usize, len: usize) {
     // SAFETY: [addr, addr + len) is part of a mapping `map` just made and nothing else
     // refers to (the unused head or tail of the reservation, or a reservation given up).
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
 }
+
+#[cfg(not(unix))]
+fn unmap(_addr: usize, _len: usize) {}
 
 /// One area's allocation state. Owned by its recorder shard and reached only under that
 /// shard's lock.
