@@ -12,12 +12,18 @@
 //!
 //! Command line (what `driver` passes): `<config> <sizes> <threads> <millis>`, e.g.
 //! `exact 16,64,4096,65536 1,2 200`. `config` is only read by the binary's setup hook.
-//! Output: one line per case, `size threads cpu_ns_per_pair wall_ns_per_pair` (wall: each
+//! Output: one line per case, `size threads cpu_ns wall_ns process_ns` per pair (wall: each
 //! measuring thread's own elapsed time over its loop, averaged like the CPU time; with 2
-//! threads on 2 shared cores, waiting on a lock shows as wall time above CPU time).
+//! threads on 2 shared cores, waiting on a lock shows as wall time above CPU time;
+//! process: the CPU time of the whole process over the measured phase, helper threads of
+//! a profiler included, per pair of all measuring threads), then `depth D` (the frames on
+//! the stack of the function that allocates, itself included, down to the thread's start:
+//! what a full stack walk sees) and `pairs P` (alloc+free pairs the process did in all,
+//! calibration included, for whoever counts CPU time from outside).
 
 use std::hint::black_box;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Frames the workload descends before allocating. With the thread's own start-up
@@ -56,8 +62,16 @@ struct Took {
     wall: Duration,
 }
 
+/// Pairs done by this process so far (calibration included).
+static PAIRS: AtomicU64 = AtomicU64::new(0);
+/// Frames seen at the allocating function by the last [`churn`] (see [`frame_depth`]).
+static DEPTH_SEEN: AtomicUsize = AtomicUsize::new(0);
+
 /// `ops` alloc+free pairs of `size` bytes on a ring of live blocks; returns the time.
+#[inline(never)]
 fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
+    DEPTH_SEEN.store(frame_depth(), Relaxed);
+    PAIRS.fetch_add(ops + RING as u64, Relaxed);
     let mut ring: Vec<Vec<u8>> = (0..RING).map(|_| Vec::with_capacity(size)).collect();
     if let Some(b) = start {
         b.wait();
@@ -85,17 +99,61 @@ fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
 }
 
 /// CPU time this thread has used.
-#[allow(unsafe_code)]
 fn thread_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time the whole process has used (every thread).
+fn process_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+#[allow(unsafe_code)]
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec through a valid pointer to a local;
-    // CLOCK_THREAD_CPUTIME_ID is supported on every Linux this runs on.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    // the thread and process CPU clocks are supported on every Linux this runs on.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock})");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Frames on the stack of the caller (itself included), found by following frame
+/// pointers to the outermost frame (the thread's start zeroes the frame pointer; these
+/// binaries are built with frame pointers). 0 where that cannot be done.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn frame_depth() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut fp: usize;
+        // SAFETY: copies a register; touches no memory, stack or flags.
+        unsafe {
+            std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags));
+        }
+        let mut depth = 0usize;
+        while fp != 0 && fp.is_multiple_of(8) && depth < 1000 {
+            // SAFETY: fp is a frame record of this thread's own stack: the chain starts at
+            // this function's frame and each link must point strictly upwards (checked
+            // below); the outermost record's link is 0, which ends the walk.
+            let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+            if ret == 0 {
+                break;
+            }
+            depth += 1;
+            if next <= fp {
+                break;
+            }
+            fp = next;
+        }
+        // Not counting frame_depth itself.
+        depth.saturating_sub(1)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
 }
 
 /// Runs `ops` pairs at depth on one thread.
@@ -111,7 +169,7 @@ fn churn_at_depth(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
 /// Calibrates the operation count on one thread first (doubling until a run takes
 /// 20 ms), then runs `case.threads` threads that start together and averages what each
 /// measured.
-pub fn measure(case: Case, target: Duration) -> (f64, f64) {
+pub fn measure(case: Case, target: Duration) -> (f64, f64, f64) {
     let mut ops = 1_000u64;
     let per_op = loop {
         let took = std::thread::scope(|s| {
@@ -127,6 +185,7 @@ pub fn measure(case: Case, target: Duration) -> (f64, f64) {
     };
     let ops = ((target.as_secs_f64() / per_op) as u64).max(1_000);
     let barrier = Barrier::new(case.threads);
+    let process = process_cpu_time();
     let times: Vec<Took> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..case.threads)
             .map(|_| s.spawn(|| churn_at_depth(case.size, ops, Some(&barrier))))
@@ -140,7 +199,11 @@ pub fn measure(case: Case, target: Duration) -> (f64, f64) {
         let total: f64 = times.iter().map(|t| d(t).as_secs_f64()).sum();
         total / times.len() as f64 / ops as f64 * 1e9
     };
-    (per_pair(|t| t.cpu), per_pair(|t| t.wall))
+    // Every thread's pairs: the process's CPU time is spent on all of them.
+    let process = process_cpu_time().saturating_sub(process).as_secs_f64()
+        / (ops * case.threads as u64) as f64
+        * 1e9;
+    (per_pair(|t| t.cpu), per_pair(|t| t.wall), process)
 }
 
 /// Parsed command line of an allocator binary.
@@ -209,9 +272,14 @@ pub fn run_cli<G>(setup: impl FnOnce(&str) -> Result<G, String>) -> std::process
     };
     let mut lines = Vec::new();
     for case in &args.cases {
-        let (cpu, wall) = measure(*case, args.target);
-        lines.push(format!("{} {} {cpu:.2} {wall:.2}", case.size, case.threads));
+        let (cpu, wall, process) = measure(*case, args.target);
+        lines.push(format!(
+            "{} {} {cpu:.2} {wall:.2} {process:.2}",
+            case.size, case.threads
+        ));
     }
+    lines.push(format!("depth {}", DEPTH_SEEN.load(Relaxed)));
+    lines.push(format!("pairs {}", PAIRS.load(Relaxed)));
     drop(guard);
     for l in lines {
         println!("{l}");
@@ -250,7 +318,7 @@ mod tests {
 
     #[test]
     fn measures_something_positive() {
-        let (cpu, wall) = measure(
+        let (cpu, wall, _) = measure(
             Case {
                 size: 64,
                 threads: 1,
