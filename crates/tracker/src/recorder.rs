@@ -387,15 +387,18 @@ pub(crate) fn alloc_recorded(
         && region::available()
     {
         let placed = with_stack_id(area % SHARD_COUNT, walk.hash, frames, walk, |s, a, id| {
-            let addr = a.alloc(size, align, zeroed)?;
+            let Some(addr) = a.alloc(size, align, zeroed) else {
+                // The area's span of this class is full: this block goes to System and
+                // into the table, so small frees must look there from now on.
+                spill();
+                return None;
+            };
             s.record_region(a, addr, size, id);
             Some(addr)
         });
         match placed {
             Some(Some(addr)) => return addr,
-            // The area's span of this class is full: this block goes to System and into
-            // the table, so small frees must look there from now on.
-            Some(None) => spill(),
+            Some(None) => {}
             // Tracking stopped meanwhile.
             None => return alloc_system(),
         }

@@ -281,6 +281,10 @@ impl Area {
     /// free (a double free in the program) is left alone.
     pub(crate) fn free(&mut self, addr: usize) -> Option<u64> {
         let Place { class, slot } = self.place(addr);
+        if class >= CLASSES || slot >= self.bump[class] as usize {
+            // Never handed out (an invalid pointer freed): leave everything alone.
+            return None;
+        }
         let head = self.free[class];
         let meta = self.meta(class, slot);
         let old = *meta;
@@ -309,6 +313,9 @@ impl Area {
     /// The record of the block at `addr`, if it has one.
     pub(crate) fn record(&mut self, addr: usize) -> Option<u64> {
         let Place { class, slot } = self.place(addr);
+        if class >= CLASSES || slot >= self.bump[class] as usize {
+            return None;
+        }
         let meta = *self.meta(class, slot);
         (meta & META_RECORDED != 0 && meta & META_FREE == 0).then_some(meta & !META_RECORDED)
     }
