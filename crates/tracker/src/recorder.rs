@@ -211,6 +211,10 @@ impl Shard {
 
 /// What one shard lock guards: the session's part of the live blocks (`None` while off)
 /// and the region area of the same index, which outlives sessions (its blocks do).
+/// Aligned to 128 bytes (two lines, for adjacent-line prefetch) so that the lock of one
+/// shard never shares a line with the data of the one before: in exact mode each thread
+/// records into its own area's shard, and a shared line would bounce between their cores.
+#[repr(align(128))]
 struct ShardCell {
     session: Option<Shard>,
     area: Area,
