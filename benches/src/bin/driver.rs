@@ -59,7 +59,11 @@ const ALLOC_CONFIGS: [AllocConfig; 11] = [
     cfg("jemalloc", "alloc_jemalloc", "jemalloc"),
     AllocConfig {
         env: Some(("_RJEM_MALLOC_CONF", "")),
-        ..cfg("jemalloc, profiling built in, off", "alloc_jemalloc_prof", "off")
+        ..cfg(
+            "jemalloc, profiling built in, off",
+            "alloc_jemalloc_prof",
+            "off",
+        )
     },
     AllocConfig {
         env: Some((
@@ -341,7 +345,14 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
         let diffs: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
         (median(&ratios), median(&diffs))
     };
-    let depth = |label: &str| median(&reps[label].iter().map(|r| r.depth as f64).collect::<Vec<_>>());
+    let depth = |label: &str| {
+        median(
+            &reps[label]
+                .iter()
+                .map(|r| r.depth as f64)
+                .collect::<Vec<_>>(),
+        )
+    };
     let mut s = String::new();
     writeln!(
         s,
@@ -519,7 +530,10 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
          jemalloc's profiler {:.0} ns (against profiling built in but off), heapwatch {:.0} ns \
          (against tracking off).\n",
         p64 * 100.0,
-        per_sample("jemalloc, profiling at 512 KiB", "jemalloc, profiling built in, off"),
+        per_sample(
+            "jemalloc, profiling at 512 KiB",
+            "jemalloc, profiling built in, off"
+        ),
         per_sample("sampled 512 KiB", "off"),
     )
     .unwrap();
@@ -541,16 +555,19 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
             format!("missed in {} of {n} cases", n - ok)
         }
     };
-    let mut target = |what: &str, values: &[f64], unit: &dyn Fn(f64) -> String, ok: &dyn Fn(f64) -> bool| {
-        let (lo, hi) = range(values);
-        targets.push([
-            what.into(),
-            format!("{} … {}", unit(lo), unit(hi)),
-            verdict(values.iter().filter(|&&v| ok(v)).count(), values.len()),
-        ]);
-    };
+    let mut target =
+        |what: &str, values: &[f64], unit: &dyn Fn(f64) -> String, ok: &dyn Fn(f64) -> bool| {
+            let (lo, hi) = range(values);
+            targets.push([
+                what.into(),
+                format!("{} … {}", unit(lo), unit(hi)),
+                verdict(values.iter().filter(|&&v| ok(v)).count(), values.len()),
+            ]);
+        };
     let ns = |v: f64| format!("{v:+.1} ns");
-    target("tracking off: ≤ +1 ns per pair", &off_diff, &ns, &|d| d <= 1.0);
+    target("tracking off: ≤ +1 ns per pair", &off_diff, &ns, &|d| {
+        d <= 1.0
+    });
     target(
         "sampled 512 KiB, 16 and 64 B blocks: ≤ +1.5 ns per pair",
         &small_diff,
@@ -592,10 +609,7 @@ fn alloc_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, Str
 
 /// Section 2 (and the idle RSS of section 4): the add-on under load.
 fn load_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, String> {
-    let bin = o
-        .addon
-        .clone()
-        .unwrap_or_else(shipped_binary);
+    let bin = o.addon.clone().unwrap_or_else(shipped_binary);
     if !bin.exists() {
         return Err(format!(
             "{} is missing: bash .ci/build-static",
@@ -957,7 +971,10 @@ fn accuracy_section(o: &Opts, targets: &mut Vec<[String; 3]>) -> Result<String, 
 /// The binary the add-on image ships, as `.ci/build-static` builds it for this machine.
 fn shipped_binary() -> PathBuf {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    repo_root().join("target").join(triple).join("release/heapwatch")
+    repo_root()
+        .join("target")
+        .join(triple)
+        .join("release/heapwatch")
 }
 
 /// Section 4 (sizes): the shipped binary, gzipped (about what the image layer weighs),

@@ -23,8 +23,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::counters::{
-    Event, MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, OWNED, Slot, WORD, WORD_OFF,
-    check_peak, count, count_elsewhere,
+    Event, MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, OWNED, Slot, WORD, WORD_OFF, check_peak,
+    count, count_elsewhere,
 };
 use crate::recorder;
 use crate::region;

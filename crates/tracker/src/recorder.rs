@@ -425,9 +425,13 @@ pub(crate) fn record_system(addr: usize, size: usize) {
     let _inside = Guard::enter(GuardLevel::Inside);
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
     let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed));
-    with_stack_id(shard_of(addr), walk.hash, raw.as_slice(), walk, |s, _, id| {
-        s.record(addr, size, id)
-    });
+    with_stack_id(
+        shard_of(addr),
+        walk.hash,
+        raw.as_slice(),
+        walk,
+        |s, _, id| s.record(addr, size, id),
+    );
 }
 
 /// Sampling continues with every free outside the region looked up (a small recorded
