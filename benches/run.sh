@@ -14,6 +14,7 @@ bash .ci/build-static
 # jemalloc with its profiler built in: a package of its own, built by a cargo invocation of
 # its own, so its `profiling` feature does not unify into the plain jemalloc above.
 (cd benches/jemalloc-prof && cargo build --release)
-# The peers the driver also runs: heaptrack (Debian package `heaptrack`).
-command -v heaptrack >/dev/null || { echo "heaptrack is not installed (apt-get install heaptrack)" >&2; exit 1; }
+# The allocation-cost section also runs heaptrack (Debian package `heaptrack`) and stops
+# with an error without it; the other sections do not need it.
+command -v heaptrack >/dev/null || echo "heaptrack is not installed (apt-get install heaptrack): the alloc section will fail" >&2
 exec target/bench/release/driver "$@"
