@@ -12,11 +12,19 @@
 //!
 //! Command line (what `driver` passes): `<config> <sizes> <threads> <millis>`, e.g.
 //! `exact 16,64,4096,65536 1,2 200`. `config` is only read by the binary's setup hook.
-//! Output: one line per case, `size threads ns_per_pair`.
+//! Output: one line per case, `size threads cpu_ns wall_ns process_ns` per pair (wall: each
+//! measuring thread's own elapsed time over its loop, averaged like the CPU time; with 2
+//! threads on 2 shared cores, waiting on a lock shows as wall time above CPU time;
+//! process: the CPU time of the whole process over the measured phase, helper threads of
+//! a profiler included, per pair of all measuring threads), then `depth D` (the frames on
+//! the stack of the function that allocates, itself included, down to the thread's start:
+//! what a full stack walk sees) and `pairs P` (alloc+free pairs the process did in all,
+//! calibration included, for whoever counts CPU time from outside).
 
 use std::hint::black_box;
 use std::sync::Barrier;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 /// Frames the workload descends before allocating. With the thread's own start-up
 /// frames below it, the allocator sees stacks of about 25 frames.
@@ -47,13 +55,29 @@ fn descend(n: usize, work: &mut dyn FnMut()) -> usize {
     }
 }
 
+/// Time one thread took: its own CPU time and the wall-clock time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Took {
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// Pairs done by this process so far (calibration included).
+static PAIRS: AtomicU64 = AtomicU64::new(0);
+/// Frames seen at the allocating function by the last [`churn`] (see [`frame_depth`]).
+static DEPTH_SEEN: AtomicUsize = AtomicUsize::new(0);
+
 /// `ops` alloc+free pairs of `size` bytes on a ring of live blocks; returns the time.
-fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Duration {
+#[inline(never)]
+fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
+    DEPTH_SEEN.store(frame_depth(), Relaxed);
+    PAIRS.fetch_add(ops + RING as u64, Relaxed);
     let mut ring: Vec<Vec<u8>> = (0..RING).map(|_| Vec::with_capacity(size)).collect();
     if let Some(b) = start {
         b.wait();
     }
     let t = thread_cpu_time();
+    let wall = Instant::now();
     let mut slot = 0;
     for _ in 0..ops {
         // black_box: the compiler may otherwise pair the allocation with its free and
@@ -66,44 +90,93 @@ fn churn(size: usize, ops: u64, start: Option<&Barrier>) -> Duration {
             slot = 0;
         }
     }
-    let took = thread_cpu_time().saturating_sub(t);
+    let took = Took {
+        cpu: thread_cpu_time().saturating_sub(t),
+        wall: wall.elapsed(),
+    };
     black_box(&ring);
     took
 }
 
 /// CPU time this thread has used.
-#[allow(unsafe_code)]
 fn thread_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time the whole process has used (every thread).
+fn process_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+#[allow(unsafe_code)]
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec through a valid pointer to a local;
-    // CLOCK_THREAD_CPUTIME_ID is supported on every Linux this runs on.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    // the thread and process CPU clocks are supported on every Linux this runs on.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock})");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Frames on the stack of the caller (itself included), found by following frame
+/// pointers to the outermost frame (the thread's start zeroes the frame pointer; these
+/// binaries are built with frame pointers). 0 where that cannot be done.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn frame_depth() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut fp: usize;
+        // SAFETY: copies a register; touches no memory, stack or flags.
+        unsafe {
+            std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags));
+        }
+        let mut depth = 0usize;
+        while fp != 0 && fp.is_multiple_of(8) && depth < 1000 {
+            // SAFETY: fp is a frame record of this thread's own stack: the chain starts at
+            // this function's frame and each link must point strictly upwards (checked
+            // below); the outermost record's link is 0, which ends the walk.
+            let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+            if ret == 0 {
+                break;
+            }
+            depth += 1;
+            if next <= fp {
+                break;
+            }
+            fp = next;
+        }
+        // Not counting frame_depth itself.
+        depth.saturating_sub(1)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
 /// Runs `ops` pairs at depth on one thread.
-fn churn_at_depth(size: usize, ops: u64, start: Option<&Barrier>) -> Duration {
-    let mut took = Duration::ZERO;
+fn churn_at_depth(size: usize, ops: u64, start: Option<&Barrier>) -> Took {
+    let mut took = Took::default();
     descend(DEPTH, &mut || took = churn(size, ops, start));
     took
 }
 
-/// Nanoseconds per alloc+free pair for `case`, measured for about `target`.
+/// Nanoseconds per alloc+free pair for `case` (CPU time, wall time), measured for about
+/// `target`.
 ///
 /// Calibrates the operation count on one thread first (doubling until a run takes
 /// 20 ms), then runs `case.threads` threads that start together and averages what each
 /// measured.
-pub fn measure(case: Case, target: Duration) -> f64 {
+pub fn measure(case: Case, target: Duration) -> (f64, f64, f64) {
     let mut ops = 1_000u64;
     let per_op = loop {
         let took = std::thread::scope(|s| {
             s.spawn(|| churn_at_depth(case.size, ops, None))
                 .join()
                 .expect("calibration thread")
+                .cpu
         });
         if took >= Duration::from_millis(20) || ops >= 1 << 30 {
             break took.as_secs_f64() / ops as f64;
@@ -112,7 +185,8 @@ pub fn measure(case: Case, target: Duration) -> f64 {
     };
     let ops = ((target.as_secs_f64() / per_op) as u64).max(1_000);
     let barrier = Barrier::new(case.threads);
-    let times: Vec<Duration> = std::thread::scope(|s| {
+    let process = process_cpu_time();
+    let times: Vec<Took> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..case.threads)
             .map(|_| s.spawn(|| churn_at_depth(case.size, ops, Some(&barrier))))
             .collect();
@@ -121,8 +195,15 @@ pub fn measure(case: Case, target: Duration) -> f64 {
             .map(|h| h.join().expect("measuring thread"))
             .collect()
     });
-    let total: f64 = times.iter().map(Duration::as_secs_f64).sum();
-    total / times.len() as f64 / ops as f64 * 1e9
+    let per_pair = |d: fn(&Took) -> Duration| {
+        let total: f64 = times.iter().map(|t| d(t).as_secs_f64()).sum();
+        total / times.len() as f64 / ops as f64 * 1e9
+    };
+    // Every thread's pairs: the process's CPU time is spent on all of them.
+    let process = process_cpu_time().saturating_sub(process).as_secs_f64()
+        / (ops * case.threads as u64) as f64
+        * 1e9;
+    (per_pair(|t| t.cpu), per_pair(|t| t.wall), process)
 }
 
 /// Parsed command line of an allocator binary.
@@ -191,9 +272,14 @@ pub fn run_cli<G>(setup: impl FnOnce(&str) -> Result<G, String>) -> std::process
     };
     let mut lines = Vec::new();
     for case in &args.cases {
-        let ns = measure(*case, args.target);
-        lines.push(format!("{} {} {ns:.2}", case.size, case.threads));
+        let (cpu, wall, process) = measure(*case, args.target);
+        lines.push(format!(
+            "{} {} {cpu:.2} {wall:.2} {process:.2}",
+            case.size, case.threads
+        ));
     }
+    lines.push(format!("depth {}", DEPTH_SEEN.load(Relaxed)));
+    lines.push(format!("pairs {}", PAIRS.load(Relaxed)));
     drop(guard);
     for l in lines {
         println!("{l}");
@@ -232,13 +318,14 @@ mod tests {
 
     #[test]
     fn measures_something_positive() {
-        let ns = measure(
+        let (cpu, wall, _) = measure(
             Case {
                 size: 64,
                 threads: 1,
             },
             Duration::from_millis(5),
         );
-        assert!(ns > 0.0 && ns < 1e6, "{ns}");
+        assert!(cpu > 0.0 && cpu < 1e6, "{cpu}");
+        assert!(wall > 0.0 && wall < 1e6, "{wall}");
     }
 }

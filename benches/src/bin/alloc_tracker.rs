@@ -2,7 +2,7 @@
 //! time: `off` (counters only), `sampled512k`, `sampled64k`, `exact` (every block, 32
 //! frames). See `heapwatch_bench::alloc_cost` for the workload and command line.
 
-use heapwatch::memory::{self, Mode, TrackingConfig};
+use heapwatch_tracker::{self as memory, Mode, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();

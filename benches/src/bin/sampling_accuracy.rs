@@ -11,7 +11,7 @@
 
 use std::hint::black_box;
 
-use heapwatch::memory::{self, GroupBy, Mode, TrackingConfig};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();

@@ -15,8 +15,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use heapwatch::memory::{self, GroupBy, Mode, TrackingConfig};
 use heapwatch_bench::{procfs, stats};
+use heapwatch_tracker::{self as memory, GroupBy, Mode, TrackingConfig};
 
 #[global_allocator]
 static GLOBAL: memory::Tracker = memory::Tracker::new();

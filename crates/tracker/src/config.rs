@@ -44,7 +44,10 @@ pub struct TrackingStatus {
 /// Always-on allocator totals plus the tracker's own figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Live bytes allocated through the global allocator (requested sizes).
+    /// Live bytes allocated through the global allocator (requested sizes). An allocation
+    /// of up to 64 KiB is counted just before `malloc` is asked for it (so the call costs
+    /// less): should `malloc` refuse it, which happens only when the process is out of
+    /// memory, it stays counted here and in `live_blocks`.
     pub current_bytes: u64,
     /// Highest `current_bytes` since process start or the last
     /// [`reset_peak`](crate::reset_peak). Threads count in slots of their own and check

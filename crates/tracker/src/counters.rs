@@ -3,10 +3,12 @@
 //!
 //! Every allocator call counts bytes and blocks in the calling thread's own slot (plain
 //! loads and stores, see below); readers ([`current_bytes`], [`live_blocks`], …) sum the
-//! slots. The slot also carries a copy of the tracking mode on the same cache line, so the
-//! allocator's off-path check costs one more relaxed load. `allocator` (the `GlobalAlloc`
+//! slots. The slot also carries a copy of the tracking word (mode and session) and the
+//! owner's sampling countdown on the same cache line, so the allocator's off-path check
+//! costs one more relaxed load and the common sampled allocation two more and a store. `allocator` (the `GlobalAlloc`
 //! glue) calls the `#[inline(always)]` owned-slot updates here; `recorder` reads the
-//! sums and sets the mode. Nothing here imports another tracker module.
+//! sums and sets the tracking word (mode and session). Nothing here imports another
+//! tracker module.
 
 use std::cell::Cell;
 use std::sync::atomic::{
@@ -41,11 +43,9 @@ static PEAK: AtomicU64 = AtomicU64::new(0);
 pub(crate) const PEAK_STEP: i64 = 64 * 1024;
 
 /// One thread's counters, alone on its cache lines (128 bytes: adjacent-line prefetch
-/// pairs lines on x86).
+/// pairs lines on x86). The fields the hot path touches come first, within one line.
 #[repr(align(128))]
 pub(crate) struct Slot {
-    /// Held by a live thread (only owned slots are written with plain stores).
-    taken: AtomicBool,
     /// Net bytes allocated minus freed through this slot (wrapping; a slot whose threads
     /// freed blocks others allocated goes negative).
     bytes: AtomicI64,
@@ -54,25 +54,38 @@ pub(crate) struct Slot {
     pub(crate) allocs: AtomicU64,
     /// `dealloc` calls.
     pub(crate) frees: AtomicU64,
-    /// Successful `realloc` calls.
-    reallocs: AtomicU64,
     /// When `bytes` exceeds this, check the peak (see above).
     check_at: AtomicI64,
-    /// A copy of [`MODE`] on the owner's own cache line, which the hot path reads instead
-    /// of the global; [`set_mode`] writes every slot's copy.
-    pub(crate) mode: AtomicU8,
+    /// A copy of [`WORD`] on the owner's own line, which the hot path reads instead of
+    /// the global; [`set_word`] writes every slot's copy (the only field others write).
+    pub(crate) word: AtomicU64,
+    /// The word the owner's sampling countdown was drawn for: while it equals `word`,
+    /// `countdown` is valid (a new session, or a change of word, forces a redraw).
+    /// Owner only.
+    pub(crate) drawn: AtomicU64,
+    /// Bytes left before the owner's next sampling point (see `sampler`). Owner only.
+    pub(crate) countdown: AtomicI64,
+    /// `realloc` calls (successful).
+    reallocs: AtomicU64,
+    /// Held by a live thread (only owned slots are written with plain stores).
+    taken: AtomicBool,
+    /// The region area this slot's owner allocates recorded blocks from.
+    pub(crate) area: AtomicU8,
 }
 
 impl Slot {
     const fn new() -> Slot {
         Slot {
-            taken: AtomicBool::new(false),
             bytes: AtomicI64::new(0),
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
-            reallocs: AtomicU64::new(0),
             check_at: AtomicI64::new(i64::MIN),
-            mode: AtomicU8::new(MODE_OFF),
+            word: AtomicU64::new(WORD_OFF),
+            drawn: AtomicU64::new(WORD_OFF),
+            countdown: AtomicI64::new(0),
+            reallocs: AtomicU64::new(0),
+            taken: AtomicBool::new(false),
+            area: AtomicU8::new(0),
         }
     }
 }
@@ -185,6 +198,7 @@ fn take_slot() -> Option<&'static Slot> {
         }
         slot.check_at
             .store(slot.bytes.load(Relaxed).wrapping_add(PEAK_STEP), Relaxed);
+        slot.area.store((i % AREAS) as u8, Relaxed);
         SLOTS_USED.fetch_max(i + 1, Release);
         SLOT.set(index);
         OWNED.set(Some(slot));
@@ -300,22 +314,41 @@ pub(crate) fn total_allocations() -> u64 {
 }
 
 /// Site tracking off.
-pub(crate) const MODE_OFF: u8 = 0;
-/// Site tracking by Poisson sampling.
-pub(crate) const MODE_SAMPLED: u8 = 1;
+pub(crate) const MODE_OFF: u64 = 0;
+/// Site tracking by Poisson sampling, every recorded block of up to `region::MAX_BLOCK`
+/// bytes in the region: frees of smaller blocks outside it need no lookup.
+pub(crate) const MODE_SAMPLED: u64 = 1;
 /// Site tracking of every block.
-pub(crate) const MODE_EXACT: u8 = 2;
-/// The tracking mode the hot path reads (one relaxed load per call). Written only by the
-/// recorder while holding its lock.
-pub(crate) static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
+pub(crate) const MODE_EXACT: u64 = 2;
+/// Sampling after a recorded small block had to go to `System` memory (the region was
+/// missing or an area's span full): every free outside the region is looked up, as in
+/// exact mode.
+pub(crate) const MODE_SAMPLED_SPILL: u64 = 3;
+/// The mode bits of a word.
+pub(crate) const MODE_MASK: u64 = 3;
+/// The word of a process whose region has never been used: off, and no block can be in
+/// the region, so `dealloc` need not look.
+pub(crate) const WORD_OFF: u64 = 0;
 
-/// Sets the tracking mode the allocator reads: the global and every slot's copy.
-pub(crate) fn set_mode(mode: u8) {
-    MODE.store(mode, Relaxed);
+/// Areas slots are spread over: the region's (each a recorder shard).
+const AREAS: usize = 8;
+
+/// The tracking word the allocator reads: a session number (bits 2 and up) and a mode
+/// (bits 0–1). Off is [`WORD_OFF`] until the region is first used, then the last
+/// session's number with mode off (non-zero: `dealloc` must check the region). Each change
+/// makes a new word, so a thread can tell its sampling countdown is stale. Written only
+/// by the recorder holding every shard lock, or (to spill) one shard lock while a session
+/// runs.
+pub(crate) static WORD: AtomicU64 = AtomicU64::new(WORD_OFF);
+
+/// Sets the word the allocator reads: the global and every slot's copy.
+pub(crate) fn set_word(word: u64) {
+    WORD.store(word, Relaxed);
     for slot in &SLOT_TABLE {
-        slot.mode.store(mode, Relaxed);
+        slot.word.store(word, Relaxed);
     }
 }
+
 /// Whether the tracker is the global allocator: makes one real allocation through the
 /// global allocator and checks that the allocation counter is non-zero (this counter is
 /// the flag the allocator sets on its first call).

@@ -24,7 +24,9 @@
 //! - base (no tracker imports): `guard` (the reentrancy level), `counters` (always-on
 //!   per-thread counters, the peak, the mode the allocator reads), `config` and `error`
 //!   (the contract's types), `sampler` (Poisson countdown, integer weights), `filter`
-//!   (the counting filter that keeps frees of untracked blocks to one load), `sysmem`
+//!   (the counting filter that keeps frees of untracked blocks to one load), `region`
+//!   (the address range recorded blocks of up to 64 KiB are served from, so a free tells
+//!   them by address), `sysmem`
 //!   (`System`-allocated arrays), `sources` (the tracker's own files, trimmed from
 //!   tracebacks).
 //! - structures: `lock` (the spin lock), `stacks` and `table` (interned stacks, the block
@@ -93,6 +95,7 @@ mod filter;
 mod guard;
 mod lock;
 mod recorder;
+mod region;
 mod sampler;
 mod snapshot;
 mod sources;

@@ -5,17 +5,21 @@
 //! - [`STATE`]: the session's configuration (mode, frames, interval, start time).
 //! - [`STACKS`]: the interned stacks ([`StackTable`]), taken only to intern a stack this
 //!   thread has not seen lately (a small per-thread cache maps stack hashes to ids).
-//! - [`SHARDS`]: the live blocks, split by address into shards, each with its own block
-//!   table and the running totals of every stack for the blocks in that shard. A block's
-//!   record, its totals and its slots in the counting [`filter`] all belong to one shard.
+//! - [`SHARDS`]: the live blocks, split into shards, each with its own block table, the
+//!   running totals of every stack for the blocks in that shard, and a [`region`] area.
+//!   A block in the region belongs to its area's shard (a thread records into the area
+//!   of its counter slot); any other to the shard its address hashes to, where its record,
+//!   its totals and its slot in the counting [`filter`] are.
 //!
 //! Lock order: `STATE`, then `STACKS`, then shards in index order. Nothing takes a lock
 //! while holding a later one.
 //!
-//! Order of work in `on_alloc`: reentrancy check, sampling decision (thread-local, no
-//! lock), stack walk and hash (no lock), the stack's id (per-thread cache, else the stack
-//! lock), then the block's shard lock for the insert. In `on_free`: one filter load; only
-//! on a hit the shard lock and a table lookup.
+//! Order of work in `alloc_recorded` (the allocator decided to record the block):
+//! reentrancy check, stack walk and hash (no lock), the stack's id (per-thread cache, else
+//! the stack lock), then one shard lock: the thread's area's, to take a region slot and
+//! write its record, or (a block the region does not hold) the block's own, for the table
+//! insert. In `free_region`: the area's shard lock. In `on_free`: one filter load; only on
+//! a hit the shard lock and a table lookup.
 //!
 //! Ids are only valid within a *generation*: a new one starts with each session and each
 //! stack collection (which may hand a freed id to another stack). A collection holds the
@@ -28,12 +32,13 @@ use std::time::SystemTime;
 
 use crate::config::{Mode, Totals, TrackingConfig, TrackingStatus};
 use crate::counters::{
-    MODE_EXACT, MODE_OFF, MODE_SAMPLED, current_bytes, live_blocks, peak_bytes, set_mode,
-    total_allocations,
+    MODE_EXACT, MODE_MASK, MODE_SAMPLED, MODE_SAMPLED_SPILL, WORD, WORD_OFF, current_bytes,
+    live_blocks, peak_bytes, set_word, total_allocations,
 };
 use crate::filter;
 use crate::guard::{Guard, GuardLevel, guard_level};
 use crate::lock::{SpinGuard, SpinLock};
+use crate::region::{self, Area};
 use crate::sampler;
 use crate::snapshot::{Snapshot, StackTotals};
 use crate::stacks::{self, Interned, OVERFLOW, StackTable};
@@ -98,25 +103,40 @@ struct Shard {
     generation: u64,
     /// `None` in exact mode.
     interval: Option<u64>,
+    /// Recent weights by block size (sampled mode): each costs an `expm1`, a division and
+    /// two roundings, ~25 ns, paid twice per sampled block (record and retire) without
+    /// this. Same size, same integers, so totals stay exact.
+    weights: [Weight; WEIGHT_CACHE],
 }
 
+/// A cached weight: (size, estimated bytes, estimated count × 65536).
+type Weight = (u64, u64, u64);
+/// Entries of the weight cache: a few distinct sizes carry most of the sampled blocks.
+const WEIGHT_CACHE: usize = 16;
+/// A key no block has (sizes are at most `table::MAX_SIZE`).
+const NO_WEIGHT: Weight = (u64::MAX, 0, 0);
+
 impl Shard {
-    fn weigh(&self, size: u64) -> (u64, u64) {
-        sampler::weigh(size, self.interval)
+    fn weigh(&mut self, size: u64) -> (u64, u64) {
+        if self.interval.is_none() {
+            return sampler::weigh(size, None);
+        }
+        let slot = (size.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % WEIGHT_CACHE;
+        let (key, bytes, count) = self.weights[slot];
+        if key == size {
+            return (bytes, count);
+        }
+        let (bytes, count) = sampler::weigh(size, self.interval);
+        self.weights[slot] = (size, bytes, count);
+        (bytes, count)
     }
 
     /// Records a block (the shard lock is held and `id` is of this shard's generation).
     fn record(&mut self, addr: usize, size: usize, id: u16) {
         let size = (size as u64).min(table::MAX_SIZE);
-        let need = usize::from(id) + 1;
-        if need > self.totals.len() {
-            let want = (self.totals.len() * 2)
-                .max(need)
-                .min(stacks::MAX_STACKS + 1);
-            if !self.totals.grow(want) {
-                // System is out of memory: the block goes unrecorded.
-                return;
-            }
+        if !self.room_for(id) {
+            // System is out of memory: the block goes unrecorded.
+            return;
         }
         // Err: the table cannot grow (System out of memory); the block goes unrecorded.
         if let Ok(stale) = self.blocks.insert(addr as u64, table::pack(size, id)) {
@@ -125,21 +145,13 @@ impl Shard {
                 // be safe): retire it before counting the new block.
                 self.retire(addr, stale);
             }
-            let (bytes, count) = self.weigh(size);
-            let t = &mut self.totals.as_mut_slice()[usize::from(id)];
-            t[0] = t[0].wrapping_add(bytes);
-            t[1] = t[1].wrapping_add(count);
+            self.weigh_in(table::pack(size, id), true);
             filter::add(addr);
         }
     }
 
     fn retire(&mut self, addr: usize, packed: u64) {
-        let (size, id) = table::unpack(packed);
-        let (bytes, count) = self.weigh(size);
-        if let Some(t) = self.totals.as_mut_slice().get_mut(usize::from(id)) {
-            t[0] = t[0].wrapping_sub(bytes);
-            t[1] = t[1].wrapping_sub(count);
-        }
+        self.weigh_in(packed, false);
         filter::remove(addr);
     }
 
@@ -147,6 +159,45 @@ impl Shard {
         if let Some(packed) = self.blocks.remove(addr as u64) {
             self.retire(addr, packed);
         }
+    }
+
+    /// Grows the per-stack totals to hold `id`; false if `System` is out of memory.
+    fn room_for(&mut self, id: u16) -> bool {
+        let need = usize::from(id) + 1;
+        if need > self.totals.len() {
+            let want = (self.totals.len() * 2)
+                .max(need)
+                .min(stacks::MAX_STACKS + 1);
+            return self.totals.grow(want);
+        }
+        true
+    }
+
+    /// Adds (or with `sign` false, takes) one block's weight to its stack's totals.
+    fn weigh_in(&mut self, packed: u64, add: bool) {
+        let (size, id) = table::unpack(packed);
+        let (bytes, count) = self.weigh(size);
+        if let Some(t) = self.totals.as_mut_slice().get_mut(usize::from(id)) {
+            if add {
+                t[0] = t[0].wrapping_add(bytes);
+                t[1] = t[1].wrapping_add(count);
+            } else {
+                t[0] = t[0].wrapping_sub(bytes);
+                t[1] = t[1].wrapping_sub(count);
+            }
+        }
+    }
+
+    /// Records a region block (the shard lock is held and `id` is of this shard's
+    /// generation). Without room for the stack's totals (System out of memory) the block
+    /// stays live, unrecorded.
+    fn record_region(&mut self, area: &mut Area, addr: usize, size: usize, id: u16) {
+        if !self.room_for(id) {
+            return;
+        }
+        let packed = table::pack(size as u64, id);
+        area.set_record(addr, packed);
+        self.weigh_in(packed, true);
     }
 
     /// Whether any block of this shard is attributed to stack `id`.
@@ -158,8 +209,39 @@ impl Shard {
     }
 }
 
-static SHARDS: [SpinLock<Option<Shard>>; SHARD_COUNT] =
-    [const { SpinLock::new(None) }; SHARD_COUNT];
+/// What one shard lock guards: the session's part of the live blocks (`None` while off)
+/// and the region area of the same index, which outlives sessions (its blocks do).
+/// Aligned to 128 bytes (two lines, for adjacent-line prefetch) so that the lock of one
+/// shard never shares a line with the data of the one before: in exact mode each thread
+/// records into its own area's shard, and a shared line would bounce between their cores.
+#[repr(align(128))]
+struct ShardCell {
+    session: Option<Shard>,
+    area: Area,
+}
+
+impl ShardCell {
+    const fn new(index: usize) -> Self {
+        ShardCell {
+            session: None,
+            area: Area::new(index),
+        }
+    }
+}
+
+// Each shard owns the region area of its index.
+const _: () = assert!(SHARD_COUNT == region::AREAS && SHARD_COUNT == 8);
+
+static SHARDS: [SpinLock<ShardCell>; SHARD_COUNT] = [
+    SpinLock::new(ShardCell::new(0)),
+    SpinLock::new(ShardCell::new(1)),
+    SpinLock::new(ShardCell::new(2)),
+    SpinLock::new(ShardCell::new(3)),
+    SpinLock::new(ShardCell::new(4)),
+    SpinLock::new(ShardCell::new(5)),
+    SpinLock::new(ShardCell::new(6)),
+    SpinLock::new(ShardCell::new(7)),
+];
 
 /// The shard of a block: taken from the same hash bits as its filter slot, so each filter
 /// slot is only ever written under one shard's lock.
@@ -171,7 +253,7 @@ fn shard_of(addr: usize) -> usize {
 struct AllShards {
     // Fields drop in order: the shard guards first, then the outer reentrancy guard, so
     // the thread stays "inside" until the last lock is released.
-    shards: [SpinGuard<'static, Option<Shard>>; SHARD_COUNT],
+    shards: [SpinGuard<'static, ShardCell>; SHARD_COUNT],
     _inside: Guard,
 }
 
@@ -239,10 +321,10 @@ fn intern(h: u64, frames: &[usize], walk: unwind::Walk) -> Option<(u64, u16)> {
             s.table.collect(|id| {
                 all.shards
                     .iter()
-                    .any(|g| g.as_ref().is_some_and(|sh| sh.holds(id)))
+                    .any(|g| g.session.as_ref().is_some_and(|sh| sh.holds(id)))
             });
             s.generation = next_generation();
-            for shard in all.shards.iter_mut().filter_map(|g| g.as_mut()) {
+            for shard in all.shards.iter_mut().filter_map(|g| g.session.as_mut()) {
                 shard.generation = s.generation;
             }
             drop(all);
@@ -259,40 +341,127 @@ fn intern(h: u64, frames: &[usize], walk: unwind::Walk) -> Option<(u64, u16)> {
     Some((s.generation, id))
 }
 
-/// The tracked path of `alloc`/`alloc_zeroed`/`realloc` (the new block).
-#[inline(never)]
-pub(crate) fn on_alloc(addr: usize, size: usize, mode: u8) {
-    if guard_level() != GuardLevel::None {
-        return;
+/// Runs `f` on the shard `index` with the id of the stack `frames` (hash `h`), under the
+/// shard lock, once the id is known to belong to the shard's generation; `None` when
+/// tracking is off (or, twice in a row, a collection raced the lookup).
+fn with_stack_id<R>(
+    index: usize,
+    h: u64,
+    frames: &[usize],
+    walk: unwind::Walk,
+    f: impl FnOnce(&mut Shard, &mut Area, u16) -> R,
+) -> Option<R> {
+    let mut cached = cache_get(h);
+    // Twice at most: a cached id may belong to an older generation (then it is looked up
+    // again under the stack lock).
+    for _ in 0..2 {
+        let (generation, id) = cached.or_else(|| intern(h, frames, walk))?;
+        let mut guard = SHARDS[index].lock();
+        let cell = &mut *guard;
+        let s = cell.session.as_mut()?;
+        if s.generation == generation {
+            return Some(f(s, &mut cell.area, id));
+        }
+        cached = None;
     }
-    if mode == MODE_SAMPLED && !sampler::should_sample(size) {
-        return;
+    None
+}
+
+/// A new block chosen for recording (sampled, or any block in exact mode): walks the
+/// stack and serves the block from the region area `area` with its record, or, when the
+/// region cannot hold it, takes it from `alloc_system` (an address, 0 if out of memory) and
+/// records it in its shard's block table. Returns the block's address (0: out of memory).
+/// Blocks the tracker itself asks for (reentrancy guard raised) are plain `System`
+/// blocks.
+pub(crate) fn alloc_recorded(
+    size: usize,
+    align: usize,
+    area: usize,
+    zeroed: bool,
+    alloc_system: impl FnOnce() -> usize,
+) -> usize {
+    if guard_level() != GuardLevel::None {
+        return alloc_system();
     }
     let _inside = Guard::enter(GuardLevel::Inside);
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
     let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed));
     let frames = raw.as_slice();
-    let h = walk.hash;
-    let mut cached = cache_get(h);
-    // Twice at most: a cached id may belong to an older generation (then it is looked up
-    // again under the stack lock).
-    for _ in 0..2 {
-        let Some((generation, id)) = cached.or_else(|| intern(h, frames, walk)) else {
-            return;
-        };
-        let mut shard = SHARDS[shard_of(addr)].lock();
-        let Some(s) = shard.as_mut() else {
-            return;
-        };
-        if s.generation == generation {
-            s.record(addr, size, id);
-            return;
+    if region::eligible(size, align, WORD.load(Relaxed) & MODE_MASK == MODE_EXACT)
+        && region::available()
+    {
+        let placed = with_stack_id(area % SHARD_COUNT, walk.hash, frames, walk, |s, a, id| {
+            let Some(addr) = a.alloc(size, align, zeroed) else {
+                // The area's span of this class is full: this block goes to System and
+                // into the table, so small frees must look there from now on.
+                spill();
+                return None;
+            };
+            s.record_region(a, addr, size, id);
+            Some(addr)
+        });
+        match placed {
+            Some(Some(addr)) => return addr,
+            Some(None) => {}
+            // Tracking stopped meanwhile.
+            None => return alloc_system(),
         }
-        cached = None;
+    }
+    let addr = alloc_system();
+    if addr != 0 {
+        with_stack_id(shard_of(addr), walk.hash, frames, walk, |s, _, id| {
+            s.record(addr, size, id)
+        });
+    }
+    addr
+}
+
+/// Records a `System` block that was already chosen for recording (`realloc`'s new
+/// block when it stays out of the region) in its shard's block table.
+pub(crate) fn record_system(addr: usize, size: usize) {
+    if guard_level() != GuardLevel::None {
+        return;
+    }
+    let _inside = Guard::enter(GuardLevel::Inside);
+    let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
+    let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed));
+    with_stack_id(
+        shard_of(addr),
+        walk.hash,
+        raw.as_slice(),
+        walk,
+        |s, _, id| s.record(addr, size, id),
+    );
+}
+
+/// Sampling continues with every free outside the region looked up (a small recorded
+/// block is in `System` memory). Called with a shard lock held, which orders it against
+/// `start` and `stop` (they set the word holding every shard lock).
+fn spill() {
+    let word = WORD.load(Relaxed);
+    if word & MODE_MASK == MODE_SAMPLED {
+        set_word((word & !MODE_MASK) | MODE_SAMPLED_SPILL);
     }
 }
 
-/// The tracked path of `dealloc`/`realloc` (the old block).
+/// `dealloc` (or `realloc`'s move) of a block in the region: its record ends and its slot
+/// goes back to its area. Freed while this thread is inside the tracker (a signal handler
+/// interrupting it, which may hold that very lock), the block is leaked instead: its slot
+/// and record stay until the session ends.
+pub(crate) fn free_region(addr: usize) {
+    if guard_level() == GuardLevel::Inside {
+        return;
+    }
+    let mut guard = SHARDS[region::area_of(addr)].lock();
+    let cell = &mut *guard;
+    if let Some(packed) = cell.area.free(addr)
+        && let Some(s) = cell.session.as_mut()
+    {
+        s.weigh_in(packed, false);
+    }
+}
+
+/// The tracked path of `dealloc`/`realloc` for a block outside the region.
 #[inline]
 pub(crate) fn on_free(addr: usize) {
     if !filter::may_contain(addr) {
@@ -307,7 +476,7 @@ fn forget_slow(addr: usize) {
         return;
     }
     let mut shard = SHARDS[shard_of(addr)].lock();
-    if let Some(s) = shard.as_mut() {
+    if let Some(s) = shard.session.as_mut() {
         s.forget(addr);
     }
 }
@@ -333,15 +502,16 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
         let (Some(blocks), Some(totals)) = (BlockTable::new(), RawBuf::zeroed(INITIAL_TOTALS))
         else {
             for guard in &mut all.shards {
-                **guard = None;
+                guard.session = None;
             }
             return false;
         };
-        **guard = Some(Shard {
+        guard.session = Some(Shard {
             blocks,
             totals,
             generation,
             interval: estimated,
+            weights: [NO_WEIGHT; WEIGHT_CACHE],
         });
     }
     *stacks = Some(Stacks { table, generation });
@@ -354,14 +524,24 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
         interval,
         since: SystemTime::now(),
     });
+    // Sampling keeps frees of small blocks outside the region free of lookups, unless
+    // there is no region (then it runs spilled from the start).
     let mode = match config.mode {
-        Mode::Sampled => MODE_SAMPLED,
-        Mode::Exact => MODE_EXACT,
+        Mode::Sampled if region::reserve() => MODE_SAMPLED,
+        Mode::Sampled => MODE_SAMPLED_SPILL,
+        Mode::Exact => {
+            region::reserve();
+            MODE_EXACT
+        }
     };
-    set_mode(mode);
+    let session = SESSIONS.fetch_add(1, Relaxed) + 1;
+    set_word((session << 2) | mode);
     state.last = (config.mode, frames);
     true
 }
+
+/// Sessions started so far: the high bits of the tracking word.
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Per-stack totals each shard starts with (grown by doubling as ids grow).
 const INITIAL_TOTALS: usize = 256;
@@ -369,12 +549,21 @@ const INITIAL_TOTALS: usize = 256;
 /// Ends the session and frees its tables.
 pub(crate) fn stop() {
     let mut state = STATE.lock();
-    set_mode(MODE_OFF);
     let mut stacks = STACKS.lock();
     let mut all = lock_all_shards();
-    // Dropping the tables frees their System-allocated memory (not through the tracker).
+    // Off, under every shard lock (so no spill can follow it). Once the region was used,
+    // the off word stays non-zero: frees must keep checking for region blocks.
+    let word = WORD.load(Relaxed);
+    set_word(if region::available() {
+        word & !MODE_MASK
+    } else {
+        WORD_OFF
+    });
+    // Dropping the tables frees their System-allocated memory (not through the tracker);
+    // region blocks stay live, without records.
     for guard in &mut all.shards {
-        **guard = None;
+        guard.session = None;
+        guard.area.forget_records();
     }
     *stacks = None;
     filter::clear();
@@ -416,8 +605,9 @@ pub(crate) fn totals() -> Totals {
         totals.dropped_stacks = s.table.dropped();
         let mut overhead = s.table.bytes() + filter::BYTES;
         for shard in &SHARDS {
-            if let Some(sh) = shard.lock().as_ref() {
-                overhead += sh.blocks.bytes() + sh.totals.bytes();
+            let cell = shard.lock();
+            if let Some(sh) = cell.session.as_ref() {
+                overhead += sh.blocks.bytes() + sh.totals.bytes() + cell.area.meta_bytes();
             }
         }
         totals.overhead_bytes = overhead as u64;
@@ -427,8 +617,13 @@ pub(crate) fn totals() -> Totals {
 
 /// Whether the block at `addr` has a live record.
 pub(crate) fn is_tracked(addr: usize) -> bool {
+    if region::contains(addr) {
+        let mut cell = SHARDS[region::area_of(addr)].lock();
+        return cell.session.is_some() && cell.area.record(addr).is_some();
+    }
     let shard = SHARDS[shard_of(addr)].lock();
     shard
+        .session
         .as_ref()
         .is_some_and(|s| s.blocks.get(addr as u64).is_some())
 }
@@ -437,7 +632,12 @@ pub(crate) fn is_tracked(addr: usize) -> bool {
 pub(crate) fn tracked_blocks() -> usize {
     SHARDS
         .iter()
-        .map(|shard| shard.lock().as_ref().map_or(0, |s| s.blocks.len()))
+        .map(|shard| {
+            let cell = shard.lock();
+            cell.session
+                .as_ref()
+                .map_or(0, |s| s.blocks.len() + cell.area.recorded())
+        })
         .sum()
 }
 
@@ -480,7 +680,7 @@ pub(crate) fn snapshot() -> Snapshot {
         let all = lock_all_shards();
         s.table.for_each_in_use(|v| {
             let (mut bytes, mut count) = (0u64, 0u64);
-            for shard in all.shards.iter().filter_map(|g| g.as_ref()) {
+            for shard in all.shards.iter().filter_map(|g| g.session.as_ref()) {
                 if let Some(t) = shard.totals.as_slice().get(usize::from(v.id)) {
                     bytes = bytes.wrapping_add(t[0]);
                     count = count.wrapping_add(t[1]);

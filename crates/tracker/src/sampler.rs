@@ -74,6 +74,14 @@ fn draw(interval: u64) -> u64 {
     (-u.ln() * interval as f64) as u64
 }
 
+/// A fresh distance to the next sampling point at the session's interval, for a
+/// countdown kept elsewhere (the allocator keeps one in each thread's counter slot). By
+/// memorylessness, drawing afresh at any moment is exactly as good as continuing an old
+/// draw of the same interval.
+pub(crate) fn next_distance() -> i64 {
+    draw(INTERVAL.load(Relaxed)).min(i64::MAX as u64) as i64
+}
+
 /// Advances this thread's countdown by a block of `size` bytes; true if the block holds
 /// a sampling point.
 #[inline]

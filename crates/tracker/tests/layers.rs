@@ -16,7 +16,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "base: no tracker imports",
         &[
-            "config", "counters", "error", "filter", "guard", "sampler", "sources", "sysmem",
+            "config", "counters", "error", "filter", "guard", "region", "sampler", "sources",
+            "sysmem",
         ],
     ),
     (
