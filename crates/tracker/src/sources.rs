@@ -45,7 +45,11 @@ pub(crate) fn is_own_crate(path: &str) -> bool {
     let dir = format!("{dir}/");
     let own = own_dir();
     // `src/` alone is any crate's: only a directory above it tells the tracker apart.
-    dir == own || (dir != "src/" && own.ends_with(&format!("/{dir}")))
+    // Either side may be the longer: the debug info joins paths with the directory they
+    // were compiled in, while `file!()` may be relative to the workspace.
+    dir == own
+        || (dir != "src/" && own.ends_with(&format!("/{dir}")))
+        || (own != "src/" && dir.ends_with(&format!("/{own}")))
 }
 
 #[cfg(test)]
@@ -82,5 +86,6 @@ mod tests {
         assert!(!is_own_crate("src/stats.rs"), "an application's src/");
         assert!(!is_own_crate("tests/exports.rs"));
         assert!(!is_own_crate("tokio-1.54.1/src/lib.rs"));
+        assert!(is_own_crate(&format!("/build/{dir}stats.rs")), "absolute");
     }
 }

@@ -50,6 +50,9 @@ pub struct Frame {
     /// (a dependency built without debug info). Sites are the first frame that is not
     /// (see `GroupBy::Site`); panels collapse these.
     pub library: bool,
+    /// In one of the tracker's allocation-path files (decided on the full path, before
+    /// it was shortened): trimmed from the top of tracebacks.
+    own_file: bool,
 }
 
 impl std::fmt::Display for Frame {
@@ -70,6 +73,7 @@ impl Frame {
             file,
             line,
             library: false,
+            own_file: false,
         }
     }
 
@@ -90,7 +94,7 @@ impl Frame {
 
     /// The tracker's own frames, trimmed from the top of every traceback.
     pub(crate) fn is_tracker_internal(&self) -> bool {
-        if self.file.as_deref().is_some_and(is_own_source) {
+        if self.own_file {
             return true;
         }
         let f = self.function.as_str();
@@ -156,9 +160,11 @@ enum Origin {
 /// The path a traceback shows for `path`, and where it comes from. Registry crates start
 /// at their `name-version` directory (any `CARGO_HOME`: matched on `registry/src/`), git
 /// checkouts at the repository's directory, the standard library at `library/`; the
-/// application's paths stay as the compiler named them (relative to the workspace for
-/// its members).
-fn short_path(path: &str) -> (String, Origin) {
+/// application's paths are made relative to `cwd` (the workspace, under `cargo run` and
+/// `cargo test`) when inside it, else start at their last `src/`, `tests/`, `benches/` or
+/// `examples/` directory (the debug info joins each path with the directory it was
+/// compiled in, e.g. `/build` in an image).
+fn short_path(path: &str, cwd: Option<&str>) -> (String, Origin) {
     /// The rest of `path` after `marker` and `skip` more components.
     fn after<'a>(path: &'a str, marker: &str, skip: usize) -> Option<&'a str> {
         let (_, mut rest) = path.split_once(marker)?;
@@ -184,7 +190,24 @@ fn short_path(path: &str) -> (String, Origin) {
     {
         return (file.to_owned(), Origin::Std);
     }
-    (path.to_owned(), Origin::Application)
+    if !path.starts_with('/') {
+        return (path.to_owned(), Origin::Application);
+    }
+    if let Some(rest) = cwd
+        .filter(|c| *c != "/")
+        .and_then(|c| path.strip_prefix(c))
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        return (rest.to_owned(), Origin::Application);
+    }
+    let cut = ["/src/", "/tests/", "/benches/", "/examples/"]
+        .iter()
+        .filter_map(|m| path.rfind(m))
+        .max();
+    match cut {
+        Some(i) => (path[i + 1..].to_owned(), Origin::Application),
+        None => (path.to_owned(), Origin::Application),
+    }
 }
 
 /// Whether `name` lacks a module path: `insert`, `new<tokio::…>`, `{closure#0}` (what line
@@ -315,6 +338,8 @@ pub(crate) fn resolve_all(addrs: impl IntoIterator<Item = u64>) -> HashMap<u64, 
 pub(crate) struct Symbolizer {
     /// The process's file mappings, read on the first cold address.
     maps: Option<Maps>,
+    /// The working directory application paths are shown relative to (read with `maps`).
+    cwd: Option<String>,
     /// The executable's symbol table, read the first time a frame's name is bare (a
     /// build with line tables only); `Some(None)` when it could not be read.
     symtab: Option<Option<SymbolTable>>,
@@ -325,6 +350,7 @@ impl Symbolizer {
     pub(crate) fn new() -> Self {
         Symbolizer {
             maps: None,
+            cwd: None,
             symtab: None,
             used_backtrace: false,
         }
@@ -362,6 +388,11 @@ impl Symbolizer {
         // A return address points after the call; addr - 1 is inside it, so the line
         // (and inline frames) are the call's.
         let pc = addr.saturating_sub(1);
+        if self.maps.is_none() {
+            self.cwd = std::env::current_dir()
+                .ok()
+                .and_then(|d| d.to_str().map(str::to_owned));
+        }
         let maps = self.maps.get_or_insert_with(Maps::read);
         let mapping = maps.find(pc).cloned();
         let in_exe = mapping.as_ref().map(|m| maps.is_exe(m));
@@ -389,7 +420,7 @@ impl Symbolizer {
         if raw.is_empty() || raw.iter().all(|f| f.function.is_none()) {
             return vec![library_frame(addr, pc, mapping.as_ref())].into();
         }
-        finish(raw, addr, mapping.as_ref()).into()
+        finish(raw, addr, mapping.as_ref(), self.cwd.as_deref()).into()
     }
 }
 
@@ -404,10 +435,15 @@ struct RawFrame {
 /// get the module path of their file (with the crate of the physical frame, when the file
 /// is in the same crate, or of the registry directory); paths are shortened and each
 /// frame marked as library code or not.
-fn finish(raw: Vec<RawFrame>, addr: u64, mapping: Option<&Mapping>) -> Vec<Frame> {
+fn finish(
+    raw: Vec<RawFrame>,
+    addr: u64,
+    mapping: Option<&Mapping>,
+    cwd: Option<&str>,
+) -> Vec<Frame> {
     let shortened: Vec<Option<(String, Origin)>> = raw
         .iter()
-        .map(|f| f.file.as_deref().map(short_path))
+        .map(|f| f.file.as_deref().map(|p| short_path(p, cwd)))
         .collect();
     // The physical frame's crate (from its qualified name) and the directory it lives in.
     let outer_crate = raw.last().and_then(|outer| {
@@ -444,15 +480,21 @@ fn finish(raw: Vec<RawFrame>, addr: u64, mapping: Option<&Mapping>) -> Vec<Frame
             if function.is_empty() {
                 function = object_offset_name(addr, mapping);
             }
+            let long = f.file.as_deref();
             let library = match &short {
                 None => true,
-                Some((path, origin)) => *origin != Origin::Application || is_own_crate(path),
+                Some((path, origin)) => {
+                    *origin != Origin::Application
+                        || is_own_crate(path)
+                        || long.is_some_and(is_own_crate)
+                }
             };
             Frame {
                 function,
                 file: short.map(|(p, _)| p),
                 line: f.line,
                 library,
+                own_file: long.is_some_and(is_own_source),
             }
         })
         .collect()
@@ -584,6 +626,7 @@ fn library_frame(addr: u64, pc: u64, mapping: Option<&Mapping>) -> Frame {
         file,
         line: None,
         library: true,
+        own_file: false,
     }
 }
 
@@ -742,13 +785,22 @@ mod tests {
             ),
             (
                 "/work/other/src/lib.rs",
-                "/work/other/src/lib.rs",
+                "src/lib.rs",
                 Origin::Application,
             ),
         ];
         for (long, short, origin) in cases {
-            assert_eq!(short_path(long), (short.to_owned(), origin), "{long}");
+            assert_eq!(short_path(long, None), (short.to_owned(), origin), "{long}");
         }
+        // The application's absolute paths: relative to the working directory inside it,
+        // else from the last src/ or tests/ directory.
+        let app = |p: &str, cwd| short_path(p, cwd).0;
+        assert_eq!(
+            app("/work/ws/crates/tracker/src/stats.rs", Some("/work/ws")),
+            "crates/tracker/src/stats.rs"
+        );
+        assert_eq!(app("/build/src/http/upgrade.rs", Some("/")), "src/http/upgrade.rs");
+        assert_eq!(app("/home/u/src/proj/tests/a.rs", None), "tests/a.rs");
     }
 
     #[test]
@@ -778,7 +830,7 @@ mod tests {
                 line: Some(9),
             },
         ];
-        let frames = finish(raw, 0x1000, None);
+        let frames = finish(raw, 0x1000, None, None);
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
             names,
@@ -802,6 +854,7 @@ mod tests {
                 line: None,
             }],
             0x1000,
+            None,
             None,
         );
         assert!(frames[0].library);
