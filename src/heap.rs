@@ -128,7 +128,8 @@ impl Coverage {
             sample_interval_bytes: interval,
             // One standard deviation of a Poisson-sampled byte estimate (blocks far
             // below the interval: each sample stands for `interval` bytes).
-            sampling_error_bytes: interval.map(|i| ((attributed as f64) * (i as f64)).sqrt() as u64),
+            sampling_error_bytes: interval
+                .map(|i| ((attributed as f64) * (i as f64)).sqrt() as u64),
             from_boot,
             started_now,
         }
@@ -265,7 +266,14 @@ mod tests {
         const MIB: u64 = 1 << 20;
         // Exact, from boot: 8 MiB live, nothing attributed, 7.5 MiB live at start.
         let exact = Snapshot::default();
-        let c = Coverage::of(&exact, &totals(8 * MIB), MIB / 4, Some(7 * MIB + MIB / 2), true, false);
+        let c = Coverage::of(
+            &exact,
+            &totals(8 * MIB),
+            MIB / 4,
+            Some(7 * MIB + MIB / 2),
+            true,
+            false,
+        );
         assert_eq!(c.attributed_bytes, 0);
         assert_eq!(c.tracker_bytes, MIB / 4);
         assert_eq!(c.before_tracking_bytes, 7 * MIB + MIB / 2);
@@ -275,10 +283,26 @@ mod tests {
             c.hint(),
             "0% of the heap (0 B of 8.0 MiB) is attributed to sites; 7.5 MiB was allocated during start-up, before tracking began."
         );
-        let later = Coverage { from_boot: false, ..c.clone() };
-        assert!(later.hint().contains("turn on debug_memory to track from boot"), "{}", later.hint());
-        let now = Coverage { started_now: true, ..c };
-        assert!(now.hint().starts_with("Tracking started just now"), "{}", now.hint());
+        let later = Coverage {
+            from_boot: false,
+            ..c.clone()
+        };
+        assert!(
+            later
+                .hint()
+                .contains("turn on debug_memory to track from boot"),
+            "{}",
+            later.hint()
+        );
+        let now = Coverage {
+            started_now: true,
+            ..c
+        };
+        assert!(
+            now.hint().starts_with("Tracking started just now"),
+            "{}",
+            now.hint()
+        );
         assert_eq!(bytes_text(812), "812 B");
         assert_eq!(bytes_text(61_440), "60.0 KiB");
     }

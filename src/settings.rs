@@ -902,8 +902,11 @@ mod tests {
             .to_string();
         assert!(err.contains("HEAPWATCH_DEBUG_MEMORY_FRAMES"), "{err}");
         // An unknown variable with the prefix is ignored (and warned about by `main`).
-        let s = load(None, &[("HEAPWATCH_NOPE", "x"), ("HEAPWATCH_LOG_LEVEL", "debug")])
-            .expect("an unknown HEAPWATCH_ variable is not an error");
+        let s = load(
+            None,
+            &[("HEAPWATCH_NOPE", "x"), ("HEAPWATCH_LOG_LEVEL", "debug")],
+        )
+        .expect("an unknown HEAPWATCH_ variable is not an error");
         assert_eq!(s.ignored_env, ["HEAPWATCH_NOPE"]);
         assert_eq!(s.log_level, LogLevel::Debug);
     }

@@ -96,7 +96,10 @@ async fn sites_are_in_this_crate_with_qualified_names_short_paths_and_coverage()
         .await;
     let top = &rows(&r)[0];
     let site = &top["frames"][0];
-    assert_eq!(site["function"], "attribution::hold_in_dependency", "{top:#}");
+    assert_eq!(
+        site["function"], "attribution::hold_in_dependency",
+        "{top:#}"
+    );
     assert_eq!(site["file"], "tests/attribution.rs", "{top:#}");
     assert_eq!(site["library"], false);
     assert!(site["line"].as_u64().is_some());
@@ -115,7 +118,10 @@ async fn sites_are_in_this_crate_with_qualified_names_short_paths_and_coverage()
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["library"] == true && f["file"].as_str().is_some_and(|p| p.starts_with("tokio-1."))),
+            .any(|f| f["library"] == true
+                && f["file"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("tokio-1."))),
         "the runtime's frames are library frames: {top:#}"
     );
     // The dependency's frames above the site are kept, marked as library code, with
@@ -204,7 +210,11 @@ async fn sites_are_in_this_crate_with_qualified_names_short_paths_and_coverage()
     // Baselines are the tracker's memory: saving seven and comparing shows none of them.
     for i in 1..=7 {
         let r = ws
-            .call("b", "debug/memory_snapshot", json!({"save_as": format!("b{i}")}))
+            .call(
+                "b",
+                "debug/memory_snapshot",
+                json!({"save_as": format!("b{i}")}),
+            )
             .await;
         assert!(r["result"].is_object(), "{r}");
     }
@@ -216,11 +226,11 @@ async fn sites_are_in_this_crate_with_qualified_names_short_paths_and_coverage()
         )
         .await;
     for row in rows(&r) {
-        let in_tracker = row["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["file"].as_str().is_some_and(|p| p.starts_with("crates/tracker/")));
+        let in_tracker = row["frames"].as_array().unwrap().iter().any(|f| {
+            f["file"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("crates/tracker/"))
+        });
         assert!(!in_tracker, "the tracker's own memory as a site: {row:#}");
     }
     assert!(

@@ -214,7 +214,10 @@ fn port_already_taken_is_a_clear_error_printed_once() {
     let both = format!("{stdout}{stderr}");
     let needle = format!("cannot listen on {addr} (ingress_listen)");
     assert_eq!(both.matches(&needle).count(), 1, "{both}");
-    let line = stdout.lines().find(|l| l.contains(&needle)).expect("in the log");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&needle))
+        .expect("in the log");
     assert!(line.contains("ERROR"), "{line}");
 }
 
@@ -222,11 +225,17 @@ fn port_already_taken_is_a_clear_error_printed_once() {
 async fn unknown_heapwatch_variable_is_a_warning_and_the_server_starts() {
     let bin = Binary::start(
         json!({}),
-        &[("HEAPWATCH_SOMETHING", "1"), ("HEAPWATCH_LOG_LEVEL", "debug")],
+        &[
+            ("HEAPWATCH_SOMETHING", "1"),
+            ("HEAPWATCH_LOG_LEVEL", "debug"),
+        ],
     );
     let line = bin.wait_for_line("ignoring environment variable HEAPWATCH_SOMETHING");
     assert!(line.contains("WARN"), "{line}");
-    assert!(line.contains("HEAPWATCH_LOG_LEVEL"), "names the known ones: {line}");
+    assert!(
+        line.contains("HEAPWATCH_LOG_LEVEL"),
+        "names the known ones: {line}"
+    );
     let mut ws = ws(bin.ingress).await;
     assert_eq!(
         ws.call("p", "ping", json!({})).await["result"]["pong"],
@@ -314,12 +323,22 @@ async fn tracking_from_boot_starts_before_the_servers_own_allocations() {
     let r = ws.call("s", "debug/memory_snapshot", json!({})).await;
     let c = &r["result"]["coverage"];
     assert_eq!(c["tracking_from_boot"], true, "{c}");
-    assert_eq!(r["result"]["note"], serde_json::Value::Null, "already on: {r}");
+    assert_eq!(
+        r["result"]["note"],
+        serde_json::Value::Null,
+        "already on: {r}"
+    );
     // Only the command line and the settings were allocated before tracking started:
     // the logger, the runtime, the listeners and the trend's history come after.
     let at_start = c["heap_at_start_bytes"].as_u64().expect("heap at start");
-    assert!(at_start < 256 * 1024, "{at_start} B live when tracking started: {c}");
-    assert!(c["before_tracking_bytes"].as_u64().unwrap() <= at_start, "{c}");
+    assert!(
+        at_start < 256 * 1024,
+        "{at_start} B live when tracking started: {c}"
+    );
+    assert!(
+        c["before_tracking_bytes"].as_u64().unwrap() <= at_start,
+        "{c}"
+    );
     let hint = c["hint"].as_str().unwrap();
     assert!(hint.contains("% of the heap ("), "{hint}");
     assert!(!hint.contains("turn on debug_memory"), "{hint}");

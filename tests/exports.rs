@@ -340,7 +340,12 @@ async fn exports_in_exact_mode() {
         // Every row a distinct, qualified function: the two `new`s are two rows, no row
         // is a bare address, and every row of Rust code has its module path.
         let all = pprof_top(
-            &["-unit=B", "-sample_index=inuse_space", "-nodecount=100000", "-nodefraction=0"],
+            &[
+                "-unit=B",
+                "-sample_index=inuse_space",
+                "-nodecount=100000",
+                "-nodefraction=0",
+            ],
             &[&first],
         );
         let names = top_rows(&all);

@@ -332,15 +332,15 @@ fn resolve_for_groups(
     let pick = Pick::of(group_by);
     while !searching.is_empty() {
         need.clear();
-        searching.retain_mut(
-            |(snap, stack, walk)| match site_step(snap, stack, symbols, pick, walk) {
+        searching.retain_mut(|(snap, stack, walk)| {
+            match site_step(snap, stack, symbols, pick, walk) {
                 SiteStep::Need(addr) => {
                     need.push(addr);
                     true
                 }
                 SiteStep::Done(_) => false,
-            },
-        );
+            }
+        });
         need.sort_unstable();
         need.dedup();
         session.resolve(need.iter().copied(), symbols);

@@ -224,9 +224,9 @@ fn is_bare(name: &str) -> bool {
 /// `http::upgrade`, `src/lib.rs` → ``, `src/ws/mod.rs` → `ws`; `None` for a file outside
 /// a `src/` directory.
 fn module_of(short: &str) -> Option<String> {
-    let (_, inside) = short.rsplit_once("src/").or_else(|| {
-        short.strip_prefix("src/").map(|rest| ("", rest))
-    })?;
+    let (_, inside) = short
+        .rsplit_once("src/")
+        .or_else(|| short.strip_prefix("src/").map(|rest| ("", rest)))?;
     let stem = inside.strip_suffix(".rs")?;
     let mut parts: Vec<&str> = stem.split('/').collect();
     if matches!(parts.last(), Some(&("mod" | "lib" | "main"))) {
@@ -258,7 +258,9 @@ fn crate_of_dependency(short: &str, origin: Origin) -> Option<String> {
             // `name-1.2.3`: the name is everything before the last `-` followed by a digit.
             let cut = dir
                 .char_indices()
-                .filter(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+                .filter(|&(i, c)| {
+                    c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit())
+                })
                 .map(|(i, _)| i)
                 .next_back()
                 .unwrap_or(dir.len());
@@ -452,7 +454,10 @@ fn finish(
             return None;
         }
         let krate = name.split("::").next()?.to_owned();
-        let root = shortened.last()?.as_ref().and_then(|(p, _)| crate_root(p))?;
+        let root = shortened
+            .last()?
+            .as_ref()
+            .and_then(|(p, _)| crate_root(p))?;
         Some((krate, root.to_owned()))
     });
     raw.into_iter()
@@ -701,7 +706,10 @@ impl SymbolTable {
             .iter()
             .find(|&&(o, size, _)| o <= file_offset && file_offset < o + size)?;
         let link = seg_addr + (file_offset - seg_offset);
-        let i = self.ranges.partition_point(|r| r.0 <= link).checked_sub(1)?;
+        let i = self
+            .ranges
+            .partition_point(|r| r.0 <= link)
+            .checked_sub(1)?;
         let (start, end, index) = self.ranges[i];
         if !(start <= link && link < end) {
             return None;
@@ -783,11 +791,7 @@ mod tests {
                 "src/http/upgrade.rs",
                 Origin::Application,
             ),
-            (
-                "/work/other/src/lib.rs",
-                "src/lib.rs",
-                Origin::Application,
-            ),
+            ("/work/other/src/lib.rs", "src/lib.rs", Origin::Application),
         ];
         for (long, short, origin) in cases {
             assert_eq!(short_path(long, None), (short.to_owned(), origin), "{long}");
@@ -799,7 +803,10 @@ mod tests {
             app("/work/ws/crates/tracker/src/stats.rs", Some("/work/ws")),
             "crates/tracker/src/stats.rs"
         );
-        assert_eq!(app("/build/src/http/upgrade.rs", Some("/")), "src/http/upgrade.rs");
+        assert_eq!(
+            app("/build/src/http/upgrade.rs", Some("/")),
+            "src/http/upgrade.rs"
+        );
         assert_eq!(app("/home/u/src/proj/tests/a.rs", None), "tests/a.rs");
     }
 
@@ -843,7 +850,10 @@ mod tests {
         );
         let library: Vec<bool> = frames.iter().map(|f| f.library).collect();
         assert_eq!(library, [true, false, false, false]);
-        assert_eq!(frames[0].file.as_deref(), Some("hashbrown-0.15.2/src/map.rs"));
+        assert_eq!(
+            frames[0].file.as_deref(),
+            Some("hashbrown-0.15.2/src/map.rs")
+        );
         assert!(frames[0].is_plumbing(), "hashbrown is allocation plumbing");
         assert!(!frames[1].is_plumbing());
         // Without a file nothing is known: library code, named as given.

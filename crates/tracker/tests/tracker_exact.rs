@@ -408,8 +408,7 @@ fn baselines_and_snapshots_add_nothing_to_the_sites_they_report() {
 
 /// `after` holds exactly what `before` held, and no row of it is in the tracker's code.
 fn check_unchanged(before: &memory::Snapshot, after: &memory::Snapshot) -> Result<(), String> {
-    if (after.total_bytes(), after.total_count()) != (before.total_bytes(), before.total_count())
-    {
+    if (after.total_bytes(), after.total_count()) != (before.total_bytes(), before.total_count()) {
         let grown: Vec<String> = after
             .compare_to(before, GroupBy::Traceback, 10)
             .into_iter()
@@ -425,10 +424,11 @@ fn check_unchanged(before: &memory::Snapshot, after: &memory::Snapshot) -> Resul
         ));
     }
     for r in after.statistics(GroupBy::Traceback, 1000) {
-        if r.frames
-            .iter()
-            .any(|f| f.file.as_deref().is_some_and(|p| p.contains("crates/tracker/src/")))
-        {
+        if r.frames.iter().any(|f| {
+            f.file
+                .as_deref()
+                .is_some_and(|p| p.contains("crates/tracker/src/"))
+        }) {
             return Err(format!("a site in the tracker: {:#?}", r.traceback));
         }
     }
