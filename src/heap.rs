@@ -303,6 +303,16 @@ mod tests {
             "{}",
             now.hint()
         );
+        // Sampled: nothing sampled yet says why and what to do; an estimate says its error.
+        let mut sampled = Snapshot::default();
+        sampled.sample_interval_bytes = Some(512 * 1024);
+        let c = Coverage::of(&sampled, &totals(8 * MIB), 0, Some(8 * MIB), false, false);
+        assert_eq!(c.sampling_error_bytes, Some(0));
+        assert_eq!(
+            c.hint(),
+            "Nothing sampled yet: sampled mode records about one allocation per 512.0 KiB allocated, \
+             so small or few allocations are missed. Switch to exact for a short session to see every block."
+        );
         assert_eq!(bytes_text(812), "812 B");
         assert_eq!(bytes_text(61_440), "60.0 KiB");
     }
