@@ -158,7 +158,8 @@ enum Origin {
 }
 
 /// The path a traceback shows for `path`, and where it comes from. Registry crates start
-/// at their `name-version` directory (any `CARGO_HOME`: matched on `registry/src/`), git
+/// at their `name-version` directory (any `CARGO_HOME`: matched on `registry/src/`; the
+/// standard library's own dependencies are shipped under `/rust/deps/`), git
 /// checkouts at the repository's directory, the standard library at `library/`; the
 /// application's paths are made relative to `cwd` (the workspace, under `cargo run` and
 /// `cargo test`) when inside it, else start at their last `src/`, `tests/`, `benches/` or
@@ -174,6 +175,10 @@ fn short_path(path: &str, cwd: Option<&str>) -> (String, Origin) {
         (!rest.is_empty()).then_some(rest)
     }
     if let Some(rest) = after(path, "/registry/src/", 1) {
+        return (rest.to_owned(), Origin::Dependency);
+    }
+    // The standard library's own dependencies (hashbrown, gimli, …), as shipped.
+    if let Some(rest) = path.strip_prefix("/rust/deps/") {
         return (rest.to_owned(), Origin::Dependency);
     }
     if let Some(rest) = after(path, "/git/checkouts/", 0)
@@ -785,6 +790,11 @@ mod tests {
                 "/home/u/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/std/src/io/mod.rs",
                 "library/std/src/io/mod.rs",
                 Origin::Std,
+            ),
+            (
+                "/rust/deps/hashbrown-0.16.1/src/raw/mod.rs",
+                "hashbrown-0.16.1/src/raw/mod.rs",
+                Origin::Dependency,
             ),
             (
                 "src/http/upgrade.rs",
