@@ -57,8 +57,8 @@ pub enum GroupBy {
 /// One row of grouped statistics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statistic {
-    /// "function (file:line)" strings, innermost (allocation site) first. Unresolvable
-    /// frames read "0x… (unknown)". See [`GroupBy`] for which stack a row shows.
+    /// "function (file:line)" strings, the site first. Code without a symbol reads
+    /// "libc.so.6+0x… (libc.so.6)", never a bare address. See [`GroupBy`] for which stack a row shows.
     pub traceback: Vec<String>,
     /// The same frames structured, in the same order: `traceback[i]` is `frames[i]`'s
     /// [`Display`](std::fmt::Display) form, except for the two placeholder rows, whose one

@@ -82,7 +82,7 @@ impl Frame {
         self.to_string()
     }
 
-    /// The function name (the address when unresolved).
+    /// The function name (`file+0xoffset` for code without a symbol).
     pub(crate) fn function_key(&self) -> String {
         self.function.clone()
     }

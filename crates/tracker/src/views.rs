@@ -21,8 +21,8 @@ use crate::symbolize::Frame;
 pub struct ExportLocation {
     /// The return address minus one: an address inside the call instruction.
     pub address: u64,
-    /// At least one frame; an unresolved address has one named by the address, without a
-    /// file or line.
+    /// At least one frame; an address without a symbol has one named by its object file
+    /// and offset (`libc.so.6+0x2a1f4`), without a line.
     pub frames: Vec<Frame>,
 }
 
