@@ -328,7 +328,7 @@ pub async fn snapshot(
         .and_then(|c| heap.baselines().get(c).cloned());
     let system_sampler = services.system.clone();
     let (group_by, top_n) = (args.group_by, args.top_n);
-    let (snapshot, rows, system, totals) = blocking(move || {
+    let (snapshot, rows, system, totals, memo_bytes) = blocking(move || {
         let totals = memory::totals();
         let snapshot = memory::take_snapshot();
         let rows = match &baseline {
@@ -336,15 +336,16 @@ pub async fn snapshot(
             None => snapshot.statistics(group_by, top_n),
         };
         let system = system_sampler.sample();
-        (snapshot, rows, system, totals)
+        // Walks the memo (up to 65,536 addresses): here, off the async workers.
+        let memo_bytes = memory::symbol_memo_bytes();
+        (snapshot, rows, system, totals, memo_bytes)
     })
     .await?;
 
     let taken_at = snapshot.taken_at.unwrap_or_else(SystemTime::now);
     // The tracker's own memory as it stands, before this snapshot joins the baselines.
-    let tracker_bytes = heap.baselines().heap_bytes()
-        + services.trend.checkpoint_bytes()
-        + memory::symbol_memo_bytes();
+    let tracker_bytes =
+        heap.baselines().heap_bytes() + services.trend.checkpoint_bytes() + memo_bytes;
     let coverage = Coverage::of(
         &snapshot,
         &totals,

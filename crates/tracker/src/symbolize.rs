@@ -347,6 +347,9 @@ pub(crate) struct Symbolizer {
     maps: Option<Maps>,
     /// The working directory application paths are shown relative to (read with `maps`).
     cwd: Option<String>,
+    /// The crate of each application source root (the directory before `src/`), learned
+    /// from qualified physical frames: the crate a bare inlined name belongs to.
+    crates: HashMap<String, String>,
     /// The executable's symbol table, read the first time a frame's name is bare (a
     /// build with line tables only); `Some(None)` when it could not be read.
     symtab: Option<Option<SymbolTable>>,
@@ -358,6 +361,7 @@ impl Symbolizer {
         Symbolizer {
             maps: None,
             cwd: None,
+            crates: HashMap::new(),
             symtab: None,
             used_backtrace: false,
         }
@@ -372,15 +376,38 @@ impl Symbolizer {
         untracked(|| {
             let mut memo_guard = MEMO.lock().unwrap_or_else(|e| e.into_inner());
             let memo = memo_guard.get_or_insert_with(HashMap::new);
+            // Cold addresses are read first and finished together, so every physical
+            // frame of the batch can name the crate of another address's inlined frames.
+            let mut cold: Vec<(u64, Cold)> = Vec::new();
+            let mut pending = std::collections::HashSet::new();
             for addr in addrs {
-                if out.contains_key(&addr) {
+                if out.contains_key(&addr) || pending.contains(&addr) {
                     continue;
                 }
                 if let Some(frames) = memo.get(&addr) {
                     out.insert(addr, frames.clone());
                     continue;
                 }
-                let frames = self.resolve_cold(addr);
+                pending.insert(addr);
+                cold.push((addr, self.resolve_cold(addr)));
+            }
+            for (_, c) in &cold {
+                if let Cold::Raw { raw, .. } = c {
+                    self.learn_crate(raw);
+                }
+            }
+            for (addr, c) in cold {
+                let frames: Frames = match c {
+                    Cold::Done(frames) => frames.into(),
+                    Cold::Raw { raw, mapping } => finish(
+                        raw,
+                        addr,
+                        mapping.as_ref(),
+                        self.cwd.as_deref(),
+                        &self.crates,
+                    )
+                    .into(),
+                };
                 if memo.len() >= MEMO_MAX_ADDRS {
                     memo.clear();
                 }
@@ -390,8 +417,28 @@ impl Symbolizer {
         });
     }
 
-    /// Resolves `addr` from the debug info.
-    fn resolve_cold(&mut self, addr: u64) -> Frames {
+    /// Records the crate of the physical frame's source root, when its name is qualified
+    /// and its file is the application's.
+    fn learn_crate(&mut self, raw: &[RawFrame]) {
+        let Some(outer) = raw.last() else {
+            return;
+        };
+        let (Some(name), Some(file)) = (outer.function.as_deref(), outer.file.as_deref()) else {
+            return;
+        };
+        let (short, origin) = short_path(file, self.cwd.as_deref());
+        if origin != Origin::Application {
+            return;
+        }
+        if let (Some(krate), Some(root)) = (crate_of_name(name), crate_root(&short)) {
+            self.crates
+                .entry(root.to_owned())
+                .or_insert_with(|| krate.to_owned());
+        }
+    }
+
+    /// Reads `addr` from the debug info (names not finished yet).
+    fn resolve_cold(&mut self, addr: u64) -> Cold {
         // A return address points after the call; addr - 1 is inside it, so the line
         // (and inline frames) are the call's.
         let pc = addr.saturating_sub(1);
@@ -408,7 +455,7 @@ impl Symbolizer {
             // Its debug info, where installed, is a separate compressed file: libc's alone
             // cost ~115 ms and ~50 MiB per cold report here, for the two or three frames
             // at the bottom of every thread.
-            return vec![library_frame(addr, pc, mapping.as_ref())].into();
+            return Cold::Done(vec![library_frame(addr, pc, mapping.as_ref())]);
         }
         self.used_backtrace = true;
         let mut raw = resolve_with_backtrace(addr);
@@ -416,19 +463,46 @@ impl Symbolizer {
         // full path of the function the address is physically in: the outermost frame.
         if let (Some(outer), Some(m)) = (raw.last_mut(), mapping.as_ref())
             && outer.function.as_deref().is_none_or(is_bare)
-            && let Some(name) = self
-                .symtab
-                .get_or_insert_with(SymbolTable::read)
-                .as_ref()
-                .and_then(|t| t.lookup(pc, m))
         {
-            outer.function = Some(name);
+            let symtab = self.symtab.get_or_insert_with(|| {
+                let table = SymbolTable::read();
+                // The crate whose `src/` holds `main`: the application's own, so its
+                // inlined frames are named even before one of its physical frames is seen.
+                if let Some(krate) = table.as_ref().and_then(|t| t.main_crate.clone()) {
+                    self.crates.entry(String::new()).or_insert(krate);
+                }
+                table
+            });
+            if let Some(name) = symtab.as_ref().and_then(|t| t.lookup(pc, m)) {
+                outer.function = Some(name);
+            }
         }
         if raw.is_empty() || raw.iter().all(|f| f.function.is_none()) {
-            return vec![library_frame(addr, pc, mapping.as_ref())].into();
+            return Cold::Done(vec![library_frame(addr, pc, mapping.as_ref())]);
         }
-        finish(raw, addr, mapping.as_ref(), self.cwd.as_deref()).into()
+        Cold::Raw { raw, mapping }
     }
+}
+
+/// A cold address as read: finished already (a shared library's frame), or the frames
+/// `backtrace` gave, to be finished with what the whole batch taught.
+enum Cold {
+    Done(Vec<Frame>),
+    Raw {
+        raw: Vec<RawFrame>,
+        mapping: Option<Mapping>,
+    },
+}
+
+/// The crate a qualified name starts with: `heapwatch::http::handle` and
+/// `<heapwatch::Foo as Bar>::f` → `heapwatch`; `None` for a bare name or anything else.
+fn crate_of_name(name: &str) -> Option<&str> {
+    if is_bare(name) {
+        return None;
+    }
+    let krate = name.strip_prefix('<').unwrap_or(name).split("::").next()?;
+    (!krate.is_empty() && krate.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(krate)
 }
 
 /// A frame as `backtrace` gives it, before names are completed and paths shortened.
@@ -447,6 +521,7 @@ fn finish(
     addr: u64,
     mapping: Option<&Mapping>,
     cwd: Option<&str>,
+    crates: &HashMap<String, String>,
 ) -> Vec<Frame> {
     let shortened: Vec<Option<(String, Origin)>> = raw
         .iter()
@@ -454,11 +529,7 @@ fn finish(
         .collect();
     // The physical frame's crate (from its qualified name) and the directory it lives in.
     let outer_crate = raw.last().and_then(|outer| {
-        let name = outer.function.as_deref()?;
-        if is_bare(name) || name.starts_with('<') {
-            return None;
-        }
-        let krate = name.split("::").next()?.to_owned();
+        let krate = crate_of_name(outer.function.as_deref()?)?.to_owned();
         let root = shortened
             .last()?
             .as_ref()
@@ -469,14 +540,17 @@ fn finish(
         .zip(shortened)
         .map(|(f, short)| {
             let mut function = f.function.unwrap_or_default();
+            // Linker-level names (`__rust_alloc`, `__rust_try`) are unique as they are.
             if let Some((path, origin)) = &short
                 && is_bare(&function)
+                && !function.starts_with("__")
             {
                 let krate = match origin {
                     Origin::Application => outer_crate
                         .as_ref()
                         .filter(|(_, root)| crate_root(path) == Some(root.as_str()))
-                        .map(|(k, _)| k.clone()),
+                        .map(|(k, _)| k.clone())
+                        .or_else(|| crate_root(path).and_then(|r| crates.get(r)).cloned()),
                     _ => crate_of_dependency(path, *origin),
                 };
                 if let (Some(krate), Some(module)) = (krate, module_of(path)) {
@@ -668,13 +742,15 @@ struct SymbolTable {
     /// (file offset, size, link address) of each loadable segment, to turn a runtime
     /// address into a link-time one.
     segments: Vec<(u64, u64, u64)>,
+    /// The crate of the program's `crate::main`, if it has one.
+    main_crate: Option<String>,
 }
 
 impl SymbolTable {
     fn read() -> Option<SymbolTable> {
         use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
         let file = object::ReadCache::new(std::fs::File::open("/proc/self/exe").ok()?);
-        let (ranges, segments) = {
+        let (ranges, segments, main_crate) = {
             let obj = object::File::parse(&file).ok()?;
             let mut ranges: Vec<(u64, u64, object::SymbolIndex)> = obj
                 .symbols()
@@ -682,6 +758,19 @@ impl SymbolTable {
                 .map(|s| (s.address(), s.address() + s.size(), s.index()))
                 .collect();
             ranges.sort_unstable_by_key(|r| r.0);
+            // `crate::main`: few symbols contain `4main` (legacy mangling) or `main`
+            // (v0), so only those are demangled.
+            let main_crate = obj
+                .symbols()
+                .filter(|s| s.kind() == SymbolKind::Text)
+                .filter_map(|s| s.name_bytes().ok())
+                .filter(|n| n.windows(4).any(|w| w == b"main"))
+                .find_map(|n| {
+                    let name = format!("{:#}", backtrace::SymbolName::new(n));
+                    let (krate, rest) = name.split_once("::")?;
+                    (rest == "main" && crate_of_name(&name) == Some(krate))
+                        .then(|| krate.to_owned())
+                });
             let segments = obj
                 .segments()
                 .map(|s| {
@@ -689,7 +778,7 @@ impl SymbolTable {
                     (offset, size, s.address())
                 })
                 .collect();
-            (ranges, segments)
+            (ranges, segments, main_crate)
         };
         if ranges.is_empty() {
             return None;
@@ -698,6 +787,7 @@ impl SymbolTable {
             file,
             ranges,
             segments,
+            main_crate,
         })
     }
 
@@ -847,7 +937,7 @@ mod tests {
                 line: Some(9),
             },
         ];
-        let frames = finish(raw, 0x1000, None, None);
+        let frames = finish(raw, 0x1000, None, None, &HashMap::new());
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
             names,
@@ -876,9 +966,60 @@ mod tests {
             0x1000,
             None,
             None,
+            &HashMap::new(),
         );
         assert!(frames[0].library);
         assert_eq!(frames[0].function, "tokio::runtime::park");
+        // An inlined application frame whose physical frame is a dependency's (an async
+        // block polled by tokio): its crate comes from what the batch learned; linker
+        // names stay as they are.
+        let crates = HashMap::from([(String::new(), "heapwatch".to_owned())]);
+        let frames = finish(
+            vec![
+                RawFrame {
+                    function: Some("__rust_alloc".into()),
+                    file: Some("src/main.rs".into()),
+                    line: Some(17),
+                },
+                RawFrame {
+                    function: Some("{async_fn#0}<tokio::net::TcpStream>".into()),
+                    file: Some("/build/src/http/mod.rs".into()),
+                    line: Some(168),
+                },
+                RawFrame {
+                    function: Some(
+                        "<tokio_util::task::TrackedFuture<F> as core::future::Future>::poll".into(),
+                    ),
+                    file: None,
+                    line: None,
+                },
+            ],
+            0x1000,
+            None,
+            Some("/"),
+            &crates,
+        );
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "__rust_alloc",
+                "heapwatch::http::{async_fn#0}<tokio::net::TcpStream>",
+                "<tokio_util::task::TrackedFuture<F> as core::future::Future>::poll",
+            ]
+        );
+        assert!(frames[0].is_tracker_internal(), "the allocator shim");
+        assert_eq!(frames[1].file.as_deref(), Some("src/http/mod.rs"));
+        assert!(!frames[1].library);
+        assert!(
+            frames[2].library,
+            "no file: a dependency without debug info"
+        );
+        assert_eq!(
+            crate_of_name("<heapwatch::Foo as Bar>::f"),
+            Some("heapwatch")
+        );
+        assert_eq!(crate_of_name("handle"), None);
     }
 
     #[test]
@@ -923,6 +1064,8 @@ mod tests {
             table.lookup(addr, mapping).as_deref(),
             Some("heapwatch_tracker::symbolize::tests::named_in_the_symbol_table")
         );
+        // The test harness's `main` is the test crate's.
+        assert_eq!(table.main_crate.as_deref(), Some("heapwatch_tracker"));
     }
 
     /// What a test compares: everything a frame shows.
