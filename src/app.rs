@@ -196,8 +196,11 @@ async fn stop(server: &Server) {
 pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -> Arc<Server> {
     let services = Services::new(&settings, &limits, bound);
     if settings.debug_memory {
+        // `main` starts it before the server's start-up allocations; an embedder or a test
+        // starts it here.
         match memory::start(services.heap.config()) {
             Ok(_) => {
+                services.heap.set_tracking_from_boot();
                 tracing::info!(mode = ?settings.debug_memory_mode, frames = settings.debug_memory_frames, "allocation tracking on from boot")
             }
             Err(MemoryError::NotInstalled) => {

@@ -1,5 +1,7 @@
 //! The `heapwatch` binary: parse the command line, load settings (a bad options file exits
-//! 78 before any port is bound), start logging, run the app until SIGTERM or SIGINT.
+//! 78 before any port is bound), start allocation tracking when the settings ask for it
+//! (before logging, the runtime and the server allocate anything), start logging, run the
+//! app until SIGTERM or SIGINT.
 //! `heapwatch healthcheck` instead asks a running server for `/healthz` (the image's
 //! HEALTHCHECK; see `heapwatch::healthcheck`).
 
@@ -8,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use heapwatch::app::{self, Limits};
+use heapwatch::heap::tracking_config;
 use heapwatch::settings::{DEFAULT_OPTIONS_PATH, OptionsSource, Settings};
 
 #[global_allocator]
@@ -63,10 +66,28 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Tracking from boot starts here, before the server's own start-up allocations (the
+    // logger, the runtime, the listeners, the trend's history); only the command line
+    // and the settings were allocated before it. `app::build_server` logs it.
+    if settings.debug_memory {
+        let _ = heapwatch::memory::start(tracking_config(&settings));
+    }
     let (_log_guard, log_problem) =
         heapwatch::logging::init(settings.log_level, &settings.data_dir);
     if let Some(problem) = log_problem {
         tracing::warn!("{problem}");
+    }
+    if !settings.ignored_env.is_empty() {
+        let known: Vec<String> = heapwatch::settings::KEYS
+            .iter()
+            .map(|k| format!("HEAPWATCH_{}", k.name.to_ascii_uppercase()))
+            .collect();
+        for name in &settings.ignored_env {
+            tracing::warn!(
+                "ignoring environment variable {name}: Heapwatch has no such setting (known: {})",
+                known.join(", ")
+            );
+        }
     }
     match source {
         OptionsSource::File(p) => tracing::info!(path = %p.display(), "options loaded"),
@@ -107,8 +128,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: the log (stdout, the add-on's Log tab, and the log file) has it.
             tracing::error!("{e}");
-            eprintln!("heapwatch: {e}");
             ExitCode::FAILURE
         }
     }

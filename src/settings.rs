@@ -3,7 +3,9 @@
 //!
 //! The `config` crate layers the sources; this module owns the key list, the types, the
 //! ranges and the error messages (each names the source, the key and what was expected).
-//! `main.rs` turns an error into exit status 78 before any port is bound.
+//! `main.rs` turns an error into exit status 78 before any port is bound. An environment
+//! variable with the prefix that names no key is not an error: it is ignored and logged
+//! as a warning ([`Settings::ignored_env`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -130,6 +132,10 @@ pub struct Settings {
     /// Supervisor sets for every add-on (not an option: never in the options file, never
     /// shown). Its presence means "running as an add-on".
     pub supervisor_token: Option<Secret>,
+    /// `HEAPWATCH_*` environment variables that name no key, sorted: ignored (a user's
+    /// environment may hold unrelated ones with that prefix), and `main` warns about each
+    /// once logging is up.
+    pub ignored_env: Vec<String>,
 }
 
 /// The type and range of one key, as the add-on schema states it. One table drives
@@ -409,6 +415,7 @@ impl Settings {
         let mut env_map = BTreeMap::new();
         let mut debug_memory_env = None;
         let mut supervisor_token = None;
+        let mut ignored_env = Vec::new();
         let prefix = format!("{ENV_PREFIX}_");
         for (name, value) in env {
             if name == DEBUG_MEMORY_ENV {
@@ -418,7 +425,8 @@ impl Settings {
             } else if let Some(key) = name.strip_prefix(&prefix) {
                 let key = key.to_ascii_lowercase();
                 if !KEYS.iter().any(|k| k.name == key) {
-                    return Err(unknown_key(&format!("environment variable {name}"), &key));
+                    ignored_env.push(name);
+                    continue;
                 }
                 env_map.insert(name, value);
             }
@@ -539,6 +547,10 @@ impl Settings {
             host_poll_interval_ms,
             notify_leaks,
             supervisor_token,
+            ignored_env: {
+                ignored_env.sort();
+                ignored_env
+            },
         };
         Ok((settings, source))
     }
@@ -889,10 +901,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("HEAPWATCH_DEBUG_MEMORY_FRAMES"), "{err}");
-        let err = load(None, &[("HEAPWATCH_NOPE", "x")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("HEAPWATCH_NOPE"), "{err}");
+        // An unknown variable with the prefix is ignored (and warned about by `main`).
+        let s = load(
+            None,
+            &[("HEAPWATCH_NOPE", "x"), ("HEAPWATCH_LOG_LEVEL", "debug")],
+        )
+        .expect("an unknown HEAPWATCH_ variable is not an error");
+        assert_eq!(s.ignored_env, ["HEAPWATCH_NOPE"]);
+        assert_eq!(s.log_level, LogLevel::Debug);
     }
 
     #[test]

@@ -440,6 +440,9 @@ pub struct GrowingSite {
     pub traceback: Vec<String>,
     /// The same frames, structured, same order.
     pub frames: Vec<memory::Frame>,
+    /// The library frames above the site, innermost first (see
+    /// `memory::Statistic::inner_frames`).
+    pub inner_frames: Vec<memory::Frame>,
     /// Bytes at the newest checkpoint.
     pub size_bytes: u64,
     /// Growth over the run divided by its duration.
@@ -477,6 +480,7 @@ pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<G
         out.push(GrowingSite {
             traceback: h.traceback,
             frames: h.frames,
+            inner_frames: h.inner_frames,
             size_bytes: h.bytes[last],
             growth_bytes_per_hour: grown / secs * 3600.0,
             grew_in: run,
@@ -577,6 +581,14 @@ impl Monitor {
             .lock()
             .expect("checkpoints lock poisoned")
             .push(snapshot);
+    }
+
+    /// Bytes the held checkpoints take on the heap (the tracker's memory: never a site).
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.checkpoints
+            .lock()
+            .expect("checkpoints lock poisoned")
+            .heap_bytes()
     }
 
     /// The report, computed on this thread: it symbolizes the checkpoints, so call it off
@@ -861,11 +873,8 @@ mod tests {
         let times: Vec<_> = (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect();
         let site = |name: &str, bytes: [u64; 5]| SiteHistory {
             traceback: vec![name.to_owned()],
-            frames: vec![memory::Frame {
-                function: name.to_owned(),
-                file: None,
-                line: None,
-            }],
+            frames: vec![memory::Frame::new(name, None, None)],
+            inner_frames: Vec::new(),
             bytes: bytes.to_vec(),
         };
         let found = growing_sites(

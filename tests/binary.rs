@@ -203,17 +203,47 @@ fn sigterm_closes_sessions_1001_and_exits_0_within_5s() {
 }
 
 #[test]
-fn port_already_taken_is_a_clear_error() {
+fn port_already_taken_is_a_clear_error_printed_once() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, _, stderr) =
+    let (code, stdout, stderr) =
         run_with_options(Some(&json!({"ingress_listen": addr}).to_string()), &[]);
     assert_ne!(code, 0);
     assert_ne!(code, 78, "not a configuration error");
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr} (ingress_listen)")),
-        "{stderr}"
+    // Once, in the log (stdout: the add-on's Log tab), as an error.
+    let both = format!("{stdout}{stderr}");
+    let needle = format!("cannot listen on {addr} (ingress_listen)");
+    assert_eq!(both.matches(&needle).count(), 1, "{both}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&needle))
+        .expect("in the log");
+    assert!(line.contains("ERROR"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_heapwatch_variable_is_a_warning_and_the_server_starts() {
+    let bin = Binary::start(
+        json!({}),
+        &[
+            ("HEAPWATCH_SOMETHING", "1"),
+            ("HEAPWATCH_LOG_LEVEL", "debug"),
+        ],
     );
+    let line = bin.wait_for_line("ignoring environment variable HEAPWATCH_SOMETHING");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("HEAPWATCH_LOG_LEVEL"),
+        "names the known ones: {line}"
+    );
+    let mut ws = ws(bin.ingress).await;
+    assert_eq!(
+        ws.call("p", "ping", json!({})).await["result"]["pong"],
+        true
+    );
+    // The known variable beside it still applies.
+    let info = ws.call("i", "system/info", json!({})).await;
+    assert_eq!(info["result"]["settings"]["log_level"], "debug");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,4 +311,35 @@ async fn refused_peers_are_logged_with_their_address_but_rate_limited() {
         "{}",
         refused[0]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_from_boot_starts_before_the_servers_own_allocations() {
+    let bin = Binary::start(
+        json!({"debug_memory": true, "debug_memory_mode": "exact"}),
+        &[],
+    );
+    let mut ws = ws(bin.ingress).await;
+    let r = ws.call("s", "debug/memory_snapshot", json!({})).await;
+    let c = &r["result"]["coverage"];
+    assert_eq!(c["tracking_from_boot"], true, "{c}");
+    assert_eq!(
+        r["result"]["note"],
+        serde_json::Value::Null,
+        "already on: {r}"
+    );
+    // Only the command line and the settings were allocated before tracking started:
+    // the logger, the runtime, the listeners and the trend's history come after.
+    let at_start = c["heap_at_start_bytes"].as_u64().expect("heap at start");
+    assert!(
+        at_start < 256 * 1024,
+        "{at_start} B live when tracking started: {c}"
+    );
+    assert!(
+        c["before_tracking_bytes"].as_u64().unwrap() <= at_start,
+        "{c}"
+    );
+    let hint = c["hint"].as_str().unwrap();
+    assert!(hint.contains("% of the heap ("), "{hint}");
+    assert!(!hint.contains("turn on debug_memory"), "{hint}");
 }

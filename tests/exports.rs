@@ -40,6 +40,41 @@ fn hold_more(held: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// Two functions with the same bare name in different modules: pprof must show them as
+/// two rows (`go tool pprof -top` merges rows by function name).
+mod same_name {
+    pub mod one {
+        #[inline(never)]
+        pub fn new() -> Vec<u8> {
+            std::hint::black_box(vec![1u8; 3 * 4096])
+        }
+    }
+    pub mod two {
+        #[inline(never)]
+        pub fn new() -> Vec<u8> {
+            std::hint::black_box(vec![2u8; 5 * 4096])
+        }
+    }
+}
+
+/// `0x7fd5cbfab1f4`: an address where a name should be.
+fn is_bare_hex(name: &str) -> bool {
+    name.strip_prefix("0x")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The function names of `go tool pprof -top` rows (after the five number columns).
+fn top_rows(top: &str) -> Vec<String> {
+    top.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.len() > 5).then(|| fields[5..].join(" "))
+        })
+        .collect()
+}
+
 /// 1,000 distinct allocation sites: `sites::aX::bY::cZ`, each its own function.
 mod sites {
     macro_rules! sites {
@@ -157,8 +192,10 @@ async fn exports_in_exact_mode() {
     // The client runs in the server's process: replies it keeps count in the tracked heap.
     drop(r);
 
-    let mut held: Vec<Vec<u8>> = Vec::with_capacity(BLOCKS + MORE);
+    let mut held: Vec<Vec<u8>> = Vec::with_capacity(BLOCKS + MORE + 2);
     hold_blocks(&mut held);
+    held.push(same_name::one::new());
+    held.push(same_name::two::new());
 
     // Unknown baseline: 404 on each export.
     for path in PATHS {
@@ -196,6 +233,12 @@ async fn exports_in_exact_mode() {
         .map(|l| l.rsplit_once(' ').unwrap().0)
         .collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+    // No frame is a bare address (code without symbols reads `libc.so.6+0x…`).
+    for key in &keys {
+        for frame in key.split(';') {
+            assert!(!is_bare_hex(frame), "{frame} in {key}");
+        }
+    }
 
     // Flame graph: the frame and its exact bytes are in the SVG.
     let r = get(s.ingress, "/api/memory/flamegraph.svg", &[]).await;
@@ -294,6 +337,47 @@ async fn exports_in_exact_mode() {
     );
 
     if tools::require("go", "golang-go") {
+        // Every row a distinct, qualified function: the two `new`s are two rows, no row
+        // is a bare address, and every row of Rust code has its module path.
+        let all = pprof_top(
+            &[
+                "-unit=B",
+                "-sample_index=inuse_space",
+                "-nodecount=100000",
+                "-nodefraction=0",
+            ],
+            &[&first],
+        );
+        let names = top_rows(&all);
+        assert!(names.len() > 10, "{all}");
+        for (name, bytes) in [
+            ("exports::same_name::one::new", 3 * 4096),
+            ("exports::same_name::two::new", 5 * 4096),
+        ] {
+            let row = all
+                .lines()
+                .find(|l| l.trim_end().ends_with(name))
+                .unwrap_or_else(|| panic!("{name} missing: {all}"));
+            assert!(row.trim_start().starts_with(&format!("{bytes}B ")), "{row}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "rows distinct by name: {all}");
+        for name in &names {
+            assert!(!is_bare_hex(name), "{name}: {all}");
+            // C code (libc) is named by its symbol or `file+0xoffset`, and the standard
+            // library's linker-level helpers (`__rust_try`) by their unique symbols; Rust
+            // functions by their path.
+            assert!(
+                name.contains("::")
+                    || name.contains("+0x")
+                    || name.starts_with('<')
+                    || name.starts_with("__"),
+                "a bare name would merge unrelated functions: {name}\n{all}"
+            );
+        }
+
         // The known allocating function is first by inuse_space.
         let top = pprof_top(&["-unit=B", "-sample_index=inuse_space"], &[&first]);
         assert!(top.contains("Build ID: "), "{top}");

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::args::{Bounded, Range, optional_name};
 use super::{Args, Command, CommandError, NoArgs, Services, blocking};
-use crate::heap::{NoBaseline, list_or_none, names_of};
+use crate::heap::{Coverage, NoBaseline, list_or_none, names_of};
 use crate::memory::{self, Baselines, GroupBy, MemoryError, Mode, Statistic, Totals};
 use crate::system::SystemMemory;
 
@@ -65,7 +65,9 @@ pub struct SnapshotArgs {
     /// Rows returned, 1 to [`TOP_N_MAX`] (default [`TOP_N_DEFAULT`]).
     #[serde(default = "top_n_default", deserialize_with = "top_n")]
     pub top_n: usize,
-    /// How rows are grouped: `site` (default), `function`, `file` or `traceback`.
+    /// How rows are grouped: `site` (default: the first frame in the application's own
+    /// code), `innermost` (the first frame past the allocator, often in a dependency),
+    /// `function`, `file` or `traceback`.
     #[serde(default = "group_by_default", deserialize_with = "group_by")]
     pub group_by: GroupBy,
     #[serde(default, deserialize_with = "optional_name")]
@@ -114,12 +116,13 @@ enum GroupByArg {
     Function,
     File,
     Traceback,
+    Innermost,
 }
 
 /// `group_by` for `#[serde(deserialize_with)]`: `null` is `site`.
 ///
 /// # Errors
-/// Not one of the four names.
+/// Not one of the five names.
 pub fn group_by<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupBy, D::Error> {
     let g: Option<GroupByArg> = serde::Deserialize::deserialize(d)?;
     Ok(match g {
@@ -127,7 +130,19 @@ pub fn group_by<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupBy, D::Er
         Some(GroupByArg::Function) => GroupBy::Function,
         Some(GroupByArg::File) => GroupBy::File,
         Some(GroupByArg::Traceback) => GroupBy::Traceback,
+        Some(GroupByArg::Innermost) => GroupBy::Innermost,
     })
+}
+
+/// `group_by` as the wire spells it.
+pub fn group_by_name(g: GroupBy) -> &'static str {
+    match g {
+        GroupBy::Site => "site",
+        GroupBy::Function => "function",
+        GroupBy::File => "file",
+        GroupBy::Traceback => "traceback",
+        GroupBy::Innermost => "innermost",
+    }
 }
 
 /// RFC 3339 in UTC, as every timestamp on the wire.
@@ -202,12 +217,13 @@ pub fn system_json(m: &SystemMemory) -> Value {
     })
 }
 
-/// Frames as the panel reads them: `{"function", "file", "line"}` (file and line null when
-/// unknown), the allocation site first.
+/// Frames as the panel reads them: `{"function", "file", "line", "library"}` (file and
+/// line null when unknown; `library` for the standard library, dependencies and the
+/// tracker, which a panel collapses), the allocation site first.
 pub fn frames_json(frames: &[memory::Frame]) -> Value {
     frames
         .iter()
-        .map(|f| json!({"function": f.function, "file": f.file, "line": f.line}))
+        .map(|f| json!({"function": f.function, "file": f.file, "line": f.line, "library": f.library}))
         .collect()
 }
 
@@ -215,6 +231,7 @@ fn statistic_json(s: &Statistic) -> Value {
     json!({
         "traceback": s.traceback,
         "frames": frames_json(&s.frames),
+        "inner_frames": frames_json(&s.inner_frames),
         "size_bytes": s.size_bytes,
         "size_diff_bytes": s.size_diff_bytes,
         "count": s.count,
@@ -311,19 +328,32 @@ pub async fn snapshot(
         .and_then(|c| heap.baselines().get(c).cloned());
     let system_sampler = services.system.clone();
     let (group_by, top_n) = (args.group_by, args.top_n);
-    let (snapshot, rows, system, totals) = blocking(move || {
-        let snapshot = memory::take_snapshot();
+    let (snapshot, rows, system, totals, memo_bytes) = blocking(move || {
         let totals = memory::totals();
+        let snapshot = memory::take_snapshot();
         let rows = match &baseline {
             Some(old) => snapshot.compare_to(old, group_by, top_n),
             None => snapshot.statistics(group_by, top_n),
         };
         let system = system_sampler.sample();
-        (snapshot, rows, system, totals)
+        // Walks the memo (up to 65,536 addresses): here, off the async workers.
+        let memo_bytes = memory::symbol_memo_bytes();
+        (snapshot, rows, system, totals, memo_bytes)
     })
     .await?;
 
     let taken_at = snapshot.taken_at.unwrap_or_else(SystemTime::now);
+    // The tracker's own memory as it stands, before this snapshot joins the baselines.
+    let tracker_bytes =
+        heap.baselines().heap_bytes() + services.trend.checkpoint_bytes() + memo_bytes;
+    let coverage = Coverage::of(
+        &snapshot,
+        &totals,
+        tracker_bytes,
+        memory::heap_at_start(),
+        heap.tracking_from_boot(),
+        started_now,
+    );
     let (names, listed) = {
         let mut baselines = heap.baselines();
         if let Some(name) = &args.save_as {
@@ -340,13 +370,9 @@ pub async fn snapshot(
         "tracking": tracking_json(),
         "allocator": totals_json(&totals),
         "system": system_json(&system),
-        "group_by": match group_by {
-            GroupBy::Site => "site",
-            GroupBy::Function => "function",
-            GroupBy::File => "file",
-            GroupBy::Traceback => "traceback",
-        },
+        "group_by": group_by_name(group_by),
         "compared_with": args.compare_with,
+        "coverage": coverage_json(&coverage),
         "top_allocators": rows.iter().map(statistic_json).collect::<Vec<_>>(),
         "baseline_names": names,
         "baselines": listed,
@@ -355,6 +381,24 @@ pub async fn snapshot(
         result["note"] = Value::String(STARTED_NOTE.into());
     }
     Ok(result)
+}
+
+/// The coverage as every snapshot reply carries it (see [`Coverage`]).
+pub fn coverage_json(c: &Coverage) -> Value {
+    json!({
+        "heap_bytes": c.heap_bytes,
+        "attributed_bytes": c.attributed_bytes,
+        "attributed_percent": c.attributed_percent(),
+        "before_tracking_bytes": c.before_tracking_bytes,
+        "tracker_bytes": c.tracker_bytes,
+        "other_bytes": c.other_bytes,
+        "heap_at_start_bytes": c.heap_at_start_bytes,
+        "estimated": c.sample_interval_bytes.is_some(),
+        "sample_interval_bytes": c.sample_interval_bytes,
+        "sampling_error_bytes": c.sampling_error_bytes,
+        "tracking_from_boot": c.from_boot,
+        "hint": c.hint(),
+    })
 }
 
 /// A missing baseline as the client sees it.

@@ -143,6 +143,7 @@ pub fn report_json(r: &TrendReport) -> Value {
         "growing_sites": r.growing_sites.iter().map(|s| json!({
             "traceback": s.traceback,
             "frames": super::debug::frames_json(&s.frames),
+            "inner_frames": super::debug::frames_json(&s.inner_frames),
             "size_bytes": s.size_bytes,
             "growth_bytes_per_hour": s.growth_bytes_per_hour,
             "grew_in": s.grew_in,

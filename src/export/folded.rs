@@ -88,11 +88,7 @@ mod tests {
                     address: 0x1000 + i as u64,
                     frames: names
                         .iter()
-                        .map(|n| Frame {
-                            function: (*n).to_owned(),
-                            file: None,
-                            line: Some(i as u32),
-                        })
+                        .map(|n| Frame::new(*n, None, Some(i as u32)))
                         .collect(),
                 })
                 .collect(),

@@ -424,11 +424,7 @@ mod tests {
     use std::io::Read;
 
     fn frame(function: &str, line: u32) -> Frame {
-        Frame {
-            function: function.to_owned(),
-            file: Some("src/x.rs".to_owned()),
-            line: Some(line),
-        }
+        Frame::new(function, Some("src/x.rs".to_owned()), Some(line))
     }
 
     #[test]

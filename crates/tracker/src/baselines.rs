@@ -3,11 +3,14 @@
 //! Baselines are snapshots (per-stack totals, kilobytes each), not grouped rows, so one
 //! saved while viewing by site can be compared by function, file or traceback later.
 //! The store is a plain value: the server decides where it lives and how it is locked.
+//! Its memory is the tracker's: saved and dropped with recording suppressed, so a
+//! baseline never shows up as a site (nor as growth in a compare).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::error::MemoryError;
+use crate::guard::untracked;
 use crate::snapshot::Snapshot;
 
 /// Named baselines, at most [`Baselines::MAX`], each a [`Snapshot`].
@@ -33,7 +36,9 @@ impl Baselines {
                 names: self.saved.keys().cloned().collect(),
             });
         }
-        self.saved.insert(name.to_owned(), snapshot);
+        untracked(|| {
+            self.saved.insert(name.to_owned(), snapshot);
+        });
         Ok(())
     }
 
@@ -44,7 +49,12 @@ impl Baselines {
 
     /// Removes `name`; returns whether it existed.
     pub fn remove(&mut self, name: &str) -> bool {
-        self.saved.remove(name).is_some()
+        untracked(|| self.saved.remove(name).is_some())
+    }
+
+    /// Bytes the saved snapshots hold on the heap (see [`Snapshot::heap_bytes`]).
+    pub fn heap_bytes(&self) -> u64 {
+        self.saved.values().map(Snapshot::heap_bytes).sum()
     }
 
     /// Sorted names with when each was taken.

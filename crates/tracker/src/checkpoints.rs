@@ -20,7 +20,8 @@ pub struct Checkpoints {
 impl Default for Checkpoints {
     fn default() -> Self {
         Self {
-            ring: VecDeque::with_capacity(Self::MAX),
+            // The tracker's memory, not the program's: never a site.
+            ring: crate::guard::untracked(|| VecDeque::with_capacity(Self::MAX)),
         }
     }
 }
@@ -66,6 +67,11 @@ impl Checkpoints {
     }
 
     /// Forgets every checkpoint.
+    /// Bytes the held snapshots take on the heap (the tracker's memory, never a site).
+    pub fn heap_bytes(&self) -> u64 {
+        self.ring.iter().map(Snapshot::heap_bytes).sum()
+    }
+
     pub fn clear(&mut self) {
         self.ring.clear();
     }

@@ -85,6 +85,8 @@
 
 #![deny(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 mod allocator;
 mod baselines;
 mod checkpoints;
@@ -132,13 +134,38 @@ pub fn start(config: TrackingConfig) -> Result<bool, MemoryError> {
     if !counters::installed() {
         return Err(MemoryError::NotInstalled);
     }
-    Ok(recorder::start(config))
+    let heap_now = counters::current_bytes();
+    let started = recorder::start(config);
+    if started {
+        HEAP_AT_START.store(heap_now, Relaxed);
+    }
+    Ok(started)
+}
+
+/// The always-on `current_bytes` when the running session started (see
+/// [`heap_at_start`]); `u64::MAX` when off.
+static HEAP_AT_START: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Live heap bytes when the running tracking session started (`None` when off): the most
+/// that blocks from before tracking — never attributed — can still hold.
+pub fn heap_at_start() -> Option<u64> {
+    status()
+        .enabled
+        .then(|| HEAP_AT_START.load(Relaxed))
+        .filter(|&b| b != u64::MAX)
+}
+
+/// Bytes the symbolizer's memo of resolved frames holds on the heap: the tracker's own
+/// memory (allocated untracked, never a site), freed by [`stop`].
+pub fn symbol_memo_bytes() -> u64 {
+    symbolize::memo_bytes()
 }
 
 /// Stops site tracking and frees its tables. The always-on totals keep counting.
 /// [`start`] may be called again afterwards.
 pub fn stop() {
     recorder::stop();
+    HEAP_AT_START.store(u64::MAX, Relaxed);
     symbolize::clear_memo();
 }
 

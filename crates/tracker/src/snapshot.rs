@@ -5,10 +5,15 @@
 //! addresses (unsymbolized), the true depth, a truncated flag and the estimated bytes and
 //! count. Never per-block data: a snapshot of a large heap is kilobytes. It is filled by
 //! `recorder::snapshot` under the tracker lock; `stats` symbolizes and groups it (its
-//! methods on [`Snapshot`] are defined there: this module imports only `sampler`).
+//! methods on [`Snapshot`] are defined there: this module imports only `guard` and
+//! `sampler`).
+//!
+//! A snapshot is the tracker's own memory: it is made, cloned and dropped with recording
+//! suppressed, so baselines and checkpoints never show up as sites of their own.
 
 use std::time::SystemTime;
 
+use crate::guard::untracked;
 use crate::sampler::COUNT_ONE;
 
 /// The totals of one stack in a [`Snapshot`].
@@ -35,8 +40,9 @@ pub(crate) struct StackTotals {
 /// Cheap to clone (kilobytes: one entry per distinct allocation stack, no per-block
 /// data). Take one with [`take_snapshot`](crate::take_snapshot); turn it into rows with
 /// [`Snapshot::statistics`] or diff two with [`Snapshot::compare_to`] (both defined in
-/// `stats`, which reads snapshots; this module does not know statistics).
-#[derive(Clone, Debug, Default)]
+/// `stats`, which reads snapshots; this module does not know statistics). A clone is
+/// never attributed to a site (it is the tracker's memory, not the program's).
+#[derive(Debug, Default)]
 pub struct Snapshot {
     /// When it was taken; `None` only for `Snapshot::default()`.
     pub taken_at: Option<SystemTime>,
@@ -52,7 +58,30 @@ pub struct Snapshot {
     pub(crate) frame_limit: u32,
 }
 
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        // Copies of the tracker's own data (a baseline handed out, a checkpoint kept) are
+        // not the program's allocations: never recorded as sites.
+        untracked(|| Snapshot {
+            taken_at: self.taken_at,
+            estimated: self.estimated,
+            tracking_since: self.tracking_since,
+            sample_interval_bytes: self.sample_interval_bytes,
+            stacks: self.stacks.clone(),
+            frames: self.frames.clone(),
+            frame_limit: self.frame_limit,
+        })
+    }
+}
+
 impl Snapshot {
+    /// Bytes this snapshot holds on the heap (its per-stack totals and return addresses):
+    /// the tracker's own memory, which is never attributed to a site.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.stacks.capacity() * std::mem::size_of::<StackTotals>()
+            + self.frames.capacity() * std::mem::size_of::<u64>()) as u64
+    }
+
     /// Distinct stacks with live tracked blocks (the overflow bucket counts as one).
     pub fn stack_count(&self) -> usize {
         self.stacks.len()

@@ -31,8 +31,25 @@ pub(crate) fn is_own_source(path: &str) -> bool {
     let dir = own_dir();
     OWN_FILES.iter().any(|name| {
         path.strip_suffix(name)
-            .is_some_and(|rest| rest.ends_with(dir))
+            .is_some_and(|rest| rest.ends_with(dir) || rest.ends_with('/') && is_own_crate(path))
     })
+}
+
+/// Whether `path` (shortened as tracebacks show it: relative to the workspace, or from
+/// a registry crate's `name-version/` directory) is any file of this crate's `src/`: the
+/// tracker's frames are library frames, never an application's site.
+pub(crate) fn is_own_crate(path: &str) -> bool {
+    let Some((dir, _)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let dir = format!("{dir}/");
+    let own = own_dir();
+    // `src/` alone is any crate's: only a directory above it tells the tracker apart.
+    // Either side may be the longer: the debug info joins paths with the directory they
+    // were compiled in, while `file!()` may be relative to the workspace.
+    dir == own
+        || (dir != "src/" && own.ends_with(&format!("/{dir}")))
+        || (own != "src/" && dir.ends_with(&format!("/{own}")))
 }
 
 #[cfg(test)]
@@ -59,5 +76,16 @@ mod tests {
         assert!(is_own_source(&format!("/build/{dir}allocator.rs")));
         assert!(!is_own_source(&format!("{dir}stats.rs")));
         assert!(!is_own_source("/elsewhere/src/allocator.rs"));
+    }
+
+    #[test]
+    fn own_crate_is_every_file_of_this_src_dir() {
+        let dir = own_dir();
+        assert!(is_own_crate(&format!("{dir}stats.rs")));
+        assert!(is_own_crate(&format!("{dir}symbolize.rs")));
+        assert!(!is_own_crate("src/stats.rs"), "an application's src/");
+        assert!(!is_own_crate("tests/exports.rs"));
+        assert!(!is_own_crate("tokio-1.54.1/src/lib.rs"));
+        assert!(is_own_crate(&format!("/build/{dir}stats.rs")), "absolute");
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! Per stack: symbolize its raw frames (see `symbolize`), trim the tracker's own frames
 //! from the top, keep the session's `frames` limit of physical frames (all inline frames
-//! at a kept address are shown), then pick the *site*: the first frame that is not
-//! allocation plumbing (std/alloc/core/hashbrown), or the first frame if all are.
+//! at a kept address are shown), then pick the *site*: the first frame in the
+//! application's own code (not a [library frame](Frame::library)). Where a stack has none
+//! within the limit, the site is its *innermost* frame: the first that is not allocation
+//! plumbing (std/alloc/core/hashbrown), or the first frame if all are.
+//! [`GroupBy::Innermost`] groups by the innermost frame always.
 //! Groups are keyed by that site's "function (file:line)", function, or file, or by the
 //! whole traceback. Everything here runs with recording suppressed, so producing a
 //! report never shows up in the next one.
@@ -26,12 +29,17 @@ use crate::symbolize::{Frame, Frames, Symbolizer, resolve_all};
 
 /// How statistics group stacks.
 ///
-/// The *site* of a stack is its first frame outside the tracker and the allocation
-/// plumbing of std/alloc/core/hashbrown: the line of your code that allocated.
+/// The *site* of a stack is its first frame in the application's own code: not the
+/// standard library, not a crate from the cargo registry or a git checkout, not the
+/// tracker (see [`Frame::library`]) — the line of your code whose call allocated, even
+/// when the allocation itself happened deep inside a dependency. A stack with no such
+/// frame within the frame limit falls back to its innermost frame (see
+/// [`GroupBy::Innermost`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupBy {
     /// By site "function (file:line)". A row's traceback is the largest stack of the
-    /// group from its site outwards (site first, then callers).
+    /// group from its site outwards (site first, then callers); the library frames
+    /// between the allocation and the site are the row's `inner_frames`.
     Site,
     /// By the site's function. Traceback as for `Site`.
     Function,
@@ -39,13 +47,18 @@ pub enum GroupBy {
     File,
     /// By the whole trimmed stack, plumbing frames included; the traceback is that stack.
     Traceback,
+    /// By the innermost frame "function (file:line)": the first outside the tracker and
+    /// the allocation plumbing of std/alloc/core/hashbrown, wherever it is (often a
+    /// dependency: `tokio::runtime::task::core::Cell::new`). Traceback from that frame
+    /// outwards.
+    Innermost,
 }
 
 /// One row of grouped statistics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statistic {
-    /// "function (file:line)" strings, innermost (allocation site) first. Unresolvable
-    /// frames read "0x… (unknown)". See [`GroupBy`] for which stack a row shows.
+    /// "function (file:line)" strings, the site first. Code without a symbol reads
+    /// "libc.so.6+0x… (libc.so.6)", never a bare address. See [`GroupBy`] for which stack a row shows.
     pub traceback: Vec<String>,
     /// The same frames structured, in the same order: `traceback[i]` is `frames[i]`'s
     /// [`Display`](std::fmt::Display) form, except for the two placeholder rows, whose one
@@ -53,6 +66,11 @@ pub struct Statistic {
     /// `<other stacks> (stack table full)`) and a walk that recorded no frame
     /// (`<no frames>`).
     pub frames: Vec<Frame>,
+    /// The library frames a `Site`, `Function` or `File` row hides above its site: from
+    /// the innermost frame (the allocating call in a dependency or the standard library,
+    /// allocation plumbing trimmed) to the frame the site called, innermost first. Empty
+    /// when the site is the innermost frame, and for `Traceback` and `Innermost` rows.
+    pub inner_frames: Vec<Frame>,
     /// Live bytes (an estimate in sampled mode).
     pub size_bytes: u64,
     /// `size_bytes` minus the old snapshot's (0 from `statistics`).
@@ -89,10 +107,12 @@ const NO_FRAMES: &str = "<no frames> (unknown)";
 /// Function name of a walk that recorded no frame.
 const NO_FRAMES_FUNCTION: &str = "<no frames>";
 
-/// A row's traceback: the rendered lines and the frames they render, same order.
+/// A row's traceback: the rendered lines and the frames they render, same order, and the
+/// library frames above the site (see [`Statistic::inner_frames`]).
 pub(crate) struct Traceback {
     pub(crate) lines: Vec<String>,
     pub(crate) frames: Vec<Frame>,
+    pub(crate) inner_frames: Vec<Frame>,
 }
 
 impl Traceback {
@@ -101,6 +121,7 @@ impl Traceback {
         Traceback {
             lines: Vec::new(),
             frames: Vec::new(),
+            inner_frames: Vec::new(),
         }
     }
 
@@ -108,19 +129,35 @@ impl Traceback {
     fn placeholder(line: &str, function: &str) -> Self {
         Traceback {
             lines: vec![line.to_owned()],
-            frames: vec![Frame {
-                function: function.to_owned(),
-                file: None,
-                line: None,
-            }],
+            frames: vec![Frame::new(function, None, None)],
+            inner_frames: Vec::new(),
         }
     }
 
-    /// These frames, each line its rendering.
-    fn of(frames: &[&Frame]) -> Self {
+    /// These frames, each line its rendering, below the `inner` ones.
+    fn of(inner: &[&Frame], frames: &[&Frame]) -> Self {
         Traceback {
             lines: frames.iter().map(|f| f.render()).collect(),
             frames: frames.iter().map(|f| (*f).clone()).collect(),
+            inner_frames: inner.iter().map(|f| (*f).clone()).collect(),
+        }
+    }
+}
+
+/// Which frame of a stack is its site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pick {
+    /// The first application frame, else the innermost.
+    Application,
+    /// The first frame that is not allocation plumbing, else the first.
+    Innermost,
+}
+
+impl Pick {
+    fn of(group_by: GroupBy) -> Pick {
+        match group_by {
+            GroupBy::Innermost => Pick::Innermost,
+            _ => Pick::Application,
         }
     }
 }
@@ -202,6 +239,9 @@ struct SiteWalk {
     /// The first frame kept (address and index in its frames): the site when every
     /// kept frame is plumbing.
     first: Option<(u64, usize)>,
+    /// The first frame kept that is not plumbing: the site when no frame is the
+    /// application's.
+    innermost: Option<(u64, usize)>,
 }
 
 enum SiteStep<'a> {
@@ -215,6 +255,7 @@ fn site_step<'a>(
     snap: &Snapshot,
     stack: &StackTotals,
     symbols: &'a Symbols,
+    pick: Pick,
     walk: &mut SiteWalk,
 ) -> SiteStep<'a> {
     let raw = snap.raw_frames(stack);
@@ -231,8 +272,13 @@ fn site_step<'a>(
             }
             walk.started = true;
             any = true;
-            if !f.is_plumbing() {
-                return SiteStep::Done(Some(f));
+            match pick {
+                Pick::Application if !f.library => return SiteStep::Done(Some(f)),
+                Pick::Innermost if !f.is_plumbing() => return SiteStep::Done(Some(f)),
+                _ => {}
+            }
+            if walk.innermost.is_none() && !f.is_plumbing() {
+                walk.innermost = Some((addr, i));
             }
             walk.first.get_or_insert((addr, i));
         }
@@ -240,17 +286,23 @@ fn site_step<'a>(
             walk.kept += 1;
         }
     }
-    SiteStep::Done(walk.first.and_then(|(addr, i)| symbols.get(&addr)?.get(i)))
+    let fallback = walk.innermost.or(walk.first);
+    SiteStep::Done(fallback.and_then(|(addr, i)| symbols.get(&addr)?.get(i)))
 }
 
-/// A stack's site: the first frame of its [`trace`] that is not allocation plumbing, or the
-/// first frame when all are; from resolved `symbols` (an address missing there is skipped,
-/// as [`trace_into`] skips it). The one definition of a site: grouping keys by it and
-/// rows show their traceback from it.
-fn site_frame<'a>(snap: &Snapshot, stack: &StackTotals, symbols: &'a Symbols) -> Option<&'a Frame> {
+/// A stack's site as `pick` chooses it (see [`GroupBy`]) from its [`trace`]; from
+/// resolved `symbols` (an address missing there is skipped, as [`trace_into`] skips it).
+/// The one definition of a site: grouping keys by it and rows show their traceback from
+/// it.
+fn site_frame<'a>(
+    snap: &Snapshot,
+    stack: &StackTotals,
+    symbols: &'a Symbols,
+    pick: Pick,
+) -> Option<&'a Frame> {
     let mut walk = SiteWalk::default();
     loop {
-        match site_step(snap, stack, symbols, &mut walk) {
+        match site_step(snap, stack, symbols, pick, &mut walk) {
             SiteStep::Need(_) => walk.pos += 1,
             SiteStep::Done(site) => return site,
         }
@@ -277,17 +329,18 @@ fn resolve_for_groups(
         .map(|(snap, stack)| (snap, stack, SiteWalk::default()))
         .collect();
     let mut need = Vec::new();
+    let pick = Pick::of(group_by);
     while !searching.is_empty() {
         need.clear();
-        searching.retain_mut(
-            |(snap, stack, walk)| match site_step(snap, stack, symbols, walk) {
+        searching.retain_mut(|(snap, stack, walk)| {
+            match site_step(snap, stack, symbols, pick, walk) {
                 SiteStep::Need(addr) => {
                     need.push(addr);
                     true
                 }
                 SiteStep::Done(_) => false,
-            },
-        );
+            }
+        });
         need.sort_unstable();
         need.dedup();
         session.resolve(need.iter().copied(), symbols);
@@ -323,14 +376,21 @@ fn render(
     if frames.is_empty() {
         return Traceback::placeholder(NO_FRAMES, NO_FRAMES_FUNCTION);
     }
-    let from = if group_by == GroupBy::Traceback {
-        0
+    if group_by == GroupBy::Traceback {
+        return Traceback::of(&[], &frames);
+    }
+    let from = site_frame(snap, stack, symbols, Pick::of(group_by))
+        .and_then(|site| frames.iter().position(|f| std::ptr::eq(*f, site)))
+        .unwrap_or(0);
+    // The library frames above an application site, from the innermost one (the
+    // allocation plumbing above that is trimmed, as everywhere).
+    let innermost = frames.iter().position(|f| !f.is_plumbing()).unwrap_or(0);
+    let inner = if innermost < from {
+        &frames[innermost..from]
     } else {
-        site_frame(snap, stack, symbols)
-            .and_then(|site| frames.iter().position(|f| std::ptr::eq(*f, site)))
-            .unwrap_or(0)
+        &[]
     };
-    Traceback::of(&frames[from..])
+    Traceback::of(inner, &frames[from..])
 }
 
 pub(crate) fn groups(
@@ -349,7 +409,7 @@ pub(crate) fn groups(
             match group_by {
                 GroupBy::Function => OVERFLOW_FUNCTION,
                 GroupBy::File => "unknown",
-                GroupBy::Site | GroupBy::Traceback => OVERFLOW_FRAME,
+                GroupBy::Site | GroupBy::Traceback | GroupBy::Innermost => OVERFLOW_FRAME,
             }
         } else {
             if group_by == GroupBy::Traceback {
@@ -365,11 +425,11 @@ pub(crate) fn groups(
                     &joined
                 }
             } else {
-                match site_frame(snap, stack, symbols) {
+                match site_frame(snap, stack, symbols, Pick::of(group_by)) {
                     None => match group_by {
                         GroupBy::Function => NO_FRAMES_FUNCTION,
                         GroupBy::File => "unknown",
-                        GroupBy::Site | GroupBy::Traceback => NO_FRAMES,
+                        GroupBy::Site | GroupBy::Traceback | GroupBy::Innermost => NO_FRAMES,
                     },
                     Some(site) => {
                         site_keys
@@ -377,7 +437,9 @@ pub(crate) fn groups(
                             .or_insert_with(|| match group_by {
                                 GroupBy::Function => site.function_key(),
                                 GroupBy::File => site.file_key(),
-                                GroupBy::Site | GroupBy::Traceback => site.render(),
+                                GroupBy::Site | GroupBy::Traceback | GroupBy::Innermost => {
+                                    site.render()
+                                }
                             })
                     }
                 }
@@ -440,6 +502,7 @@ fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic
                 Statistic {
                     traceback: traceback.lines,
                     frames: traceback.frames,
+                    inner_frames: traceback.inner_frames,
                     size_bytes: g.bytes,
                     size_diff_bytes: 0,
                     count: round_count(g.count),
@@ -479,6 +542,7 @@ fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> V
                 Statistic {
                     traceback: Vec::new(),
                     frames: Vec::new(),
+                    inner_frames: Vec::new(),
                     size_bytes: size,
                     size_diff_bytes: diff(size, old_group.bytes),
                     count,
@@ -495,6 +559,7 @@ fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> V
                 Statistic {
                     traceback: Vec::new(),
                     frames: Vec::new(),
+                    inner_frames: Vec::new(),
                     size_bytes: g.bytes,
                     size_diff_bytes: diff(g.bytes, 0),
                     count,
@@ -523,6 +588,7 @@ fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> V
                 let traceback = render(source, rep, group_by, &symbols);
                 s.traceback = traceback.lines;
                 s.frames = traceback.frames;
+                s.inner_frames = traceback.inner_frames;
                 s
             })
             .collect()

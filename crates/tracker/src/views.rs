@@ -21,8 +21,8 @@ use crate::symbolize::Frame;
 pub struct ExportLocation {
     /// The return address minus one: an address inside the call instruction.
     pub address: u64,
-    /// At least one frame; an unresolved address has one named by the address, without a
-    /// file or line.
+    /// At least one frame; an address without a symbol has one named by its object file
+    /// and offset (`libc.so.6+0x2a1f4`), without a line.
     pub frames: Vec<Frame>,
 }
 
@@ -49,6 +49,8 @@ pub struct SiteHistory {
     pub traceback: Vec<String>,
     /// The same frames, structured (function, file, line), same order.
     pub frames: Vec<Frame>,
+    /// The library frames above the site (as [`Statistic::inner_frames`](crate::Statistic::inner_frames)).
+    pub inner_frames: Vec<Frame>,
     /// Bytes at the site in each snapshot, in the order given (0 where absent).
     pub bytes: Vec<u64>,
 }
@@ -151,6 +153,7 @@ pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
                 let entry = sites.entry(key).or_insert_with(|| SiteHistory {
                     traceback: Vec::new(),
                     frames: Vec::new(),
+                    inner_frames: Vec::new(),
                     bytes: vec![0; snaps.len()],
                 });
                 entry.bytes[i] = group.bytes;
@@ -159,6 +162,7 @@ pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
                     let traceback = group.traceback(snap, GroupBy::Site, &symbols);
                     entry.traceback = traceback.lines;
                     entry.frames = traceback.frames;
+                    entry.inner_frames = traceback.inner_frames;
                 }
             }
         }

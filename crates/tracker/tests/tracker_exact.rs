@@ -366,3 +366,71 @@ fn statistic_frames_are_the_traceback_structured() {
     }
     drop(pages);
 }
+
+/// The tracker's own structures are never sites: with a known site live, snapshots,
+/// their clones, eight saved baselines, checkpoints and symbolized reports (memo and
+/// debug-info caches included) leave the tracked heap exactly as it was.
+#[test]
+fn baselines_and_snapshots_add_nothing_to_the_sites_they_report() {
+    let _serial = serial();
+    let mut pages: Vec<Vec<u8>> = Vec::with_capacity(PAGES);
+    assert_eq!(memory::start(EXACT), Ok(true));
+    alloc_pages(&mut pages);
+    in_quiet_window(|| {
+        let before = memory::take_snapshot();
+        let mut baselines = memory::Baselines::default();
+        let mut checkpoints = memory::Checkpoints::default();
+        for i in 0..memory::Baselines::MAX {
+            let snap = memory::take_snapshot();
+            // Reports symbolize (the memo and the debug-info caches fill) and clone.
+            let _ = snap.statistics(GroupBy::Site, 50);
+            let _ = snap.compare_to(&before, GroupBy::Traceback, 50);
+            checkpoints.push(snap.clone());
+            baselines
+                .save(&format!("b{i}"), snap)
+                .map_err(|e| e.to_string())?;
+        }
+        let kept = baselines.get("b3").cloned();
+        let after = memory::take_snapshot();
+        let result = check_unchanged(&before, &after);
+        drop((baselines, checkpoints, kept));
+        result
+    });
+    let rows = memory::take_snapshot().statistics(GroupBy::Site, 100);
+    assert_eq!(
+        row(&rows, "alloc_pages").size_bytes,
+        (PAGES * PAGE) as u64,
+        "{rows:#?}"
+    );
+    memory::stop();
+    drop(pages);
+}
+
+/// `after` holds exactly what `before` held, and no row of it is in the tracker's code.
+fn check_unchanged(before: &memory::Snapshot, after: &memory::Snapshot) -> Result<(), String> {
+    if (after.total_bytes(), after.total_count()) != (before.total_bytes(), before.total_count()) {
+        let grown: Vec<String> = after
+            .compare_to(before, GroupBy::Traceback, 10)
+            .into_iter()
+            .filter(|r| r.size_diff_bytes != 0)
+            .map(|r| format!("{:+} B {}", r.size_diff_bytes, r.traceback.join(" <- ")))
+            .collect();
+        return Err(format!(
+            "{} B in {} blocks before, {} B in {} after: {grown:#?}",
+            before.total_bytes(),
+            before.total_count(),
+            after.total_bytes(),
+            after.total_count()
+        ));
+    }
+    for r in after.statistics(GroupBy::Traceback, 1000) {
+        if r.frames.iter().any(|f| {
+            f.file
+                .as_deref()
+                .is_some_and(|p| p.contains("crates/tracker/src/"))
+        }) {
+            return Err(format!("a site in the tracker: {:#?}", r.traceback));
+        }
+    }
+    Ok(())
+}
