@@ -460,10 +460,38 @@
     return [el('span', { class: 'fn', text: frame.function }), where ? el('span', { class: 'where', text: where }) : null];
   }
 
-  // The whole traceback as a list, allocation site first.
-  function tracebackList(frames, attrs) {
-    return el('ol', Object.assign({ class: 'traceback', 'aria-label': 'Traceback, allocation site first' }, attrs || {}),
-      ...frames.map((f) => el('li', {}, ...frameParts(f))));
+  // Library frames (the standard library, crates, the tracker) folded into one line that
+  // opens to show them.
+  function libraryGroup(frames, what) {
+    const crates = [...new Set(frames.map((f) => (f.function || '').split('::')[0].replace(/^</, '')).filter(Boolean))];
+    const named = crates.slice(0, 3).join(', ') + (crates.length > 3 ? ', …' : '');
+    return el('li', { class: 'library' },
+      el('details', {},
+        el('summary', { text: `${frames.length} library frame${frames.length === 1 ? '' : 's'} ${what}${named ? ` (${named})` : ''}` }),
+        el('ol', { class: 'library-frames' }, ...frames.map((f) => el('li', {}, ...frameParts(f))))));
+  }
+
+  // The whole traceback as a list, allocation site first: the library frames the
+  // allocation went through inside the site (`inner`) folded before it, and runs of
+  // library frames further out folded too.
+  function tracebackList(frames, attrs, inner) {
+    const items = [];
+    if (inner && inner.length) items.push(libraryGroup(inner, 'inside'));
+    let run = [];
+    const flush = () => {
+      if (run.length) items.push(libraryGroup(run, 'between'));
+      run = [];
+    };
+    frames.forEach((f, i) => {
+      if (f.library && i > 0) {
+        run.push(f);
+        return;
+      }
+      flush();
+      items.push(el('li', { class: i === 0 ? 'site-frame' : '' }, ...frameParts(f)));
+    });
+    flush();
+    return el('ol', Object.assign({ class: 'traceback', 'aria-label': 'Traceback, allocation site first' }, attrs || {}), ...items);
   }
 
   // A button showing the site (the traceback's first frame) that expands `detail`
@@ -510,7 +538,7 @@
       const detailId = `tb-${rowSeq}`;
       const trend = !compared || r.size_diff_bytes === 0 ? '' : r.size_diff_bytes > 0 ? 'growth' : 'shrink';
       const detail = el('tr', { class: 'detail', id: detailId, hidden: true },
-        el('td', { colspan: '5' }, tracebackList(r.frames)));
+        el('td', { colspan: '5' }, tracebackList(r.frames, {}, r.inner_frames)));
       const toggle = expandToggle(r.frames, detail);
       body.append(
         el('tr', { class: `row ${trend}` },
@@ -521,6 +549,10 @@
           el('td', { class: `num wide diff diff-col ${trend}`, text: signedCount(r.count_diff) })),
         detail);
     }
+    // How much of the heap the table covers, and what would help.
+    const cov = s.coverage;
+    $('coverage').hidden = !(cov && cov.hint);
+    $('coverage').textContent = cov && cov.hint ? cov.hint : '';
     if (justStarted) showBanner('note', STARTED_NOTE);
     else if (s.note) showBanner('note', s.note);
   }
@@ -565,7 +597,7 @@
     for (const g of t.growing_sites) {
       rowSeq += 1;
       const id = `gs-${rowSeq}`;
-      const detail = tracebackList(g.frames, { id, hidden: true });
+      const detail = tracebackList(g.frames, { id, hidden: true }, g.inner_frames);
       const toggle = expandToggle(g.frames, detail);
       list.append(el('li', { class: 'growing-site' },
         el('div', { class: 'growing-head' }, toggle,

@@ -361,12 +361,25 @@ const scenarios = {
     check(await first.evaluate((r) => r.classList.contains('growth')), 'the top row is growth, highlighted');
     check((await first.locator('td.diff').first().textContent()).startsWith('+'), 'growth is positive');
 
+    // How much of the heap the table covers, in one line.
+    check(/% of the heap/.test(await text(page, '#coverage')), `the coverage line: ${await text(page, '#coverage')}`);
+    // The site is the add-on's own code, its name qualified; library frames are folded.
+    const topSite = (await first.locator('.site .fn').textContent()).trim();
+    check(/^<?heapwatch::/.test(topSite), `the top site is in the add-on's own code: ${topSite}`);
+
     // Expand the top row by keyboard.
     await first.locator('button.expand').focus();
     await page.keyboard.press('Enter');
     check((await first.locator('button.expand').getAttribute('aria-expanded')) === 'true', 'expanded');
-    const frames = await page.locator('tbody tr.detail:not([hidden]) ol.traceback li').count();
+    const frames = await page.locator('tbody tr.detail:not([hidden]) ol.traceback > li').count();
     check(frames >= 1, 'the traceback is shown');
+    const folded = page.locator('tbody tr.detail:not([hidden]) ol.traceback > li.library details');
+    if (await folded.count()) {
+      check(!(await folded.first().evaluate((d) => d.open)), 'library frames start folded');
+      await folded.first().locator('summary').click();
+      check(await folded.first().evaluate((d) => d.open), 'and open on a click');
+      check(/library frames? (inside|between)/.test(await folded.first().locator('summary').textContent()), 'said as library frames');
+    }
 
     const report = await downloadReport(page);
     check(report.trend && Array.isArray(report.trend.windows) && report.trend.windows.length === 3, 'report carries the trend');
@@ -461,6 +474,18 @@ const scenarios = {
     const href = await page.evaluate(() => document.getElementById('report').href);
     check(href.startsWith(`${cfg.url}api/report`), `report link: ${href}`);
     await downloadReport(page);
+    // Sampled tracking (the default mode): the coverage line says the sizes are estimates
+    // and what would give exact ones.
+    await page.click('#start-tracking');
+    await page.waitForSelector('#coverage', { state: 'visible', timeout: 30000 });
+    const first = await text(page, '#coverage');
+    check(/Tracking started just now/.test(first) && /take another snapshot/.test(first), `the coverage line when tracking starts: ${first}`);
+    // The innermost frame, for those who want the library's allocation site.
+    await page.selectOption('#group-by', 'innermost');
+    await page.click('#take-snapshot');
+    await page.waitForFunction(() => /grouped by innermost/.test(document.getElementById('snapshot-meta').textContent), null, { timeout: 30000 });
+    const coverage = await text(page, '#coverage');
+    check(/sampl/i.test(coverage) && /exact/.test(coverage), `the sampled-mode coverage line: ${coverage}`);
     await shoot(page, 'root-light');
   },
 };
