@@ -47,7 +47,7 @@ pub fn init(level: LogLevel, data_dir: &Path) -> (LogGuard, Option<String>) {
         .with_default(deps)
         .with_target("heapwatch", level);
 
-    let (stdout, stdout_guard) = tracing_appender::non_blocking(std::io::stdout());
+    let (stdout, stdout_guard) = buffered(std::io::stdout());
     let stdout_layer = tracing_subscriber::fmt::layer()
         .with_writer(stdout)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
@@ -66,7 +66,7 @@ pub fn init(level: LogLevel, data_dir: &Path) -> (LogGuard, Option<String>) {
         });
     let (file_layer, file_guard, problem) = match file {
         Ok(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let (writer, guard) = buffered(appender);
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(writer)
                 .with_ansi(false);
@@ -304,4 +304,22 @@ mod tests {
             "{line}"
         );
     }
+}
+
+/// Log lines a writer's queue holds before it drops new ones (and counts them).
+/// tracing-appender's default, 128,000, is a channel of that many slots allocated up
+/// front: 4 MiB per writer, 8 MiB of the add-on's 8 MiB heap at start. The add-on writes
+/// a few lines a minute; a burst of thousands is already a problem worth losing lines of.
+pub const QUEUED_LINES: usize = 4_096;
+
+/// A writer on its own thread with a queue of [`QUEUED_LINES`].
+fn buffered<W: std::io::Write + Send + 'static>(
+    w: W,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .finish(w)
 }

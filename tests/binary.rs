@@ -342,4 +342,8 @@ async fn tracking_from_boot_starts_before_the_servers_own_allocations() {
     let hint = c["hint"].as_str().unwrap();
     assert!(hint.contains("% of the heap ("), "{hint}");
     assert!(!hint.contains("turn on debug_memory"), "{hint}");
+    // The whole heap of a server at rest is small: the log writers' queues are sized for
+    // a few thousand lines, not tracing-appender's 128,000 (4 MiB each, allocated up front).
+    let heap = c["heap_bytes"].as_u64().unwrap();
+    assert!(heap < 3 * 1024 * 1024, "{heap} B of heap at rest: {c}");
 }

@@ -1006,11 +1006,14 @@
     $('note-close').addEventListener('click', () => { $('note').hidden = true; });
     $('error-close').addEventListener('click', () => { $('error').hidden = true; });
     $('reset-peak').addEventListener('click', async () => {
+      setWorking($('reset-peak'), true);
       try {
         const a = await conn.call('debug/memory_reset_peak');
         $('tile-peak').querySelector('.value').textContent = a.peak_bytes ? bytes(a.peak_bytes) : '—';
       } catch (e) {
         showError(e);
+      } finally {
+        setWorking($('reset-peak'), false);
       }
     });
     $('snapshot-form').addEventListener('submit', (ev) => {
