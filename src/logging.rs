@@ -241,6 +241,24 @@ impl tracing::field::Visit for LineVisitor<'_> {
     }
 }
 
+/// Log lines a writer's queue holds before it drops new ones (and counts them).
+/// tracing-appender's default, 128,000, is a channel of that many slots allocated up
+/// front: 4 MiB per writer, 8 MiB of the add-on's 8 MiB heap at start. The add-on writes
+/// a few lines a minute; a burst of thousands is already a problem worth losing lines of.
+pub const QUEUED_LINES: usize = 4_096;
+
+/// A writer on its own thread with a queue of [`QUEUED_LINES`].
+fn buffered<W: std::io::Write + Send + 'static>(
+    w: W,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .finish(w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,22 +322,4 @@ mod tests {
             "{line}"
         );
     }
-}
-
-/// Log lines a writer's queue holds before it drops new ones (and counts them).
-/// tracing-appender's default, 128,000, is a channel of that many slots allocated up
-/// front: 4 MiB per writer, 8 MiB of the add-on's 8 MiB heap at start. The add-on writes
-/// a few lines a minute; a burst of thousands is already a problem worth losing lines of.
-pub const QUEUED_LINES: usize = 4_096;
-
-/// A writer on its own thread with a queue of [`QUEUED_LINES`].
-fn buffered<W: std::io::Write + Send + 'static>(
-    w: W,
-) -> (
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
-) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUED_LINES)
-        .finish(w)
 }
