@@ -2,7 +2,7 @@
 //! `GET /api/host/memory_history`): which add-on, Core or the Supervisor keeps growing.
 //! Translates the host monitor's typed rows into JSON.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
@@ -118,7 +118,7 @@ fn day() -> HistoryWindow {
 }
 
 fn at(ms: i64) -> String {
-    rfc3339(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    rfc3339(crate::host::from_unix_ms(ms))
 }
 
 fn window_json(w: &WindowVerdict) -> Value {

@@ -550,11 +550,10 @@ impl HostMonitor {
                 now - history::RAW_IN_MEMORY_MS,
                 now - history::BUCKETS_IN_MEMORY_MS,
             )?;
-            let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
             let own = store
                 .load_own(since)?
                 .into_iter()
-                .map(|(t, rss, heap)| (at(t), rss, heap))
+                .map(|(t, rss, heap)| (from_unix_ms(t), rss, heap))
                 .collect::<Vec<_>>();
             Ok((store, loaded, own))
         });
@@ -798,6 +797,12 @@ pub async fn run(monitor: Arc<HostMonitor>, system: Arc<SharedSampler>, cancel: 
             _ = ticker.tick() => monitor.poll_once(&system).await,
         }
     }
+}
+
+/// The time `ms` milliseconds after the Unix epoch (the epoch itself for a negative `ms`):
+/// the inverse of [`unix_ms`].
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Milliseconds since the Unix epoch.
