@@ -250,7 +250,7 @@ impl Admin {
         peer: SocketAddr,
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
-        Response = http::router::Resp,
+        Response = http::response::Resp,
         Error = std::convert::Infallible,
         Future: Send,
     > + Clone

@@ -7,6 +7,7 @@
 //! `max_header_bytes` (larger: 431); request bodies are never read (every route is GET).
 
 pub mod panel;
+pub mod response;
 pub mod router;
 pub mod upgrade;
 
@@ -141,7 +142,7 @@ async fn serve_conn(
 pub fn service(
     server: Arc<Server>,
     conn: Conn,
-) -> impl Service<Request<Incoming>, Response = router::Resp, Error = Infallible, Future: Send>
+) -> impl Service<Request<Incoming>, Response = response::Resp, Error = Infallible, Future: Send>
 + Clone
 + Send
 + 'static {

@@ -12,7 +12,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
-use super::router::Resp;
+use super::response::Resp;
 
 /// Allows only this origin's own resources (scripts, styles, images, the WebSocket) and no
 /// inline script or style; it does not forbid framing, because Home Assistant shows the

@@ -14,7 +14,7 @@
 //! document's bytes and headers. The table is a handful of exact paths, scanned in order:
 //! with no path parameters there is nothing for a routing crate to do.
 //!
-//! Every error body is `{"error_code": "…", "details": "…"}`; [`status_for`] is the one
+//! Every error body is `{"error_code": "…", "details": "…"}`; [`status_for`](super::response::status_for) is the one
 //! mapping from error code to HTTP status.
 
 use std::borrow::Cow;
@@ -24,18 +24,15 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::json;
 
 use super::panel::{self, Asset};
+use super::response::{Resp, constant_json_response, error, json_response};
 use super::{Conn, Server, upgrade};
 use crate::commands::{
     self, Args, Caller, Command, CommandError, Context, Document, ListenerKind, Reply, User, debug,
     download, host, report, trend,
 };
 use crate::gate::Decision;
-
-/// The response type of every route.
-pub type Resp = Response<Full<Bytes>>;
 
 /// What a route does.
 #[derive(Clone, Copy)]
@@ -279,50 +276,8 @@ fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
-/// The HTTP status of each error code: the one mapping for this transport.
-pub fn status_for(e: &CommandError) -> StatusCode {
-    match e {
-        CommandError::InvalidMessage(_) | CommandError::InvalidArgs(_) => StatusCode::BAD_REQUEST,
-        CommandError::UnknownCommand(_) | CommandError::NotFound(_) => StatusCode::NOT_FOUND,
-        CommandError::PreconditionFailed(_) => StatusCode::CONFLICT,
-        CommandError::NotAuthenticated(_) => StatusCode::UNAUTHORIZED,
-        CommandError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-        CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        CommandError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// An error response; `status` overrides the mapping where the transport needs to (403).
-pub fn error(e: &CommandError, status: Option<StatusCode>) -> Resp {
-    let body = json!({"error_code": e.code(), "details": e.details()});
-    json_response(status.unwrap_or_else(|| status_for(e)), &body)
-}
-
 /// `GET /healthz`'s body, compact, as `json!({"status": "ok"})` writes it.
 const HEALTHZ: &str = r#"{"status":"ok"}"#;
-
-/// A JSON response that is never cached.
-pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Resp {
-    let body = serde_json::to_vec(body).expect("a response body always serializes");
-    json_bytes_response(status, Bytes::from(body))
-}
-
-/// A constant JSON response (its body is not copied).
-fn constant_json_response(status: StatusCode, body: &'static str) -> Resp {
-    json_bytes_response(status, Bytes::from_static(body.as_bytes()))
-}
-
-fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
 
 fn unauthorized() -> Resp {
     let mut r = error(
@@ -425,7 +380,7 @@ mod tests {
 
     #[test]
     fn healthz_answers_what_json_wrote() {
-        assert_eq!(HEALTHZ, json!({"status": "ok"}).to_string());
+        assert_eq!(HEALTHZ, serde_json::json!({"status": "ok"}).to_string());
     }
 
     #[test]
@@ -448,21 +403,5 @@ mod tests {
         for a in panel::ASSETS {
             assert!(route(a.path).is_some(), "{} has no route", a.path);
         }
-    }
-
-    #[test]
-    fn every_error_code_has_a_status() {
-        assert_eq!(
-            status_for(&CommandError::InvalidArgs(String::new())),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status_for(&CommandError::NotFound(String::new())),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            status_for(&CommandError::PreconditionFailed(String::new())),
-            StatusCode::CONFLICT
-        );
     }
 }

@@ -12,7 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::router::{Resp, error};
+use super::response::{Resp, error};
 use super::{Conn, Server};
 use crate::commands::{Caller, CommandError, Context, ListenerKind};
 

@@ -133,6 +133,48 @@ fn the_checker_reports_cycles_and_upward_imports() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
+/// A crate with a binary beside its library, whose root re-exports another crate under a
+/// module-like name: `main.rs` is not the root, and a path through the alias is no edge.
+#[test]
+fn the_checker_skips_the_binary_and_paths_into_other_crates() {
+    let dir = fixture(
+        "alias",
+        &[
+            (
+                "lib.rs",
+                "pub mod low;
+pub use other_crate as mem;
+pub struct Root;
+",
+            ),
+            (
+                "main.rs",
+                "fn main() { mycrate::low::f(); }
+",
+            ),
+            (
+                "low.rs",
+                "use crate::mem::Thing;
+pub fn f() {}
+",
+            ),
+            (
+                "up.rs",
+                "use crate::Root;
+",
+            ),
+        ],
+    );
+    let g = graph(&dir);
+    assert_eq!(g.get("low").map(|t| t.len()), Some(0), "{g:?}");
+    assert!(
+        g["up"].contains(""),
+        "a real root item is still an edge: {g:?}"
+    );
+    assert!(!g.contains_key("mem"), "{g:?}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
 #[test]
 fn the_tracker_depends_on_no_transport_runtime_or_cli_crate() {
     let manifest =

@@ -12,7 +12,8 @@
 //! `mod x;` declarations, and a parent's plain paths to its own children (`recorder::start`
 //! in `lib.rs`), are not edges: a parent owning a child is not an import, and a child
 //! never reaches its parent without `super::`/`crate::`. Edges of a file to itself are
-//! dropped.
+//! dropped, and so are paths through a root `use other_crate as name;` (they leave the
+//! crate).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,20 +34,48 @@ pub struct Rules<'a> {
 
 /// The graph: for each module, the modules it imports (self-edges dropped).
 pub fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let modules = modules(src);
+    let mut modules = modules(src);
+    // `pub use other_crate as name;` in the root: `crate::name::…` leaves the crate. Such
+    // names are entered as modules without a file, so paths through them resolve to them,
+    // and are then dropped as targets.
+    let external = modules
+        .get("")
+        .map(|root| external_aliases(&strip(&std::fs::read_to_string(root).unwrap_or_default())))
+        .unwrap_or_default();
+    for name in &external {
+        modules.entry(name.clone()).or_default();
+    }
     let mut out = BTreeMap::new();
     for (module, file) in &modules {
+        if external.contains(module) {
+            continue;
+        }
         let text = std::fs::read_to_string(file)
             .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
         let mut targets = BTreeSet::new();
         for target in imports(&strip(&text), module, &modules) {
-            if &target != module {
+            if &target != module && !external.contains(&target) {
                 targets.insert(target);
             }
         }
         out.insert(module.clone(), targets);
     }
     out
+}
+
+/// The names that `use some_crate as name;` items give other crates in (stripped) `text`.
+fn external_aliases(text: &str) -> BTreeSet<String> {
+    let toks = tokens(text);
+    toks.windows(5)
+        .filter(|w| {
+            w[0] == "use"
+                && !matches!(w[1], "crate" | "self" | "super")
+                && is_ident(w[1].as_bytes()[0])
+                && w[2] == "as"
+                && w[4] == ";"
+        })
+        .map(|w| w[3].to_owned())
+        .collect()
 }
 
 /// Checks `src` (a crate's source directory, holding `lib.rs` or `main.rs`) against
@@ -121,8 +150,9 @@ pub fn check(src: &Path, rules: &Rules) -> Result<(), Vec<String>> {
     }
 }
 
-/// The crate's file modules: `lib.rs`/`main.rs` is the root, `a.rs` and `a/mod.rs` are
-/// `a`, `a/b.rs` is `a::b`.
+/// The crate's file modules: `lib.rs` (else `main.rs`) is the root, `a.rs` and `a/mod.rs`
+/// are `a`, `a/b.rs` is `a::b`. Beside a `lib.rs`, `main.rs` is the binary: it reaches the
+/// library by the crate's name, never `crate::`, so it is left out.
 fn modules(src: &Path) -> Modules {
     let mut out = Modules::new();
     let mut stack = vec![(src.to_path_buf(), Vec::<String>::new())];
@@ -142,6 +172,9 @@ fn modules(src: &Path) -> Modules {
                 stack.push((path, p));
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let mut p = prefix.clone();
+                if prefix.is_empty() && stem == "main" && src.join("lib.rs").exists() {
+                    continue;
+                }
                 let root = prefix.is_empty() && (stem == "lib" || stem == "main");
                 if !root && stem != "mod" {
                     p.push(stem);
