@@ -247,6 +247,7 @@ pub fn tracking_config(settings: &Settings) -> TrackingConfig {
         },
         frames: settings.debug_memory_frames,
         sample_interval_bytes: u64::from(settings.debug_memory_sample_kib) * 1024,
+        seed: None,
     }
 }
 
@@ -322,6 +323,7 @@ mod tests {
             mode: Mode::Sampled,
             frames: 8,
             sample_interval_bytes: 1024,
+            seed: None,
         });
         let e = heap.baseline("x").unwrap_err();
         assert_eq!(

@@ -294,6 +294,7 @@ mod tests {
                 frames: 16,
                 sample_interval_bytes: None,
                 since: None,
+                seed: None,
             }),
             top_sites: (0..1000)
                 .map(|i| (format!("site_{i} (src/x.rs:{i})"), 1000 - i))

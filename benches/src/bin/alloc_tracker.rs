@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
             mode,
             frames: FRAMES,
             sample_interval_bytes: interval,
+            seed: None,
         })
         .map_err(|e| e.to_string())?;
         if !started {

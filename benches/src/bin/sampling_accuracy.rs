@@ -80,6 +80,7 @@ fn main() {
                 mode: Mode::Sampled,
                 frames: 16,
                 sample_interval_bytes: interval,
+                seed: None,
             })
             .expect("the tracker is the global allocator");
             site_one_mib(&mut holder);

@@ -153,6 +153,7 @@ fn main() {
         mode: Mode::Exact,
         frames: 32,
         sample_interval_bytes: 0,
+        seed: None,
     })
     .expect("the tracker is the global allocator");
     let overhead_empty = memory::totals().overhead_bytes;

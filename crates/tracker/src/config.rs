@@ -24,6 +24,22 @@ pub struct TrackingConfig {
     pub frames: u32,
     /// Mean sampling interval in bytes (sampled mode only; clamped to 1..=2^40).
     pub sample_interval_bytes: u64,
+    /// Seed of the sampler (sampled mode only): the same seed and the same allocations,
+    /// in the same order on each thread, sample the same blocks, so a test or a bug report
+    /// repeats exactly. `None`: a fresh seed per thread.
+    pub seed: Option<u64>,
+}
+
+impl Default for TrackingConfig {
+    /// Sampled at 512 KiB with 32 frames, unseeded: the add-on's defaults.
+    fn default() -> Self {
+        TrackingConfig {
+            mode: Mode::Sampled,
+            frames: 32,
+            sample_interval_bytes: 512 * 1024,
+            seed: None,
+        }
+    }
 }
 
 /// Whether site tracking runs, and how.
@@ -39,6 +55,8 @@ pub struct TrackingStatus {
     pub sample_interval_bytes: Option<u64>,
     /// When tracking started; `None` when off.
     pub since: Option<SystemTime>,
+    /// The sampler's seed, if the session was started with one.
+    pub seed: Option<u64>,
 }
 
 /// Always-on allocator totals plus the tracker's own figures.

@@ -57,6 +57,7 @@
 //!         mode: Mode::Sampled,
 //!         frames: 16,
 //!         sample_interval_bytes: 64 * 1024,
+//!         seed: Some(42),
 //!     })?;
 //!     assert!(started);
 //!
@@ -93,6 +94,7 @@ mod checkpoints;
 mod config;
 mod counters;
 mod error;
+mod evidence;
 mod filter;
 mod guard;
 mod lock;
@@ -114,6 +116,7 @@ pub use baselines::Baselines;
 pub use checkpoints::Checkpoints;
 pub use config::{Mode, Totals, TrackingConfig, TrackingStatus};
 pub use error::MemoryError;
+pub use evidence::{Evidence, Order, Retention, SUSPECT_SCORE};
 pub use snapshot::Snapshot;
 pub use stats::{GroupBy, Statistic};
 pub use symbolize::Frame;
@@ -124,22 +127,32 @@ pub use views::{ExportLocation, ExportStack, SiteHistory, site_history};
 pub const MAX_STACKS: usize = stacks::MAX_STACKS;
 
 /// Starts site tracking. Returns `Ok(true)` when this call started it, `Ok(false)` when it
-/// was already running (the running configuration is kept). Only blocks allocated from
-/// now on are attributed. `frames` and `sample_interval_bytes` are clamped to their
-/// documented ranges.
+/// already runs with these settings. Only blocks allocated from now on are attributed.
+/// `frames` and `sample_interval_bytes` are clamped to their documented ranges (an exact
+/// session ignores the interval and the seed).
 ///
 /// # Errors
-/// [`MemoryError::NotInstalled`] when [`Tracker`] is not the global allocator.
+/// - [`MemoryError::NotInstalled`] when [`Tracker`] is not the global allocator.
+/// - [`MemoryError::RunningWithOtherSettings`] when a session with other settings runs:
+///   it is kept, never silently reconfigured; [`stop`] it first.
+/// - [`MemoryError::OutOfMemory`] when the tracker's tables could not be allocated
+///   (tracking stays off).
 pub fn start(config: TrackingConfig) -> Result<bool, MemoryError> {
     if !counters::installed() {
         return Err(MemoryError::NotInstalled);
     }
     let heap_now = counters::current_bytes();
-    let started = recorder::start(config);
-    if started {
-        HEAP_AT_START.store(heap_now, Relaxed);
+    match recorder::start(config) {
+        recorder::Started::Now => {
+            HEAP_AT_START.store(heap_now, Relaxed);
+            Ok(true)
+        }
+        recorder::Started::AlreadyRunning => Ok(false),
+        recorder::Started::OtherSettings(running, requested) => {
+            Err(MemoryError::RunningWithOtherSettings { running, requested })
+        }
+        recorder::Started::OutOfMemory => Err(MemoryError::OutOfMemory),
     }
-    Ok(started)
 }
 
 /// The always-on `current_bytes` when the running session started (see

@@ -21,6 +21,16 @@
 //! insert. In `free_region`: the area's shard lock. In `on_free`: one filter load; only on
 //! a hit the shard lock and a table lookup.
 //!
+//! Every record carries its *birth mark*: the number of snapshots the session had taken
+//! when the block was recorded ([`MARK`], bumped by each snapshot under every shard lock).
+//! A snapshot taken at mark k holds exactly the blocks born at marks ≤ k, so a later
+//! snapshot tells, per stack, which of its samples an earlier one already held (see
+//! `snapshot::Cohort`). Per stack, the shards also count the samples ever recorded and the
+//! sum of their squared weights: with the cohorts, a compare splits a site's change into
+//! samples born and still alive, born and freed, and old ones freed (`stats`). These are
+//! touched only where a block is recorded or its record ends, never on the unrecorded
+//! path.
+//!
 //! Ids are only valid within a *generation*: a new one starts with each session and each
 //! stack collection (which may hand a freed id to another stack). A collection holds the
 //! stack lock and every shard lock, so a thread that holds a shard lock and sees the
@@ -40,7 +50,7 @@ use crate::guard::{Guard, GuardLevel, guard_level};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::region::{self, Area};
 use crate::sampler;
-use crate::snapshot::{Snapshot, StackTotals};
+use crate::snapshot::{Cohort, MAX_COHORTS, Snapshot, StackTotals};
 use crate::stacks::{self, Interned, OVERFLOW, StackTable};
 use crate::sysmem::RawBuf;
 use crate::table::{self, BlockTable};
@@ -63,7 +73,36 @@ struct Tracking {
     mode: Mode,
     frames: u32,
     interval: u64,
+    seed: Option<u64>,
     since: SystemTime,
+}
+
+impl Tracking {
+    /// The settings as `start` was given them (after clamping).
+    fn config(&self) -> TrackingConfig {
+        TrackingConfig {
+            mode: self.mode,
+            frames: self.frames,
+            sample_interval_bytes: self.interval,
+            seed: self.seed,
+        }
+    }
+}
+
+/// `config` clamped to the ranges `start` accepts. The interval and seed of an exact
+/// session are not used, so two exact configurations that differ only there are equal.
+fn clamped(config: TrackingConfig) -> TrackingConfig {
+    let sampled = config.mode == Mode::Sampled;
+    TrackingConfig {
+        mode: config.mode,
+        frames: config.frames.clamp(1, MAX_FRAMES),
+        sample_interval_bytes: if sampled {
+            config.sample_interval_bytes.clamp(1, MAX_INTERVAL)
+        } else {
+            0
+        },
+        seed: if sampled { config.seed } else { None },
+    }
 }
 
 struct State {
@@ -93,12 +132,16 @@ static STACKS: SpinLock<Option<Stacks>> = SpinLock::new(None);
 const SHARDS_LOG2: u32 = 3;
 const SHARD_COUNT: usize = 1 << SHARDS_LOG2;
 
+/// Per stack id in a shard: estimated bytes and count (in 1/65536 units) of the shard's
+/// live blocks, blocks ever recorded, and the sum of their squared estimated bytes (`f64`
+/// bits).
+type StackCounters = [u64; 4];
+
 /// One shard: its blocks, and per stack id the totals of those blocks.
 struct Shard {
     blocks: BlockTable,
-    /// Per stack id: estimated bytes and count (in 1/65536 units) of this shard's blocks.
-    /// Grown on demand up to `MAX_STACKS + 1` entries.
-    totals: RawBuf<[u64; 2]>,
+    /// Per stack id ([`StackCounters`]). Grown on demand up to `MAX_STACKS + 1` entries.
+    totals: RawBuf<StackCounters>,
     /// The generation of the ids this shard's records use.
     generation: u64,
     /// `None` in exact mode.
@@ -133,13 +176,17 @@ impl Shard {
 
     /// Records a block (the shard lock is held and `id` is of this shard's generation).
     fn record(&mut self, addr: usize, size: usize, id: u16) {
+        let birth = MARK.load(Relaxed);
         let size = (size as u64).min(table::MAX_SIZE);
         if !self.room_for(id) {
             // System is out of memory: the block goes unrecorded.
             return;
         }
         // Err: the table cannot grow (System out of memory); the block goes unrecorded.
-        if let Ok(stale) = self.blocks.insert(addr as u64, table::pack(size, id)) {
+        if let Ok(stale) = self
+            .blocks
+            .insert(addr as u64, table::pack(size, id), birth)
+        {
             if let Some(stale) = stale {
                 // A record whose free we never saw (cannot happen in a correct program;
                 // be safe): retire it before counting the new block.
@@ -181,6 +228,9 @@ impl Shard {
             if add {
                 t[0] = t[0].wrapping_add(bytes);
                 t[1] = t[1].wrapping_add(count);
+                t[2] += 1;
+                let b = bytes as f64;
+                t[3] = (f64::from_bits(t[3]) + b * b).to_bits();
             } else {
                 t[0] = t[0].wrapping_sub(bytes);
                 t[1] = t[1].wrapping_sub(count);
@@ -196,7 +246,7 @@ impl Shard {
             return;
         }
         let packed = table::pack(size as u64, id);
-        area.set_record(addr, packed);
+        area.set_record(addr, region_record(packed, MARK.load(Relaxed)));
         self.weigh_in(packed, true);
     }
 
@@ -208,6 +258,33 @@ impl Shard {
             .is_some_and(|t| t[1] != 0)
     }
 }
+
+/// Bits of a region record above the packed size and id (sizes there are at most
+/// `region::MAX_BLOCK`, 2^16, so the packed word is below 2^33): the birth mark, modulo
+/// 2^28 (a session would take a snapshot a second for eight years to wrap it).
+const REGION_BIRTH_SHIFT: u32 = 34;
+const REGION_BIRTH_MASK: u64 = (1 << 28) - 1;
+const REGION_PACKED_MASK: u64 = (1 << REGION_BIRTH_SHIFT) - 1;
+const _: () = assert!(region::MAX_BLOCK as u64 <= 1 << 16);
+
+/// A region record: the packed size and id, and the birth mark.
+fn region_record(packed: u64, birth: u64) -> u64 {
+    packed | (birth & REGION_BIRTH_MASK) << REGION_BIRTH_SHIFT
+}
+
+/// A region record's (packed size and id, birth mark).
+fn split_region_record(record: u64) -> (u64, u64) {
+    (
+        record & REGION_PACKED_MASK,
+        record >> REGION_BIRTH_SHIFT & REGION_BIRTH_MASK,
+    )
+}
+
+/// The mark blocks recorded now are born at: the snapshots the session has taken. Set to
+/// 0 at start; bumped by each snapshot while it holds every shard lock, and read by
+/// recording threads under a shard lock, so a block is either in a snapshot or born after
+/// its mark.
+static MARK: AtomicU64 = AtomicU64::new(0);
 
 /// What one shard lock guards: the session's part of the live blocks (`None` while off)
 /// and the region area of the same index, which outlives sessions (its blocks do).
@@ -323,6 +400,27 @@ fn intern(h: u64, frames: &[usize], walk: unwind::Walk) -> Option<(u64, u16)> {
                     .iter()
                     .any(|g| g.session.as_ref().is_some_and(|sh| sh.holds(id)))
             });
+            // A collected id may name another stack from now on: its counters of blocks
+            // ever recorded start again from zero.
+            let ids = all
+                .shards
+                .iter()
+                .filter_map(|g| g.session.as_ref().map(|sh| sh.totals.len()))
+                .max()
+                .unwrap_or(0);
+            for id in 0..ids {
+                let held = all
+                    .shards
+                    .iter()
+                    .any(|g| g.session.as_ref().is_some_and(|sh| sh.holds(id as u16)));
+                if !held {
+                    for sh in all.shards.iter_mut().filter_map(|g| g.session.as_mut()) {
+                        if let Some(t) = sh.totals.as_mut_slice().get_mut(id) {
+                            *t = [0; 4];
+                        }
+                    }
+                }
+            }
             s.generation = next_generation();
             for shard in all.shards.iter_mut().filter_map(|g| g.session.as_mut()) {
                 shard.generation = s.generation;
@@ -454,10 +552,10 @@ pub(crate) fn free_region(addr: usize) {
     }
     let mut guard = SHARDS[region::area_of(addr)].lock();
     let cell = &mut *guard;
-    if let Some(packed) = cell.area.free(addr)
+    if let Some(record) = cell.area.free(addr)
         && let Some(s) = cell.session.as_mut()
     {
-        s.weigh_in(packed, false);
+        s.weigh_in(split_region_record(record).0, false);
     }
 }
 
@@ -481,18 +579,36 @@ fn forget_slow(addr: usize) {
     }
 }
 
-/// Starts a session; false if one is running (its configuration is kept).
-pub(crate) fn start(config: TrackingConfig) -> bool {
-    let frames = config.frames.clamp(1, MAX_FRAMES);
+/// What [`start`] did.
+pub(crate) enum Started {
+    /// This call started a session.
+    Now,
+    /// A session with the same settings runs.
+    AlreadyRunning,
+    /// A session with other settings runs (kept): (running, requested).
+    OtherSettings(TrackingConfig, TrackingConfig),
+    /// `System` is out of memory: tracking stays off.
+    OutOfMemory,
+}
+
+/// Starts a session unless one runs (its configuration is kept).
+pub(crate) fn start(config: TrackingConfig) -> Started {
+    let requested = clamped(config);
+    let frames = requested.frames;
     let interval = config.sample_interval_bytes.clamp(1, MAX_INTERVAL);
     let keep = frames as usize + OWN_FRAMES_ALLOWANCE;
     let mut state = STATE.lock();
-    if state.session.is_some() {
-        return false;
+    if let Some(running) = state.session.as_ref() {
+        let running = clamped(running.config());
+        return if running == requested {
+            Started::AlreadyRunning
+        } else {
+            Started::OtherSettings(running, requested)
+        };
     }
     let Some(table) = StackTable::new(keep) else {
         // System is out of memory: stay off rather than half on.
-        return false;
+        return Started::OutOfMemory;
     };
     let mut stacks = STACKS.lock();
     let mut all = lock_all_shards();
@@ -504,7 +620,7 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
             for guard in &mut all.shards {
                 guard.session = None;
             }
-            return false;
+            return Started::OutOfMemory;
         };
         guard.session = Some(Shard {
             blocks,
@@ -516,12 +632,14 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
     }
     *stacks = Some(Stacks { table, generation });
     filter::clear();
-    sampler::configure(interval);
+    MARK.store(0, Relaxed);
+    sampler::configure(interval, requested.seed);
     KEEP_FRAMES.store(keep, Relaxed);
     state.session = Some(Tracking {
         mode: config.mode,
         frames,
         interval,
+        seed: requested.seed,
         since: SystemTime::now(),
     });
     // Sampling keeps frees of small blocks outside the region free of lookups, unless
@@ -537,7 +655,7 @@ pub(crate) fn start(config: TrackingConfig) -> bool {
     let session = SESSIONS.fetch_add(1, Relaxed) + 1;
     set_word((session << 2) | mode);
     state.last = (config.mode, frames);
-    true
+    Started::Now
 }
 
 /// Sessions started so far: the high bits of the tracking word.
@@ -579,6 +697,7 @@ pub(crate) fn status() -> TrackingStatus {
             frames: s.frames,
             sample_interval_bytes: (s.mode == Mode::Sampled).then_some(s.interval),
             since: Some(s.since),
+            seed: s.seed,
         },
         None => TrackingStatus {
             enabled: false,
@@ -586,6 +705,7 @@ pub(crate) fn status() -> TrackingStatus {
             frames: state.last.1,
             sample_interval_bytes: None,
             since: None,
+            seed: None,
         },
     }
 }
@@ -641,9 +761,11 @@ pub(crate) fn tracked_blocks() -> usize {
         .sum()
 }
 
-/// Copies per-stack totals, summed over the shards. Buffers are allocated before taking
-/// the locks (retrying if the table grew meanwhile), so nothing allocates while they are
-/// held; every lock is held for the copy, so it is consistent.
+/// Copies per-stack totals, summed over the shards, and every record's (stack, birth,
+/// size), then bumps the mark. Buffers are allocated before taking the locks (retrying
+/// if the tables grew meanwhile), so nothing allocates while they are held; every lock is
+/// held for the copy, so it is consistent. The records are grouped into cohorts after the
+/// locks are released.
 pub(crate) fn snapshot() -> Snapshot {
     let _untracked = Guard::enter(GuardLevel::Untracked);
     let taken_at = Some(SystemTime::now());
@@ -659,11 +781,15 @@ pub(crate) fn snapshot() -> Snapshot {
             Some(s) => (s.table.used(), s.table.stride()),
         }
     };
+    let mut records_cap = tracked_blocks();
     loop {
-        // Slack so a few new stacks between the two locks do not force a retry.
+        // Slack so a few new stacks or blocks between the locks do not force a retry.
         let cap = stacks_cap + 64;
+        let rcap = records_cap + records_cap / 8 + 256;
         let mut out: Vec<StackTotals> = Vec::with_capacity(cap);
         let mut frames: Vec<u64> = Vec::with_capacity(cap * stride);
+        // (stack id << 32 | birth mark truncated to 32 bits, size)
+        let mut records: Vec<(u64, u64)> = Vec::with_capacity(rcap);
         let state = STATE.lock();
         let stacks = STACKS.lock();
         let (Some(session), Some(s)) = (state.session.as_ref(), stacks.as_ref()) else {
@@ -677,30 +803,71 @@ pub(crate) fn snapshot() -> Snapshot {
             stride = s.table.stride();
             continue;
         }
-        let all = lock_all_shards();
+        let mut all = lock_all_shards();
+        let live: usize = all
+            .shards
+            .iter()
+            .map(|g| {
+                g.session
+                    .as_ref()
+                    .map_or(0, |sh| sh.blocks.len() + g.area.recorded())
+            })
+            .sum();
+        if live > rcap {
+            records_cap = live;
+            continue;
+        }
         s.table.for_each_in_use(|v| {
-            let (mut bytes, mut count) = (0u64, 0u64);
+            let mut sum = [0u64; 4];
+            let mut square = 0f64;
             for shard in all.shards.iter().filter_map(|g| g.session.as_ref()) {
                 if let Some(t) = shard.totals.as_slice().get(usize::from(v.id)) {
-                    bytes = bytes.wrapping_add(t[0]);
-                    count = count.wrapping_add(t[1]);
+                    sum[0] = sum[0].wrapping_add(t[0]);
+                    sum[1] = sum[1].wrapping_add(t[1]);
+                    sum[2] += t[2];
+                    square += f64::from_bits(t[3]);
                 }
             }
-            if count == 0 {
+            if sum[1] == 0 {
                 return;
             }
             // Within capacity: these pushes never allocate.
             out.push(StackTotals {
+                id: v.id,
+                cohorts: (0, 0),
+                births: sum[2],
+                born_square: square,
                 start: frames.len() as u32,
                 len: v.frames.len() as u16,
                 depth: v.depth,
                 truncated: v.truncated,
                 overflow: v.overflow,
-                bytes,
-                count,
+                bytes: sum[0],
+                count: sum[1],
             });
             frames.extend_from_slice(v.frames);
         });
+        let mark = MARK.load(Relaxed);
+        for guard in all.shards.iter_mut() {
+            let cell = &mut **guard;
+            if cell.session.is_none() {
+                continue;
+            }
+            let push = |records: &mut Vec<(u64, u64)>, packed: u64, birth: u64| {
+                let (size, id) = table::unpack(packed);
+                records.push(((u64::from(id) << 32) | (birth & 0xFFFF_FFFF), size));
+            };
+            if let Some(sh) = cell.session.as_ref() {
+                sh.blocks
+                    .for_each(|packed, birth| push(&mut records, packed, birth));
+            }
+            cell.area.for_each_record(|record| {
+                let (packed, birth) = split_region_record(record);
+                push(&mut records, packed, birth);
+            });
+        }
+        // Blocks recorded from now on are born after this snapshot.
+        MARK.store(mark + 1, Relaxed);
         drop(all);
         let estimated = session.mode == Mode::Sampled;
         let frame_limit = session.frames;
@@ -708,6 +875,7 @@ pub(crate) fn snapshot() -> Snapshot {
         let sample_interval_bytes = estimated.then_some(session.interval);
         drop(stacks);
         drop(state);
+        let cohorts = cohorts(&mut out, &mut records, sample_interval_bytes, mark);
         return Snapshot {
             taken_at,
             estimated,
@@ -716,6 +884,104 @@ pub(crate) fn snapshot() -> Snapshot {
             stacks: out,
             frames,
             frame_limit,
+            cohorts,
+            mark,
         };
     }
+}
+
+/// Groups `records` ((stack id << 32 | birth, size)) into each stack's cohorts, newest
+/// [`MAX_COHORTS`] marks apart and older ones merged, and points each of `stacks` at its
+/// own. Births are kept modulo 2^28 in the region: they are put back next to `mark`.
+fn cohorts(
+    stacks: &mut [StackTotals],
+    records: &mut [(u64, u64)],
+    interval: Option<u64>,
+    mark: u64,
+) -> Vec<Cohort> {
+    records.sort_unstable_by_key(|r| r.0);
+    let unwrap = |b: u64| {
+        // The birth's low bits (28 of them for region blocks, 32 here) and `mark` agree on
+        // every higher bit, or the birth is one period earlier.
+        let period = if b <= REGION_BIRTH_MASK {
+            1u64 << 28
+        } else {
+            1u64 << 32
+        };
+        let candidate = (mark & !(period - 1)) | (b & (period - 1));
+        if candidate > mark {
+            candidate.saturating_sub(period)
+        } else {
+            candidate
+        }
+    };
+    let mut out: Vec<Cohort> = Vec::new();
+    let mut weights: Vec<(u64, (u64, f64, f64))> = Vec::new();
+    let mut weigh = |size: u64| -> (u64, f64, f64) {
+        if let Some(&(_, w)) = weights.iter().find(|(s, _)| *s == size) {
+            return w;
+        }
+        let w = match interval {
+            None => (size, 0.0, (size as f64) * (size as f64)),
+            Some(r) => {
+                let (bytes, _) = sampler::weigh(size, Some(r));
+                let s = size.max(1) as f64;
+                let p = -(-s / r as f64).exp_m1();
+                let b = bytes as f64;
+                (bytes, s * s * (1.0 - p) / (p * p), b * b)
+            }
+        };
+        if weights.len() < 64 {
+            weights.push((size, w));
+        }
+        w
+    };
+    let mut i = 0;
+    for stack in stacks.iter_mut() {
+        let id = u64::from(stack.id);
+        // Records are sorted by id: skip those of stacks the snapshot left out.
+        while i < records.len() && records[i].0 >> 32 < id {
+            i += 1;
+        }
+        let start = out.len();
+        let mut mine: Vec<Cohort> = Vec::new();
+        while i < records.len() && records[i].0 >> 32 == id {
+            let birth = unwrap(records[i].0 & 0xFFFF_FFFF);
+            let (bytes, variance, square) = weigh(records[i].1);
+            match mine.iter_mut().find(|c| c.mark == birth) {
+                Some(c) => {
+                    c.samples += 1;
+                    c.bytes = c.bytes.wrapping_add(bytes);
+                    c.variance += variance;
+                    c.square += square;
+                }
+                None => mine.push(Cohort {
+                    first: birth,
+                    mark: birth,
+                    samples: 1,
+                    bytes,
+                    variance,
+                    square,
+                }),
+            }
+            i += 1;
+        }
+        mine.sort_unstable_by_key(|c| c.mark);
+        if mine.len() > MAX_COHORTS {
+            let merged = mine.len() - MAX_COHORTS + 1;
+            let mut oldest = mine[0];
+            for c in &mine[1..merged] {
+                oldest.mark = c.mark;
+                oldest.samples += c.samples;
+                oldest.bytes = oldest.bytes.wrapping_add(c.bytes);
+                oldest.variance += c.variance;
+                oldest.square += c.square;
+            }
+            mine.drain(..merged);
+            mine.insert(0, oldest);
+        }
+        out.extend_from_slice(&mine);
+        stack.cohorts = (start as u32, (out.len() - start) as u32);
+    }
+    out
 }

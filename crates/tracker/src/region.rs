@@ -325,6 +325,18 @@ impl Area {
         self.recorded
     }
 
+    /// Calls `f` with every live record.
+    pub(crate) fn for_each_record(&mut self, mut f: impl FnMut(u64)) {
+        for class in 0..CLASSES {
+            for slot in 0..self.bump[class] as usize {
+                let meta = *self.meta(class, slot);
+                if meta & META_RECORDED != 0 && meta & META_FREE == 0 {
+                    f(meta & !META_RECORDED);
+                }
+            }
+        }
+    }
+
     /// Drops every record (the session ended); the blocks stay live.
     pub(crate) fn forget_records(&mut self) {
         for class in 0..CLASSES {

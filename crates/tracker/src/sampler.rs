@@ -13,11 +13,16 @@
 //! counts in 1/65536 units. The same (S, R) always gives the same integers, so removing a
 //! block subtracts exactly what adding it added and totals never drift.
 //!
+//! With a seed (`TrackingConfig::seed`), each thread's generator starts from the seed and
+//! the order in which threads first draw in the session (0 for the first): a program that
+//! makes the same allocations in the same order on each thread samples the same blocks
+//! again. Without one, from a process-wide counter and the thread's stack address.
+//!
 //! The thread-locals are const-initialised `Cell`s of integers: no destructor, no
 //! allocation, safe to touch from any allocation.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Counts are kept in 1/65536 units: fine enough that rounding a weight costs < 0.002%
 /// of one block, coarse enough that 2^48 blocks still fit in a u64.
@@ -29,6 +34,13 @@ static INTERVAL: AtomicU64 = AtomicU64::new(512 * 1024);
 static EPOCH: AtomicU32 = AtomicU32::new(0);
 /// Seeds distinct per-thread generators.
 static SEEDS: AtomicU64 = AtomicU64::new(0x2545_F491_4F6C_DD1D);
+/// The session's seed (meaningful when `SEEDED` is set).
+static SEED: AtomicU64 = AtomicU64::new(0);
+static SEEDED: AtomicBool = AtomicBool::new(false);
+/// Bumped at every start: a thread whose generator was seeded in another session reseeds.
+static SEED_EPOCH: AtomicU32 = AtomicU32::new(1);
+/// Threads that have drawn in this session so far (each seeded one takes the next).
+static THREADS_SEEDED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Bytes left before this thread's next sampling point (floor of the real distance).
@@ -37,11 +49,19 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0) };
     /// The EPOCH the countdown was drawn in; 0 means never.
     static DRAWN_IN: Cell<u32> = const { Cell::new(0) };
+    /// The SEED_EPOCH the generator was seeded in; 0 means never.
+    static SEEDED_IN: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Sets the interval for a new tracking session; threads redraw lazily.
-pub(crate) fn configure(interval: u64) {
+/// Sets the interval and the seed (`None`: unseeded) for a new tracking session; threads
+/// redraw and reseed lazily.
+pub(crate) fn configure(interval: u64, seed: Option<u64>) {
     INTERVAL.store(interval, Relaxed);
+    SEED.store(seed.unwrap_or(0), Relaxed);
+    SEEDED.store(seed.is_some(), Relaxed);
+    THREADS_SEEDED.store(0, Relaxed);
+    let next_seed = SEED_EPOCH.load(Relaxed).wrapping_add(1).max(1);
+    SEED_EPOCH.store(next_seed, Relaxed);
     // Skip 0 so a thread that never drew (DRAWN_IN = 0) always redraws.
     let next = EPOCH.load(Relaxed).wrapping_add(1).max(1);
     EPOCH.store(next, Relaxed);
@@ -56,9 +76,18 @@ fn splitmix(mut z: u64) -> u64 {
 
 fn next_random() -> u64 {
     let mut x = RNG.get();
-    if x == 0 {
-        let local = &x as *const u64 as u64;
-        x = splitmix(SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed) ^ local) | 1;
+    let epoch = SEED_EPOCH.load(Relaxed);
+    if x == 0 || SEEDED_IN.get() != epoch {
+        SEEDED_IN.set(epoch);
+        x = if SEEDED.load(Relaxed) {
+            let ordinal = THREADS_SEEDED.fetch_add(1, Relaxed);
+            splitmix(SEED.load(Relaxed) ^ splitmix(ordinal)) | 1
+        } else if x == 0 {
+            let local = &x as *const u64 as u64;
+            splitmix(SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed) ^ local) | 1
+        } else {
+            x
+        };
     }
     x ^= x >> 12;
     x ^= x << 25;
@@ -139,7 +168,7 @@ mod tests {
 
     #[test]
     fn sampling_rate_matches_the_interval() {
-        configure(4096);
+        configure(4096, None);
         let mut hits = 0u64;
         let n = 1_000_000u64;
         for _ in 0..n {
@@ -153,5 +182,17 @@ mod tests {
             (hits as f64 - expected).abs() < 740.0,
             "{hits} vs {expected}"
         );
+    }
+
+    #[test]
+    fn a_seed_repeats_the_draws_and_another_seed_does_not() {
+        let run = |seed| {
+            configure(4096, Some(seed));
+            (0..10_000).map(|_| should_sample(64)).collect::<Vec<_>>()
+        };
+        let a = run(7);
+        assert!(a.iter().filter(|&&s| s).count() > 50, "some samples");
+        assert_eq!(a, run(7));
+        assert_ne!(a, run(8));
     }
 }

@@ -2,8 +2,10 @@
 //! saved baselines use.
 //!
 //! A snapshot holds, per distinct stack with live tracked blocks, the raw return
-//! addresses (unsymbolized), the true depth, a truncated flag and the estimated bytes and
-//! count. Never per-block data: a snapshot of a large heap is kilobytes. It is filled by
+//! addresses (unsymbolized), the true depth, a truncated flag, the estimated bytes and
+//! count, and the evidence behind them: its live samples grouped by the mark they were
+//! born at ([`Cohort`]), and how many samples the stack ever recorded. Never per-block
+//! data: a snapshot of a large heap is kilobytes. It is filled by
 //! `recorder::snapshot` under the tracker lock; `stats` symbolizes and groups it (its
 //! methods on [`Snapshot`] are defined there: this module imports only `guard` and
 //! `sampler`).
@@ -16,9 +18,42 @@ use std::time::SystemTime;
 use crate::guard::untracked;
 use crate::sampler::COUNT_ONE;
 
+/// A stack's live recorded blocks (samples, in sampled mode) born at the same snapshot
+/// mark: born after the snapshot of mark `mark - 1` was taken, and held by every
+/// snapshot from mark `mark` on. A stack with more than [`MAX_COHORTS`] marks has its
+/// oldest merged into one, named by the newest mark merged (`first` is the oldest).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Cohort {
+    /// The oldest birth mark merged into this cohort.
+    pub first: u64,
+    /// The newest birth mark in this cohort.
+    pub mark: u64,
+    /// Recorded blocks.
+    pub samples: u64,
+    /// Their estimated bytes (the same integers the totals add).
+    pub bytes: u64,
+    /// Their sampling variance: Σ S²(1 − p)/p² (0 in exact mode).
+    pub variance: f64,
+    /// Σ (estimated bytes)²: what each block weighs as an event (see `stats`).
+    pub square: f64,
+}
+
+/// Most cohorts kept per stack (the oldest are merged beyond this). A sampled stack has
+/// at most as many as it has live samples; an exact one, one per snapshot taken while
+/// its blocks were born.
+pub(crate) const MAX_COHORTS: usize = 64;
+
 /// The totals of one stack in a [`Snapshot`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StackTotals {
+    /// The stack's id in its session (valid only while the session lasts).
+    pub id: u16,
+    /// Index of its first cohort in `Snapshot::cohorts`, and how many.
+    pub cohorts: (u32, u32),
+    /// Blocks ever recorded for this stack in the session (samples, in sampled mode).
+    pub births: u64,
+    /// Σ (estimated bytes)² of those blocks.
+    pub born_square: f64,
     /// Index of the first frame in `Snapshot::frames`.
     pub start: u32,
     /// Raw frames recorded (tracker frames included; trimmed at symbolization).
@@ -54,6 +89,9 @@ pub struct Snapshot {
     pub sample_interval_bytes: Option<u64>,
     pub(crate) stacks: Vec<StackTotals>,
     pub(crate) frames: Vec<u64>,
+    pub(crate) cohorts: Vec<Cohort>,
+    /// The mark this snapshot was taken at: it holds the blocks born at marks ≤ this.
+    pub(crate) mark: u64,
     /// The session's `frames` setting: tracebacks keep this many frames after trimming.
     pub(crate) frame_limit: u32,
 }
@@ -69,6 +107,8 @@ impl Clone for Snapshot {
             sample_interval_bytes: self.sample_interval_bytes,
             stacks: self.stacks.clone(),
             frames: self.frames.clone(),
+            cohorts: self.cohorts.clone(),
+            mark: self.mark,
             frame_limit: self.frame_limit,
         })
     }
@@ -79,7 +119,8 @@ impl Snapshot {
     /// the tracker's own memory, which is never attributed to a site.
     pub fn heap_bytes(&self) -> u64 {
         (self.stacks.capacity() * std::mem::size_of::<StackTotals>()
-            + self.frames.capacity() * std::mem::size_of::<u64>()) as u64
+            + self.frames.capacity() * std::mem::size_of::<u64>()
+            + self.cohorts.capacity() * std::mem::size_of::<Cohort>()) as u64
     }
 
     /// Distinct stacks with live tracked blocks (the overflow bucket counts as one).
@@ -118,6 +159,24 @@ impl Snapshot {
             .map(|s| u32::from(s.depth))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Live recorded blocks behind the totals (samples, in sampled mode).
+    pub fn sample_count(&self) -> u64 {
+        self.cohorts.iter().map(|c| c.samples).sum()
+    }
+
+    /// Whether `old` comes from the same tracking session and was taken before this one,
+    /// so that the samples of each can be matched (see `stats`).
+    pub fn follows(&self, old: &Snapshot) -> bool {
+        self.tracking_since.is_some()
+            && self.tracking_since == old.tracking_since
+            && old.mark <= self.mark
+    }
+
+    pub(crate) fn stack_cohorts(&self, stack: &StackTotals) -> &[Cohort] {
+        let (start, len) = stack.cohorts;
+        &self.cohorts[start as usize..(start + len) as usize]
     }
 
     pub(crate) fn raw_frames(&self, stack: &StackTotals) -> &[u64] {

@@ -23,6 +23,7 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
+use crate::evidence::{Evidence, Order, Parts};
 use crate::guard::untracked;
 use crate::snapshot::{Snapshot, StackTotals, round_count};
 use crate::symbolize::{Frame, Frames, Symbolizer, resolve_all};
@@ -55,7 +56,7 @@ pub enum GroupBy {
 }
 
 /// One row of grouped statistics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Statistic {
     /// "function (file:line)" strings, the site first. Code without a symbol reads
     /// "libc.so.6+0x… (libc.so.6)", never a bare address. See [`GroupBy`] for which stack a row shows.
@@ -79,6 +80,9 @@ pub struct Statistic {
     pub count: u64,
     /// `count` minus the old snapshot's (0 from `statistics`).
     pub count_diff: i64,
+    /// The samples behind the numbers, their standard error and, in a compare, what
+    /// became of them (see [`Evidence`]).
+    pub evidence: Evidence,
 }
 
 impl Snapshot {
@@ -90,11 +94,24 @@ impl Snapshot {
     }
 
     /// tracemalloc's `compare_to`: per group size and count with their differences from
-    /// `old`, sorted by absolute size difference, then size. Groups present on one side
-    /// only appear with the other side as 0. Symbolizes both snapshots (off async
-    /// threads).
+    /// `old`, sorted by absolute size difference, then size ([`Order::Change`]). Groups
+    /// present on one side only appear with the other side as 0. Symbolizes both
+    /// snapshots (off async threads).
     pub fn compare_to(&self, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
-        compare(self, old, group_by, top_n)
+        compare(self, old, group_by, Order::Change, top_n)
+    }
+
+    /// [`compare_to`](Self::compare_to) in the given [`Order`]: the top `top_n` rows
+    /// after ordering and filtering. With [`Order::Suspects`], the rows whose samples show
+    /// retained growth come first (see [`Retention::leak_score`](crate::Retention)).
+    pub fn compare_ordered(
+        &self,
+        old: &Snapshot,
+        group_by: GroupBy,
+        order: Order,
+        top_n: usize,
+    ) -> Vec<Statistic> {
+        compare(self, old, group_by, order, top_n)
     }
 }
 
@@ -171,6 +188,8 @@ pub(crate) type Symbols = HashMap<u64, Frames>;
 pub(crate) struct Group {
     pub(crate) bytes: u64,
     pub(crate) count: u64,
+    /// The evidence sums of its stacks.
+    pub(crate) parts: Parts,
     rep_bytes: u64,
     rep: Option<usize>,
 }
@@ -397,8 +416,16 @@ pub(crate) fn groups(
     snap: &Snapshot,
     group_by: GroupBy,
     symbols: &Symbols,
+    old: Option<&Snapshot>,
 ) -> HashMap<String, Group> {
     let mut groups: HashMap<String, Group> = HashMap::new();
+    // The old snapshot's stacks by id, when it is of the same session (ids are the
+    // session's; frames are compared too, as a collection may give an id to another
+    // stack).
+    let old = old.filter(|o| snap.follows(o));
+    let old_stacks: HashMap<u16, &StackTotals> = old
+        .map(|o| o.stacks.iter().map(|s| (s.id, s)).collect())
+        .unwrap_or_default();
     // Site, function and file keys depend on the site frame only: render each distinct
     // frame once, not once per stack (keyed by the frame's place in `symbols`).
     let mut site_keys: HashMap<*const Frame, String> = HashMap::new();
@@ -451,6 +478,7 @@ pub(crate) fn groups(
                 Group {
                     bytes: 0,
                     count: 0,
+                    parts: Parts::default(),
                     rep_bytes: 0,
                     rep: None,
                 },
@@ -459,6 +487,14 @@ pub(crate) fn groups(
         let group = groups.get_mut(key).expect("inserted above");
         group.bytes = group.bytes.wrapping_add(stack.bytes);
         group.count = group.count.wrapping_add(stack.count);
+        let against = old.map(|o| {
+            let same = old_stacks
+                .get(&stack.id)
+                .copied()
+                .filter(|s| o.raw_frames(s) == snap.raw_frames(stack));
+            (o, same)
+        });
+        group.parts.add(&Parts::of(snap, stack, against));
         if group.rep.is_none() || stack.bytes > group.rep_bytes {
             group.rep_bytes = stack.bytes;
             group.rep = Some(index);
@@ -488,7 +524,8 @@ fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic
         let mut session = Symbolizer::new();
         let mut symbols = Symbols::new();
         resolve_for_groups(&[snap], group_by, &mut session, &mut symbols);
-        let mut rows: Vec<(String, Group)> = groups(snap, group_by, &symbols).into_iter().collect();
+        let mut rows: Vec<(String, Group)> =
+            groups(snap, group_by, &symbols, None).into_iter().collect();
         rows.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(top_n);
         for (_, g) in &rows {
@@ -507,6 +544,7 @@ fn statistics(snap: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic
                     size_diff_bytes: 0,
                     count: round_count(g.count),
                     count_diff: 0,
+                    evidence: g.parts.alone(),
                 }
             })
             .collect()
@@ -521,62 +559,89 @@ fn diff(new: u64, old: u64) -> i64 {
     })
 }
 
-fn compare(new: &Snapshot, old: &Snapshot, group_by: GroupBy, top_n: usize) -> Vec<Statistic> {
+fn compare(
+    new: &Snapshot,
+    old: &Snapshot,
+    group_by: GroupBy,
+    order: Order,
+    top_n: usize,
+) -> Vec<Statistic> {
     untracked(|| {
         let mut session = Symbolizer::new();
         let mut symbols = Symbols::new();
         resolve_for_groups(&[new, old], group_by, &mut session, &mut symbols);
-        let mut new_groups = groups(new, group_by, &symbols);
-        let old_groups = groups(old, group_by, &symbols);
+        let matched = new.follows(old);
+        let mut new_groups = groups(new, group_by, &symbols, Some(old));
+        let old_groups = groups(old, group_by, &symbols, None);
         // Each row remembers which snapshot's stack represents it; tracebacks are
         // rendered after truncation.
         let mut rows: Vec<(String, Statistic, &Snapshot, Option<usize>)> = Vec::new();
+        let row = |size: u64, old_size: u64, count: u64, old_count: u64, evidence| Statistic {
+            traceback: Vec::new(),
+            frames: Vec::new(),
+            inner_frames: Vec::new(),
+            size_bytes: size,
+            size_diff_bytes: diff(size, old_size),
+            count,
+            count_diff: diff(count, old_count),
+            evidence,
+        };
         for (key, old_group) in old_groups {
-            let (size, count, source, rep) = match new_groups.remove(&key) {
-                Some(g) => (g.bytes, round_count(g.count), new, g.rep),
-                None => (0, 0, old, old_group.rep),
-            };
             let old_count = round_count(old_group.count);
-            rows.push((
-                key,
-                Statistic {
-                    traceback: Vec::new(),
-                    frames: Vec::new(),
-                    inner_frames: Vec::new(),
-                    size_bytes: size,
-                    size_diff_bytes: diff(size, old_group.bytes),
-                    count,
-                    count_diff: diff(count, old_count),
-                },
-                source,
-                rep,
-            ));
+            let (stat, source, rep) = match new_groups.remove(&key) {
+                Some(g) => {
+                    let d = diff(g.bytes, old_group.bytes);
+                    let evidence = g.parts.against(&old_group.parts, matched, d);
+                    let stat = row(
+                        g.bytes,
+                        old_group.bytes,
+                        round_count(g.count),
+                        old_count,
+                        evidence,
+                    );
+                    (stat, new, g.rep)
+                }
+                None => {
+                    let d = diff(0, old_group.bytes);
+                    let evidence = Parts::default().against(&old_group.parts, matched, d);
+                    (
+                        row(0, old_group.bytes, 0, old_count, evidence),
+                        old,
+                        old_group.rep,
+                    )
+                }
+            };
+            rows.push((key, stat, source, rep));
         }
         for (key, g) in new_groups {
-            let count = round_count(g.count);
-            rows.push((
-                key,
-                Statistic {
-                    traceback: Vec::new(),
-                    frames: Vec::new(),
-                    inner_frames: Vec::new(),
-                    size_bytes: g.bytes,
-                    size_diff_bytes: diff(g.bytes, 0),
-                    count,
-                    count_diff: diff(count, 0),
-                },
-                new,
-                g.rep,
-            ));
+            let d = diff(g.bytes, 0);
+            let evidence = g.parts.against(&Parts::default(), matched, d);
+            let stat = row(g.bytes, 0, round_count(g.count), 0, evidence);
+            rows.push((key, stat, new, g.rep));
+        }
+        if order != Order::Change {
+            rows.retain(|r| r.1.size_diff_bytes > 0);
         }
         rows.sort_by(|a, b| {
-            let key = |s: &Statistic| {
+            let by_change = |s: &Statistic| {
                 (
                     Reverse(s.size_diff_bytes.unsigned_abs()),
                     Reverse(s.size_bytes),
                 )
             };
-            key(&a.1).cmp(&key(&b.1)).then_with(|| a.0.cmp(&b.0))
+            let score = |s: &Statistic| s.evidence.retention.map(|r| r.leak_score);
+            let first = match order {
+                Order::Change => by_change(&a.1).cmp(&by_change(&b.1)),
+                Order::Growth => b.1.size_diff_bytes.cmp(&a.1.size_diff_bytes),
+                Order::Suspects => match (score(&a.1), score(&b.1)) {
+                    (Some(x), Some(y)) => y.total_cmp(&x),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                }
+                .then_with(|| b.1.size_diff_bytes.cmp(&a.1.size_diff_bytes)),
+            };
+            first.then_with(|| a.0.cmp(&b.0))
         });
         rows.truncate(top_n);
         for (_, _, source, rep) in &rows {

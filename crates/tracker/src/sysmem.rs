@@ -24,6 +24,8 @@ unsafe impl Zeroable for u64 {}
 // SAFETY: as above.
 unsafe impl Zeroable for [u64; 2] {}
 // SAFETY: as above.
+unsafe impl Zeroable for [u64; 3] {}
+// SAFETY: as above.
 unsafe impl Zeroable for [u64; 4] {}
 
 /// A zero-initialised `[T]` of fixed length allocated with `System` (like a `Box<[T]>`

@@ -1,4 +1,5 @@
-//! The table of tracked live blocks: address → (size, stack id), 16 bytes an entry.
+//! The table of tracked live blocks: address → (size, stack id) and the block's birth
+//! mark (see `recorder`), 24 bytes an entry.
 //!
 //! Open addressing with linear probing and backward-shift deletion (no tombstones), over
 //! a `System`-allocated array. The home slot is the multiply-shift range reduction
@@ -9,12 +10,12 @@
 
 use crate::sysmem::RawBuf;
 
-/// Smallest table: 16 KiB, enough for ~800 blocks, the whole sampled table of a
+/// Smallest table: 24 KiB, enough for ~800 blocks, the whole sampled table of a
 /// ~400 MiB heap at 512 KiB.
 const MIN_SLOTS: usize = 1024;
 /// Grow above 80% load: linear probing stays at a few probes up to here.
 const MAX_LOAD: (usize, usize) = (4, 5);
-/// Shrink below 50% load: keeps metadata at ≤ 32 bytes per block.
+/// Shrink below 50% load: keeps metadata at ≤ 48 bytes per block.
 const MIN_LOAD: (usize, usize) = (1, 2);
 /// After a grow or shrink the load is ~60%: far enough from both thresholds that each
 /// resize (O(n)) is paid for by ≥ 0.1·n operations.
@@ -35,7 +36,8 @@ pub(crate) fn unpack(value: u64) -> (u64, u16) {
 
 /// The block table. Key 0 marks an empty slot (no block lives at address 0).
 pub(crate) struct BlockTable {
-    slots: RawBuf<[u64; 2]>,
+    /// (address, packed size and stack id, birth mark); address 0 is empty.
+    slots: RawBuf<[u64; 3]>,
     len: usize,
 }
 
@@ -66,7 +68,7 @@ impl BlockTable {
     }
 
     /// Where `key` is, or the empty slot ending its probe sequence.
-    fn probe(slots: &[[u64; 2]], key: u64) -> (usize, bool) {
+    fn probe(slots: &[[u64; 3]], key: u64) -> (usize, bool) {
         let cap = slots.len();
         let mut i = Self::home(key, cap);
         loop {
@@ -93,9 +95,9 @@ impl BlockTable {
         }
     }
 
-    /// Records `key`; returns the value it replaces, if any (a stale record), or `Err`
-    /// when the table is full and cannot grow.
-    pub(crate) fn insert(&mut self, key: u64, value: u64) -> Result<Option<u64>, ()> {
+    /// Records `key` with its packed value and birth mark; returns the value it replaces,
+    /// if any (a stale record), or `Err` when the table is full and cannot grow.
+    pub(crate) fn insert(&mut self, key: u64, value: u64, birth: u64) -> Result<Option<u64>, ()> {
         debug_assert_ne!(key, 0);
         if (self.len + 1) * MAX_LOAD.1 > self.slots.len() * MAX_LOAD.0 {
             let want = (self.len + 1) * TARGET_LOAD.1 / TARGET_LOAD.0 + 1;
@@ -107,7 +109,7 @@ impl BlockTable {
         let slots = self.slots.as_mut_slice();
         let (i, found) = Self::probe(slots, key);
         let old = found.then_some(slots[i][1]);
-        slots[i] = [key, value];
+        slots[i] = [key, value, birth];
         if !found {
             self.len += 1;
         }
@@ -143,7 +145,7 @@ impl BlockTable {
                 hole = j;
             }
         }
-        slots[hole] = [0, 0];
+        slots[hole] = [0, 0, 0];
         self.len -= 1;
         if self.slots.len() > MIN_SLOTS && self.len * MIN_LOAD.1 < self.slots.len() * MIN_LOAD.0 {
             let want = (self.len * TARGET_LOAD.1 / TARGET_LOAD.0 + 1).max(MIN_SLOTS);
@@ -152,9 +154,18 @@ impl BlockTable {
         Some(value)
     }
 
+    /// Calls `f` with the packed value and birth mark of every entry.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, u64)) {
+        for e in self.slots.as_slice() {
+            if e[0] != 0 {
+                f(e[1], e[2]);
+            }
+        }
+    }
+
     /// Rehashes into `cap` slots; false (table unchanged) if `System` has no memory.
     fn resize(&mut self, cap: usize) -> bool {
-        let Some(mut fresh) = RawBuf::<[u64; 2]>::zeroed(cap) else {
+        let Some(mut fresh) = RawBuf::<[u64; 3]>::zeroed(cap) else {
             return false;
         };
         {
@@ -180,10 +191,13 @@ mod tests {
         let mut t = BlockTable::new().expect("memory");
         let keys: Vec<u64> = (1..=20_000u64).map(|i| i * 16).collect();
         for (n, &k) in keys.iter().enumerate() {
-            assert_eq!(t.insert(k, pack(k, n as u16)), Ok(None));
+            assert_eq!(t.insert(k, pack(k, n as u16), n as u64), Ok(None));
         }
         assert_eq!(t.len(), keys.len());
-        assert!(t.bytes() <= keys.len() * 32);
+        assert!(t.bytes() <= keys.len() * 48);
+        let mut births = 0u64;
+        t.for_each(|_, b| births += b);
+        assert_eq!(births, (0..keys.len() as u64).sum::<u64>());
         for (n, &k) in keys.iter().enumerate() {
             assert_eq!(t.get(k).map(unpack), Some((k, n as u16)));
         }
@@ -195,15 +209,15 @@ mod tests {
         for (n, &k) in keys.iter().enumerate() {
             assert_eq!(t.get(k).is_some(), n % 2 == 1, "key {k}");
         }
-        assert!(t.bytes() <= t.len() * 32);
+        assert!(t.bytes() <= t.len() * 48);
         for &k in keys.iter().skip(1).step_by(2) {
             assert!(t.remove(k).is_some());
         }
         assert_eq!(t.len(), 0);
-        assert_eq!(t.bytes(), MIN_SLOTS * 16);
+        assert_eq!(t.bytes(), MIN_SLOTS * 24);
         // Replacing returns the stale value.
-        assert_eq!(t.insert(32, pack(5, 1)), Ok(None));
-        assert_eq!(t.insert(32, pack(6, 2)), Ok(Some(pack(5, 1))));
+        assert_eq!(t.insert(32, pack(5, 1), 0), Ok(None));
+        assert_eq!(t.insert(32, pack(6, 2), 0), Ok(Some(pack(5, 1))));
     }
 
     /// Mean distance of the entries from their home slots.
@@ -229,7 +243,7 @@ mod tests {
             .filter(|&a| crate::filter::index(a as usize) >> 13 == 5);
         let mut t = BlockTable::new().expect("memory");
         for k in shard_keys.take(100_000) {
-            t.insert(k, pack(16, 1)).expect("memory");
+            t.insert(k, pack(16, 1), 0).expect("memory");
         }
         let d = mean_displacement(&t);
         // Linear probing at ≤ 80% load averages under 2.5 slots; crowding gives thousands.

@@ -149,7 +149,7 @@ pub fn site_history(snaps: &[&Snapshot]) -> Vec<SiteHistory> {
         let mut sites: HashMap<String, SiteHistory> = HashMap::new();
         for (i, snap) in snaps.iter().enumerate() {
             let newest = i + 1 == snaps.len();
-            for (key, group) in groups(snap, GroupBy::Site, &symbols) {
+            for (key, group) in groups(snap, GroupBy::Site, &symbols, None) {
                 let entry = sites.entry(key).or_insert_with(|| SiteHistory {
                     traceback: Vec::new(),
                     frames: Vec::new(),

@@ -22,7 +22,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "structures",
-        &["lock", "stacks", "table", "unwind", "snapshot", "symbolize"],
+        &[
+            "lock",
+            "stacks",
+            "table",
+            "unwind",
+            "snapshot",
+            "symbolize",
+            "evidence",
+        ],
     ),
     (
         "recording and reports",

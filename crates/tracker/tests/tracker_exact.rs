@@ -19,6 +19,7 @@ const EXACT: TrackingConfig = TrackingConfig {
     mode: Mode::Exact,
     frames: 32,
     sample_interval_bytes: 512 * 1024,
+    seed: None,
 };
 
 const PAGE: usize = 4096;

@@ -9,6 +9,7 @@ fn start_without_the_global_allocator_is_not_installed() {
         mode: Mode::Sampled,
         frames: 16,
         sample_interval_bytes: 512 * 1024,
+        seed: None,
     };
     assert_eq!(memory::start(config), Err(MemoryError::NotInstalled));
     assert!(!memory::status().enabled);

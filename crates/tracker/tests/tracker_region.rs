@@ -24,6 +24,7 @@ fn config(mode: Mode) -> TrackingConfig {
         mode,
         frames: 16,
         sample_interval_bytes: 1,
+        seed: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn sampled(interval: u64) -> TrackingConfig {
         mode: Mode::Sampled,
         frames: 16,
         sample_interval_bytes: interval,
+        seed: None,
     }
 }
 

@@ -109,6 +109,7 @@ fn soak(mode: Mode) {
         mode,
         frames: 32,
         sample_interval_bytes: 64 * 1024,
+        seed: None,
     })
     .expect("tracker installed");
     let stop = Arc::new(AtomicBool::new(false));

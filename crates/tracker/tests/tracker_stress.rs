@@ -211,6 +211,7 @@ fn exact_mode_survives_eight_threads_and_matches_what_is_held() {
         mode: Mode::Exact,
         frames: 24,
         sample_interval_bytes: 512 * 1024,
+        seed: None,
     });
     let snap = memory::take_snapshot();
     // Every tracked live block is in the snapshot exactly once.
@@ -255,6 +256,7 @@ fn sampled_mode_survives_eight_threads_and_returns_to_zero() {
         mode: Mode::Sampled,
         frames: 24,
         sample_interval_bytes: 16 * 1024,
+        seed: None,
     });
     let snap = memory::take_snapshot();
     assert!(snap.estimated);
