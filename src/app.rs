@@ -206,6 +206,17 @@ pub fn build_server(settings: Settings, limits: Limits, bound: BoundListeners) -
             Err(MemoryError::NotInstalled) => {
                 tracing::warn!("debug_memory is on, but the tracker is not the global allocator")
             }
+            // The embedding program started its own session first: it is kept (tracking
+            // is process-wide, and another's session is not ours to stop), it does run
+            // from before this server, and snapshots say which settings run.
+            Err(MemoryError::RunningWithOtherSettings { running, requested }) => {
+                services.heap.set_tracking_from_boot();
+                tracing::warn!(
+                    ?running,
+                    ?requested,
+                    "debug_memory is on, but tracking already runs with other settings: they are kept"
+                )
+            }
             Err(e) => tracing::warn!(error = %e, "could not start allocation tracking"),
         }
     }

@@ -68,7 +68,9 @@ fn main() -> ExitCode {
     };
     // Tracking from boot starts here, before the server's own start-up allocations (the
     // logger, the runtime, the listeners, the trend's history); only the command line
-    // and the settings were allocated before it. `app::build_server` logs it.
+    // and the settings were allocated before it. The result is dropped on purpose:
+    // nothing else can have started a session yet, and `app::build_server` starts it
+    // again with the same settings, which returns the outcome (a failure included) to log.
     if settings.debug_memory {
         let _ = heapwatch::memory::start(tracking_config(&settings));
     }

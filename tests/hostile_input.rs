@@ -80,6 +80,7 @@ const ARGS: &[(&str, &[(&str, &str)])] = &[
             ("save_as", "string"),
             ("compare_with", "string"),
             ("drop_baseline", "string"),
+            ("order", "choice"),
         ],
     ),
 ];

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use super::args::{Bounded, Range, optional_name};
 use super::{Args, Command, CommandError, NoArgs, Services, blocking};
 use crate::heap::{Coverage, NoBaseline, list_or_none, names_of};
-use crate::memory::{self, Baselines, GroupBy, MemoryError, Mode, Statistic, Totals};
+use crate::memory::{
+    self, Baselines, GroupBy, MemoryError, Mode, Order, Statistic, Totals, TrackingConfig,
+};
 use crate::system::SystemMemory;
 
 pub use super::args::NAME_MAX_CHARS;
@@ -28,7 +30,7 @@ pub const MEMORY_SNAPSHOT: Command = Command {
     summary: "Top-N allocation sites, optionally compared with a saved baseline; starts tracking if it is off.",
     run: |ctx, args| {
         Box::pin(async move {
-            let args: SnapshotArgs = args.parse()?;
+            let args = SnapshotArgs::checked(args.parse()?)?;
             snapshot(&ctx.services, args, Tracking::StartIfOff)
                 .await
                 .map(Into::into)
@@ -76,6 +78,10 @@ pub struct SnapshotArgs {
     pub compare_with: Option<String>,
     #[serde(default, deserialize_with = "optional_name")]
     pub drop_baseline: Option<String>,
+    /// How a comparison orders its rows (`change`, `growth` or `suspects`); only with
+    /// `compare_with` (`None`: not given, which is `change`).
+    #[serde(default, deserialize_with = "order")]
+    pub order: Option<Order>,
 }
 
 impl SnapshotArgs {
@@ -84,7 +90,27 @@ impl SnapshotArgs {
     /// # Errors
     /// [`CommandError::InvalidArgs`].
     pub fn parse(args: Value) -> Result<Self, CommandError> {
-        Args::Json(args).parse()
+        Self::checked(Args::Json(args).parse()?)
+    }
+
+    /// The rules between arguments, after each was parsed on its own: `order` orders a
+    /// comparison, so it needs `compare_with` (a client that sends it alone expects an
+    /// order it would not get).
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidArgs`] naming `order`.
+    pub fn checked(self) -> Result<Self, CommandError> {
+        if self.order.is_some() && self.compare_with.is_none() {
+            return Err(CommandError::InvalidArgs(
+                "argument `order`: orders a comparison; give `compare_with` too, or leave `order` out".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The order of the comparison's rows (`change` when not given).
+    pub fn order(&self) -> Order {
+        self.order.unwrap_or_default()
     }
 }
 
@@ -134,6 +160,37 @@ pub fn group_by<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GroupBy, D::Er
     })
 }
 
+/// `order` on the wire.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OrderArg {
+    Change,
+    Growth,
+    Suspects,
+}
+
+/// `order` for `#[serde(deserialize_with)]`: `null` is not given.
+///
+/// # Errors
+/// Not one of `change`, `growth`, `suspects` (the error lists them).
+pub fn order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Order>, D::Error> {
+    let o: Option<OrderArg> = serde::Deserialize::deserialize(d)?;
+    Ok(o.map(|o| match o {
+        OrderArg::Change => Order::Change,
+        OrderArg::Growth => Order::Growth,
+        OrderArg::Suspects => Order::Suspects,
+    }))
+}
+
+/// `order` as the wire spells it.
+pub fn order_name(o: Order) -> &'static str {
+    match o {
+        Order::Change => "change",
+        Order::Growth => "growth",
+        Order::Suspects => "suspects",
+    }
+}
+
 /// `group_by` as the wire spells it.
 pub fn group_by_name(g: GroupBy) -> &'static str {
     match g {
@@ -161,6 +218,8 @@ pub struct TrackingJson {
     pub frames: u32,
     pub mode: &'static str,
     pub sample_interval_bytes: Option<u64>,
+    /// The sampler's seed, when the session was started with one.
+    pub seed: Option<u64>,
     pub since: Option<String>,
 }
 
@@ -176,6 +235,7 @@ pub fn tracking() -> TrackingJson {
             Mode::Exact => "exact",
         },
         sample_interval_bytes: s.sample_interval_bytes,
+        seed: s.seed,
         since: s.since.map(rfc3339),
     }
 }
@@ -227,7 +287,10 @@ pub fn frames_json(frames: &[memory::Frame]) -> Value {
         .collect()
 }
 
-fn statistic_json(s: &Statistic) -> Value {
+/// One row: its site, sizes and the evidence behind them (`samples`, `std_error_bytes`
+/// rounded to a byte, and in a compare of one session `retention`, else null).
+pub fn statistic_json(s: &Statistic) -> Value {
+    let e = &s.evidence;
     json!({
         "traceback": s.traceback,
         "frames": frames_json(&s.frames),
@@ -236,7 +299,56 @@ fn statistic_json(s: &Statistic) -> Value {
         "size_diff_bytes": s.size_diff_bytes,
         "count": s.count,
         "count_diff": s.count_diff,
+        "samples": e.samples,
+        "std_error_bytes": e.std_error_bytes.max(0.0).round() as u64,
+        "retention": e.retention.map(|r| json!({
+            "new_alive": r.new_alive,
+            "new_freed": r.new_freed,
+            "old_freed": r.old_freed,
+            "old_retained": r.old_retained,
+            "leak_score": (r.leak_score * 100.0).round() / 100.0,
+            "suspect": r.suspect,
+        })),
     })
+}
+
+/// A tracking configuration as a reply shows it (the conflict's two sides).
+fn config_json(c: &TrackingConfig) -> Value {
+    let sampled = c.mode == Mode::Sampled;
+    json!({
+        "mode": if sampled { "sampled" } else { "exact" },
+        "frames": c.frames,
+        "sample_interval_bytes": sampled.then_some(c.sample_interval_bytes),
+        "seed": c.seed,
+    })
+}
+
+/// A tracking configuration in words: `sampled, 32 frames, one sample per 512.0 KiB,
+/// unseeded`.
+fn config_text(c: &TrackingConfig) -> String {
+    match c.mode {
+        Mode::Exact => format!("exact, {} frames", c.frames),
+        Mode::Sampled => format!(
+            "sampled, {} frames, one sample per {}, {}",
+            c.frames,
+            crate::heap::bytes_text(c.sample_interval_bytes),
+            c.seed
+                .map_or_else(|| "unseeded".to_owned(), |s| format!("seed {s}"))
+        ),
+    }
+}
+
+/// The note on a snapshot served from a session that runs with other settings than the
+/// server's.
+fn conflict_note(running: &TrackingConfig, requested: &TrackingConfig) -> String {
+    format!(
+        "Tracking already runs with other settings ({}) than this server's ({}): this snapshot \
+         is from the running session, which is kept as it is. To track with the server's \
+         settings, stop the running session (memory::stop in the program that started it) \
+         or restart.",
+        config_text(running),
+        config_text(requested)
+    )
 }
 
 /// The saved baselines with when each was taken, sorted by name.
@@ -309,11 +421,21 @@ pub async fn snapshot(
     if let Some(d) = &args.drop_baseline {
         heap.baselines().remove(d);
     }
-    let started_now = match memory::start(heap.config()) {
-        Ok(started) => started,
+    // A session with other settings is served as it runs: nothing can stop it from here,
+    // and refusing would leave the user without any snapshot; the reply says so.
+    let (started_now, conflict) = match memory::start(heap.config()) {
+        Ok(started) => (started, None),
+        Err(MemoryError::RunningWithOtherSettings { running, requested }) => {
+            (false, Some((running, requested)))
+        }
         Err(MemoryError::NotInstalled) => {
             return Err(CommandError::Unavailable(
                 "allocation tracking is unavailable: the heapwatch tracker is not this process's global allocator".into(),
+            ));
+        }
+        Err(MemoryError::OutOfMemory) => {
+            return Err(CommandError::Unavailable(
+                "allocation tracking could not start: no memory for the tracker's tables; tracking stays off".into(),
             ));
         }
         Err(e) => return Err(CommandError::Internal(e.to_string())),
@@ -327,12 +449,12 @@ pub async fn snapshot(
         .as_ref()
         .and_then(|c| heap.baselines().get(c).cloned());
     let system_sampler = services.system.clone();
-    let (group_by, top_n) = (args.group_by, args.top_n);
+    let (group_by, top_n, order) = (args.group_by, args.top_n, args.order());
     let (snapshot, rows, system, totals, memo_bytes) = blocking(move || {
         let totals = memory::totals();
         let snapshot = memory::take_snapshot();
         let rows = match &baseline {
-            Some(old) => snapshot.compare_to(old, group_by, top_n),
+            Some(old) => snapshot.compare_ordered(old, group_by, order, top_n),
             None => snapshot.statistics(group_by, top_n),
         };
         let system = system_sampler.sample();
@@ -371,6 +493,7 @@ pub async fn snapshot(
         "allocator": totals_json(&totals),
         "system": system_json(&system),
         "group_by": group_by_name(group_by),
+        "order": args.compare_with.is_some().then(|| order_name(order)),
         "compared_with": args.compare_with,
         "coverage": coverage_json(&coverage),
         "top_allocators": rows.iter().map(statistic_json).collect::<Vec<_>>(),
@@ -379,6 +502,18 @@ pub async fn snapshot(
     });
     if started_now {
         result["note"] = Value::String(STARTED_NOTE.into());
+    }
+    if let Some((running, requested)) = conflict {
+        tracing::warn!(
+            running = %config_text(&running),
+            requested = %config_text(&requested),
+            "snapshot served from a tracking session with other settings"
+        );
+        result["note"] = Value::String(conflict_note(&running, &requested));
+        result["settings_conflict"] = json!({
+            "running": config_json(&running),
+            "requested": config_json(&requested),
+        });
     }
     Ok(result)
 }
@@ -428,9 +563,106 @@ mod tests {
         let a = SnapshotArgs::parse(json!({})).unwrap();
         assert_eq!(a.top_n, 25);
         assert_eq!(a.group_by, GroupBy::Site);
+        assert_eq!((a.order, a.order()), (None, Order::Change));
         assert_eq!(
             (a.save_as, a.compare_with, a.drop_baseline),
             (None, None, None)
+        );
+    }
+
+    #[test]
+    fn order_is_one_of_three_and_needs_compare_with() {
+        for (name, want) in [
+            ("change", Order::Change),
+            ("growth", Order::Growth),
+            ("suspects", Order::Suspects),
+        ] {
+            let a = SnapshotArgs::parse(json!({"order": name, "compare_with": "b"})).unwrap();
+            assert_eq!(a.order(), want);
+            assert_eq!(order_name(want), name);
+        }
+        let d = err(json!({"order": "leaks", "compare_with": "b"}));
+        assert!(d.contains("`order`"), "{d}");
+        for allowed in ["change", "growth", "suspects"] {
+            assert!(d.contains(allowed), "the error lists {allowed}: {d}");
+        }
+        for bad in [json!(1), json!(true), json!(["growth"]), json!("Growth")] {
+            assert!(err(json!({"order": bad, "compare_with": "b"})).contains("order"));
+        }
+        let d = err(json!({"order": "growth"}));
+        assert!(d.contains("`order`") && d.contains("compare_with"), "{d}");
+        // null is "not given".
+        let a = SnapshotArgs::parse(json!({"order": null})).unwrap();
+        assert_eq!(a.order, None);
+        // Over HTTP the same rules hold.
+        let q = |s: &str| SnapshotArgs::checked(Args::Query(s.into()).parse::<SnapshotArgs>()?);
+        assert_eq!(
+            q("compare_with=b&order=suspects").unwrap().order(),
+            Order::Suspects
+        );
+        assert_eq!(q("order=growth").unwrap_err().code(), "invalid_args");
+        assert_eq!(
+            q("compare_with=b&order=nope").unwrap_err().code(),
+            "invalid_args"
+        );
+    }
+
+    #[test]
+    fn rows_carry_their_evidence() {
+        let mut row = Statistic {
+            traceback: vec!["f (src/a.rs:1)".into()],
+            frames: Vec::new(),
+            inner_frames: Vec::new(),
+            size_bytes: 4096,
+            size_diff_bytes: 4096,
+            count: 2,
+            count_diff: 2,
+            evidence: memory::Evidence {
+                samples: 9,
+                std_error_bytes: 1536.4,
+                retention: None,
+            },
+        };
+        let j = statistic_json(&row);
+        assert_eq!(
+            (&j["samples"], &j["std_error_bytes"], &j["retention"]),
+            (&json!(9), &json!(1536), &Value::Null)
+        );
+        row.evidence.retention = Some(memory::Retention {
+            new_alive: 9,
+            new_freed: 0,
+            old_freed: 0,
+            old_retained: 3,
+            leak_score: 3.004_9,
+            suspect: true,
+        });
+        assert_eq!(
+            statistic_json(&row)["retention"],
+            json!({"new_alive": 9, "new_freed": 0, "old_freed": 0, "old_retained": 3,
+                   "leak_score": 3.0, "suspect": true})
+        );
+    }
+
+    #[test]
+    fn a_conflict_names_both_settings() {
+        let running = TrackingConfig {
+            seed: Some(7),
+            ..TrackingConfig::default()
+        };
+        let requested = TrackingConfig {
+            mode: Mode::Exact,
+            frames: 16,
+            ..TrackingConfig::default()
+        };
+        let note = conflict_note(&running, &requested);
+        assert!(
+            note.contains("sampled, 32 frames, one sample per 512.0 KiB, seed 7")
+                && note.contains("exact, 16 frames"),
+            "{note}"
+        );
+        assert_eq!(
+            config_json(&requested),
+            json!({"mode": "exact", "frames": 16, "sample_interval_bytes": null, "seed": null})
         );
     }
 

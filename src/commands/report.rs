@@ -55,6 +55,8 @@ pub struct ReportArgs {
     group_by: GroupBy,
     #[serde(default, deserialize_with = "optional_name")]
     compare_with: Option<String>,
+    #[serde(default, deserialize_with = "debug::order")]
+    order: Option<memory::Order>,
     save_as: Option<IgnoredAny>,
     drop_baseline: Option<IgnoredAny>,
 }
@@ -75,13 +77,15 @@ impl ReportArgs {
                 )));
             }
         }
-        Ok(SnapshotArgs {
+        SnapshotArgs {
             top_n: self.top_n,
             group_by: self.group_by,
             save_as: None,
             compare_with: self.compare_with,
             drop_baseline: None,
-        })
+            order: self.order,
+        }
+        .checked()
     }
 }
 

@@ -167,6 +167,7 @@ mod tests {
             "mode": match s.mode { Mode::Sampled => "sampled", Mode::Exact => "exact" },
             "sample_interval_bytes": s.sample_interval_bytes,
             "frames": s.frames,
+            "seed": s.seed,
             "since": s.since.map(crate::commands::debug::rfc3339),
             "estimated": s.enabled && s.mode == Mode::Sampled,
         });
