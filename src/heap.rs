@@ -247,7 +247,7 @@ pub fn tracking_config(settings: &Settings) -> TrackingConfig {
         },
         frames: settings.debug_memory_frames,
         sample_interval_bytes: u64::from(settings.debug_memory_sample_kib) * 1024,
-        seed: None,
+        seed: settings.debug_memory_seed,
     }
 }
 

@@ -109,6 +109,8 @@ pub struct Settings {
     pub debug_memory_mode: MemoryMode,
     pub debug_memory_frames: u32,
     pub debug_memory_sample_kib: u32,
+    /// The sampler's seed (sampled mode): `None` samples afresh each run.
+    pub debug_memory_seed: Option<u64>,
     pub api_token: Option<Secret>,
     pub ingress_listen: SocketAddr,
     pub direct_listen: SocketAddr,
@@ -147,6 +149,9 @@ pub enum KeyKind {
         min: i64,
         max: i64,
     },
+    /// Any unsigned 64-bit integer, 0 to 2^64 − 1 (a seed: every value is as good as
+    /// another, so the range is the whole type).
+    U64,
     Choice(&'static [&'static str]),
     /// An optional secret string of at least `min_chars` characters.
     Password {
@@ -209,6 +214,14 @@ pub const KEYS: &[KeySpec] = &[
         name: "debug_memory_sample_kib",
         kind: KeyKind::Int { min: 1, max: 65536 },
         default: Some(DefaultValue::Int(512)),
+        user_facing: true,
+    },
+    // Unset by default: each run samples afresh, so a block missed once is not missed
+    // every time. A seed is for repeating a run exactly (tests, bug reports).
+    KeySpec {
+        name: "debug_memory_seed",
+        kind: KeyKind::U64,
+        default: None,
         user_facing: true,
     },
     KeySpec {
@@ -513,6 +526,7 @@ impl Settings {
         };
         let debug_memory_frames = int("debug_memory_frames")?;
         let debug_memory_sample_kib = int("debug_memory_sample_kib")?;
+        let debug_memory_seed = field("debug_memory_seed")?.map(Parsed::unsigned);
         let api_token = field("api_token")?.map(|p| Secret(p.string()));
         let ingress_listen = required("ingress_listen")?.addr();
         let direct_listen = required("direct_listen")?.addr();
@@ -535,6 +549,7 @@ impl Settings {
             debug_memory_mode,
             debug_memory_frames,
             debug_memory_sample_kib,
+            debug_memory_seed,
             api_token,
             ingress_listen,
             direct_listen,
@@ -563,6 +578,7 @@ impl Settings {
             "debug_memory_mode": self.debug_memory_mode,
             "debug_memory_frames": self.debug_memory_frames,
             "debug_memory_sample_kib": self.debug_memory_sample_kib,
+            "debug_memory_seed": self.debug_memory_seed,
             "api_token": self.api_token.as_ref().map(|_| "**redacted**"),
             "ingress_listen": self.ingress_listen.to_string(),
             "direct_listen": self.direct_listen.to_string(),
@@ -623,6 +639,7 @@ fn read_options_file(path: &Path) -> Result<(Option<JsonObject>, OptionsSource),
 enum Parsed {
     Bool(bool),
     Int(i64),
+    Unsigned(u64),
     Str(String),
     Addr(SocketAddr),
     Ips(Vec<IpAddr>),
@@ -634,6 +651,12 @@ impl Parsed {
         match self {
             Parsed::Int(i) => i,
             _ => unreachable!("an Int key parses to Int"),
+        }
+    }
+    fn unsigned(self) -> u64 {
+        match self {
+            Parsed::Unsigned(u) => u,
+            _ => unreachable!("a U64 key parses to Unsigned"),
         }
     }
     fn string(self) -> String {
@@ -717,6 +740,18 @@ fn parse_value(spec: &KeySpec, v: &Value, source_name: &str) -> Result<Parsed, S
                 Some(n) if (min..=max).contains(&n) => Ok(Parsed::Int(n)),
                 _ => Err(invalid(expected(), describe(v))),
             }
+        }
+        KeyKind::U64 => {
+            let n = match (&v.kind, from_env) {
+                (ValueKind::I64(i), _) => u64::try_from(*i).ok(),
+                (ValueKind::U64(u), _) => Some(*u),
+                (ValueKind::I128(i), _) => u64::try_from(*i).ok(),
+                (ValueKind::U128(u), _) => u64::try_from(*u).ok(),
+                (ValueKind::String(s), true) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            n.map(Parsed::Unsigned)
+                .ok_or_else(|| invalid(format!("an integer from 0 to {}", u64::MAX), describe(v)))
         }
         KeyKind::Choice(names) => match as_str() {
             Some(s) if names.contains(&s.as_str()) => Ok(Parsed::Str(s)),
@@ -814,6 +849,7 @@ mod tests {
         assert_eq!(s.debug_memory_mode, MemoryMode::Sampled);
         assert_eq!(s.debug_memory_frames, 32);
         assert_eq!(s.debug_memory_sample_kib, 512);
+        assert_eq!(s.debug_memory_seed, None);
         assert_eq!(s.api_token, None);
         assert_eq!(s.ingress_listen, "0.0.0.0:8099".parse().unwrap());
         assert_eq!(s.direct_listen, "0.0.0.0:8100".parse().unwrap());
@@ -885,6 +921,22 @@ mod tests {
                 &["debug_memory_sample_kib", "1 to 65536"],
             ),
             (
+                r#"{"debug_memory_seed":-1}"#,
+                &["debug_memory_seed", "from 0 to 18446744073709551615", "-1"],
+            ),
+            (
+                r#"{"debug_memory_seed":1.5}"#,
+                &["debug_memory_seed", "integer", "1.5"],
+            ),
+            (
+                r#"{"debug_memory_seed":"42"}"#,
+                &["debug_memory_seed", "integer", "\"42\""],
+            ),
+            (
+                r#"{"debug_memory_seed":18446744073709551616}"#,
+                &["debug_memory_seed", "from 0 to 18446744073709551615"],
+            ),
+            (
                 r#"{"ingress_listen":"nope"}"#,
                 &["ingress_listen", "address and port"],
             ),
@@ -909,6 +961,42 @@ mod tests {
         .expect("an unknown HEAPWATCH_ variable is not an error");
         assert_eq!(s.ignored_env, ["HEAPWATCH_NOPE"]);
         assert_eq!(s.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn a_seed_is_any_u64_from_the_file_or_the_environment() {
+        for (json, want) in [
+            (r#"{"debug_memory_seed":0}"#, Some(0)),
+            (r#"{"debug_memory_seed":42}"#, Some(42)),
+            (
+                r#"{"debug_memory_seed":18446744073709551615}"#,
+                Some(u64::MAX),
+            ),
+            (r#"{"debug_memory_seed":null}"#, None),
+            ("{}", None),
+        ] {
+            let s = load(Some(json), &[]).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(s.debug_memory_seed, want, "{json}");
+            assert_eq!(
+                s.redacted_json()["debug_memory_seed"],
+                serde_json::json!(want)
+            );
+        }
+        let s = load(
+            Some(r#"{"debug_memory_seed":1}"#),
+            &[("HEAPWATCH_DEBUG_MEMORY_SEED", " 18446744073709551615 ")],
+        )
+        .unwrap();
+        assert_eq!(s.debug_memory_seed, Some(u64::MAX), "the environment wins");
+        for bad in ["-3", "x", "", "1e3", "18446744073709551616"] {
+            let err = load(None, &[("HEAPWATCH_DEBUG_MEMORY_SEED", bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.contains("HEAPWATCH_DEBUG_MEMORY_SEED") && err.contains("from 0 to"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ fn schema_for(spec: &KeySpec) -> Option<String> {
     let base = match spec.kind {
         KeyKind::Bool => "bool".to_string(),
         KeyKind::Int { min, max } => format!("int({min},{max})"),
+        // Open above: the Supervisor's ints are Python's, unbounded.
+        KeyKind::U64 => "int(0,)".to_string(),
         KeyKind::Choice(names) => format!("list({})", names.join("|")),
         KeyKind::Password { min_chars } => format!("password({min_chars},)"),
         KeyKind::SocketAddr | KeyKind::IpList | KeyKind::Path | KeyKind::HttpUrl => return None,
@@ -258,6 +260,11 @@ fn schema_and_default_drift_is_reported() {
             "api_token: password(32,)?",
             "api_token: password(32,)",
             "schema.api_token: `password(32,)`, but KEYS says `password(32,)?`",
+        ),
+        (
+            "debug_memory_seed: int(0,)?",
+            "debug_memory_seed: int(0,)",
+            "schema.debug_memory_seed: `int(0,)`, but KEYS says `int(0,)?`",
         ),
         (
             "debug_memory: bool",

@@ -833,6 +833,7 @@ fn option_type_syntax() {
         "str(,10)?",
         "int",
         "int(-5,+5)",
+        "int(0,)?",
         "float(0.5,2)",
         "password(32,)?",
         "password",

@@ -65,6 +65,14 @@ fn malformed_options_exit_78_with_one_clear_line_before_binding() {
             &["<OPTIONS>", "debug_memory_sample_kib", "integer"],
         ),
         (
+            r#"{"debug_memory_seed": -1}"#,
+            &[
+                "<OPTIONS>",
+                "debug_memory_seed",
+                "from 0 to 18446744073709551615",
+            ],
+        ),
+        (
             r#"{"debug_memory_mode": "fast"}"#,
             &["<OPTIONS>", "debug_memory_mode", "sampled, exact"],
         ),
