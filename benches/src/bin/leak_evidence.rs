@@ -32,13 +32,19 @@ fn main() {
     // (mode, leak) → per check: trials with the leak first, trials with any suspect.
     let mut first = [[0u64; 2]; 3];
     let mut flagged = [[0u64; 2]; 3];
+    // Trials where the leak was first by absolute change (tracemalloc's order).
+    let mut first_by_change = [[0u64; 2]; 3];
     let runs = [
         ("sampled", Mode::Sampled, true),
         ("sampled", Mode::Sampled, false),
         ("exact", Mode::Exact, true),
     ];
     for (k, (name, mode, leak)) in runs.iter().enumerate() {
-        let n = if *mode == Mode::Exact { trials.min(3) } else { trials };
+        let n = if *mode == Mode::Exact {
+            trials.min(3)
+        } else {
+            trials
+        };
         for t in 1..=n {
             let seed = 1000 + t;
             let started = std::time::Instant::now();
@@ -47,14 +53,18 @@ fn main() {
                 if o.leak_rank == Some(1) {
                     first[k][c] += 1;
                 }
+                if o.change_rank == Some(1) {
+                    first_by_change[k][c] += 1;
+                }
                 if !o.suspects.is_empty() {
                     flagged[k][c] += 1;
                 }
                 let top = o.rows.first();
                 println!(
-                    "{name} leak={leak} seed={seed} minutes={} leak_rank={:?} suspects={:?} top={:?} ({:.1} s)",
+                    "{name} leak={leak} seed={seed} minutes={} leak_rank={:?} change_rank={:?} suspects={:?} top={:?} ({:.1} s)",
                     o.minutes,
                     o.leak_rank,
+                    o.change_rank,
                     o.suspects,
                     top.map(|(s, d, e)| (s, d, e.samples, e.retention.map(|r| r.leak_score))),
                     started.elapsed().as_secs_f64(),
@@ -63,8 +73,8 @@ fn main() {
         }
         for (c, minutes) in checks.iter().enumerate() {
             println!(
-                "summary {name} leak={leak} after {minutes} min: leak first in {}/{n}, a suspect flagged in {}/{n}",
-                first[k][c], flagged[k][c]
+                "summary {name} leak={leak} after {minutes} min: leak first in {}/{n} (by absolute change: {}/{n}), a suspect flagged in {}/{n}",
+                first[k][c], first_by_change[k][c], flagged[k][c]
             );
         }
     }

@@ -231,6 +231,8 @@ pub struct Outcome {
     pub minutes: f64,
     /// The leak's rank in the suspects ordering (1 is first), if it is a row at all.
     pub leak_rank: Option<usize>,
+    /// Its rank by absolute change (tracemalloc's order), for comparison.
+    pub change_rank: Option<usize>,
     /// The sites flagged as suspects ("function (file:line)").
     pub suspects: Vec<String>,
     /// The rows in suspects order: (site, change in bytes, evidence).
@@ -259,14 +261,18 @@ pub fn trial(
         done = minutes;
         let now = memory::take_snapshot();
         let rows = now.compare_ordered(&baseline, GroupBy::Site, Order::Suspects, 20);
+        let by_change = now.compare_ordered(&baseline, GroupBy::Site, Order::Change, 20);
         let name =
             |s: &heapwatch_tracker::Statistic| s.traceback.first().cloned().unwrap_or_default();
+        let rank = |rows: &[heapwatch_tracker::Statistic]| {
+            rows.iter()
+                .position(|r| name(r).contains(LEAK_SITE))
+                .map(|i| i + 1)
+        };
         out.push(Outcome {
             minutes,
-            leak_rank: rows
-                .iter()
-                .position(|r| name(r).contains(LEAK_SITE))
-                .map(|i| i + 1),
+            leak_rank: rank(&rows),
+            change_rank: rank(&by_change),
             suspects: rows
                 .iter()
                 .filter(|r| r.evidence.retention.is_some_and(|e| e.suspect))
