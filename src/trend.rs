@@ -10,8 +10,11 @@
 //! From the ring, [`assess`] fits a robust slope per window ([`WINDOWS`]: the last 15, 60
 //! and 360 samples — 15 min, 1 h and 6 h at the default interval) and gives a [`Verdict`];
 //! from the checkpoints, [`growing_sites`] finds the sites that grew at every one of the
-//! last [`GROWING_SITE_MIN_RUN`] checkpoints. Everything here is typed; `commands::trend`
-//! turns it into JSON and `export::metrics` into Prometheus series.
+//! last [`GROWING_SITE_MIN_RUN`] checkpoints, and [`with_evidence`] adds the sites whose
+//! samples show retained growth between the oldest and the newest checkpoint (the
+//! tracker's leak suspects: in sampled mode a leaking site's estimate need not rise at
+//! every checkpoint, but its samples are only ever born). Everything here is typed;
+//! `commands::trend` turns it into JSON and `export::metrics` into Prometheus series.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::memory::{self, Checkpoints, SiteHistory, Snapshot};
+use crate::memory::{
+    self, Checkpoints, Evidence, GroupBy, Order, SiteHistory, Snapshot, Statistic,
+};
 use crate::system::SharedSampler;
 
 /// Points in the ring: 24 hours at one sample a minute.
@@ -52,6 +57,11 @@ pub const GROWING_SITE_MIN_RUN: usize = 3;
 
 /// Growing sites reported at most.
 pub const GROWING_SITES_MAX: usize = 10;
+
+/// Rows of the oldest-to-newest checkpoint compare (in the suspects order) that are read
+/// for evidence: the suspects come first, so this is far more than the sites reported,
+/// and it bounds the tracebacks rendered per report.
+pub const EVIDENCE_ROWS: usize = 50;
 
 /// The trend's settings: the intervals from the settings, the threshold from `Limits`
 /// (tests shorten the intervals).
@@ -447,8 +457,13 @@ pub struct GrowingSite {
     pub size_bytes: u64,
     /// Growth over the run divided by its duration.
     pub growth_bytes_per_hour: f64,
-    /// Consecutive checkpoints (counting back from the newest) at which it grew.
+    /// Consecutive checkpoints (counting back from the newest) at which it grew (a site
+    /// found by its evidence may have fewer than [`GROWING_SITE_MIN_RUN`]).
     pub grew_in: usize,
+    /// The site's row in the compare of the newest checkpoint with the oldest: its
+    /// samples, standard error and retention (`None` when the site is not among the
+    /// [`EVIDENCE_ROWS`] rows read).
+    pub evidence: Option<Evidence>,
 }
 
 /// Sites whose bytes rose at each of at least the last [`GROWING_SITE_MIN_RUN`]
@@ -461,10 +476,7 @@ pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<G
             continue;
         }
         let last = h.bytes.len() - 1;
-        let run = (1..=last)
-            .rev()
-            .take_while(|&i| h.bytes[i] > h.bytes[i - 1])
-            .count();
+        let run = run_of(&h.bytes);
         if run < GROWING_SITE_MIN_RUN {
             continue;
         }
@@ -484,14 +496,89 @@ pub fn growing_sites(times: &[SystemTime], histories: Vec<SiteHistory>) -> Vec<G
             size_bytes: h.bytes[last],
             growth_bytes_per_hour: grown / secs * 3600.0,
             grew_in: run,
+            evidence: None,
         });
     }
-    out.sort_by(|a, b| {
+    rank(&mut out);
+    out
+}
+
+/// Fastest first (ties by traceback), at most [`GROWING_SITES_MAX`].
+fn rank(sites: &mut Vec<GrowingSite>) {
+    sites.sort_by(|a, b| {
         b.growth_bytes_per_hour
             .total_cmp(&a.growth_bytes_per_hour)
             .then_with(|| a.traceback.cmp(&b.traceback))
     });
-    out.truncate(GROWING_SITES_MAX);
+    sites.truncate(GROWING_SITES_MAX);
+}
+
+/// The consecutive growths of `bytes` counting back from the newest.
+fn run_of(bytes: &[u64]) -> usize {
+    (1..bytes.len())
+        .rev()
+        .take_while(|&i| bytes[i] > bytes[i - 1])
+        .count()
+}
+
+/// [`growing_sites`] and the suspects: `rows` are the compare of the newest checkpoint
+/// with the oldest (`GroupBy::Site`, [`Order::Suspects`]). Each row whose retention makes
+/// it a suspect is a growing site too, unless its estimate at the newest checkpoint is
+/// not above the one halfway back (with 3 or more checkpoints): a site that took memory
+/// once and kept it has retained growth between the ends, but it is not growing. Its
+/// rate is its change over the span of the checkpoints. A site both rules find is listed
+/// once; every site carries its row's evidence when `rows` has it.
+pub fn with_evidence(
+    times: &[SystemTime],
+    histories: Vec<SiteHistory>,
+    rows: &[Statistic],
+) -> Vec<GrowingSite> {
+    // A site row's key is its site, "function (file:line)": the first traceback line.
+    let key = |traceback: &[String]| traceback.first().cloned().unwrap_or_default();
+    let bytes_by_site: std::collections::HashMap<String, Vec<u64>> = histories
+        .iter()
+        .filter(|h| h.bytes.len() == times.len())
+        .map(|h| (key(&h.traceback), h.bytes.clone()))
+        .collect();
+    let evidence_of = |site: &str| {
+        rows.iter()
+            .find(|r| r.traceback.first().is_some_and(|t| t == site))
+            .map(|r| r.evidence)
+    };
+    let mut out = growing_sites(times, histories);
+    for s in &mut out {
+        s.evidence = evidence_of(&key(&s.traceback));
+    }
+    let span = match (times.first(), times.last()) {
+        (Some(first), Some(last)) => last.duration_since(*first).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    if span.is_zero() {
+        return out;
+    }
+    for row in rows {
+        let suspect = row.evidence.retention.is_some_and(|r| r.suspect);
+        let site = key(&row.traceback);
+        if !suspect || out.iter().any(|s| key(&s.traceback) == site) {
+            continue;
+        }
+        let bytes = bytes_by_site.get(&site);
+        let still_growing =
+            bytes.is_none_or(|b| b.len() < 3 || b[b.len() - 1] > b[(b.len() - 1) / 2]);
+        if !still_growing {
+            continue;
+        }
+        out.push(GrowingSite {
+            traceback: row.traceback.clone(),
+            frames: row.frames.clone(),
+            inner_frames: row.inner_frames.clone(),
+            size_bytes: row.size_bytes,
+            growth_bytes_per_hour: row.size_diff_bytes as f64 / span.as_secs_f64() * 3600.0,
+            grew_in: bytes.map_or(0, |b| run_of(b)),
+            evidence: Some(row.evidence),
+        });
+    }
+    rank(&mut out);
     out
 }
 
@@ -583,6 +670,16 @@ impl Monitor {
             .push(snapshot);
     }
 
+    /// When each held checkpoint was taken, oldest first (cheap: no symbolization).
+    pub fn checkpoint_times(&self) -> Vec<SystemTime> {
+        self.checkpoints
+            .lock()
+            .expect("checkpoints lock poisoned")
+            .iter()
+            .map(|s| s.taken_at.unwrap_or(SystemTime::UNIX_EPOCH))
+            .collect()
+    }
+
     /// Bytes the held checkpoints take on the heap (the tracker's memory: never a site).
     pub fn checkpoint_bytes(&self) -> u64 {
         self.checkpoints
@@ -642,11 +739,14 @@ impl Frozen {
             .iter()
             .map(|s| s.taken_at.unwrap_or(SystemTime::UNIX_EPOCH))
             .collect();
-        let growing_sites = if held.len() > GROWING_SITE_MIN_RUN {
-            let refs: Vec<&Snapshot> = held.iter().collect();
-            growing_sites(&times, memory::site_history(&refs))
-        } else {
-            Vec::new()
+        let growing_sites = match (held.first(), held.last()) {
+            (Some(oldest), Some(newest)) if held.len() >= 2 => {
+                let refs: Vec<&Snapshot> = held.iter().collect();
+                let rows =
+                    newest.compare_ordered(oldest, GroupBy::Site, Order::Suspects, EVIDENCE_ROWS);
+                with_evidence(&times, memory::site_history(&refs), &rows)
+            }
+            _ => Vec::new(),
         };
         TrendReport {
             settings,
@@ -893,6 +993,66 @@ mod tests {
         assert!((found[0].growth_bytes_per_hour - 3000.0 / 1800.0 * 3600.0).abs() < 1e-6);
         assert_eq!(found[1].grew_in, 4);
         assert_eq!(found[0].size_bytes, 3100);
+    }
+
+    #[test]
+    fn suspects_are_growing_sites_once_and_a_single_rise_is_not() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let times: Vec<_> = (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect();
+        let site = |name: &str, bytes: [u64; 5]| SiteHistory {
+            traceback: vec![name.to_owned()],
+            frames: vec![memory::Frame::new(name, None, None)],
+            inner_frames: Vec::new(),
+            bytes: bytes.to_vec(),
+        };
+        let row = |name: &str, size: u64, diff: i64, suspect: bool| Statistic {
+            traceback: vec![name.to_owned()],
+            frames: vec![memory::Frame::new(name, None, None)],
+            inner_frames: Vec::new(),
+            size_bytes: size,
+            size_diff_bytes: diff,
+            count: 1,
+            count_diff: 1,
+            evidence: Evidence {
+                samples: 12,
+                std_error_bytes: 100.0,
+                retention: Some(memory::Retention {
+                    new_alive: 12,
+                    new_freed: 0,
+                    old_freed: 0,
+                    old_retained: 0,
+                    leak_score: if suspect { 3.5 } else { 0.4 },
+                    suspect,
+                }),
+            },
+        };
+        // A sampled leak: its estimate stood still once, so the every-checkpoint rule
+        // misses it; its samples were only born.
+        let histories = vec![
+            site("leak", [0, 0, 512, 512, 1536]),
+            site("steady", [0, 10, 20, 30, 40]),
+            site("once", [0, 4096, 4096, 4096, 4096]),
+            site("churn", [100, 900, 50, 700, 400]),
+        ];
+        let rows = [
+            row("leak", 1536, 1536, true),
+            row("steady", 40, 40, true),
+            row("once", 4096, 4096, true),
+            row("churn", 400, 300, false),
+        ];
+        let found = with_evidence(&times, histories, &rows);
+        let names: Vec<_> = found.iter().map(|s| s.traceback[0].as_str()).collect();
+        assert_eq!(names, ["leak", "steady"], "{found:?}");
+        let leak = &found[0];
+        // 1,536 bytes over the 40 minutes between the oldest and newest checkpoint.
+        assert!((leak.growth_bytes_per_hour - 1536.0 * 1.5).abs() < 1e-6);
+        assert_eq!(leak.grew_in, 1);
+        assert_eq!(leak.evidence.expect("from its row").samples, 12);
+        // Found by both rules: once, at its every-checkpoint rate, with its evidence.
+        assert_eq!(found[1].grew_in, 4);
+        assert!(found[1].evidence.is_some());
+        // One checkpoint: nothing to compare.
+        assert!(with_evidence(&times[..1], Vec::new(), &rows).is_empty());
     }
 
     #[test]

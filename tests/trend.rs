@@ -68,6 +68,8 @@ fn leak_step(into: &mut Vec<Vec<u8>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_leak_is_growing_at_its_rate_and_its_site_ranks_first() {
     let _serial = SERIAL.lock().await;
+    // Tracking is process-wide: no session of another test may run with other settings.
+    heapwatch::memory::stop();
     let s = TestServer::start_with(
         |st| {
             fast_trend(st);
@@ -171,6 +173,112 @@ async fn steady_leak_is_growing_at_its_rate_and_its_site_ranks_first() {
     assert_eq!(r["error_code"], "invalid_args");
     drop(black_box(kept));
     s.stop().await;
+}
+
+/// One block of the small sampled leak: 256 bytes kept forever, allocated here.
+#[inline(never)]
+fn small_leak_step(into: &mut Vec<Box<[u8]>>) {
+    into.push(black_box(vec![9u8; 256].into_boxed_slice()));
+}
+
+/// Waits until `n` checkpoints taken after `after` are held; returns when the last was.
+async fn checkpoints_after(s: &TestServer, after: std::time::SystemTime, n: usize) {
+    let began = Instant::now();
+    while s
+        .services
+        .trend
+        .checkpoint_times()
+        .iter()
+        .filter(|t| **t > after)
+        .count()
+        < n
+    {
+        assert!(began.elapsed() < WAIT, "no checkpoint in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// In sampled mode a small leak's estimate does not rise at every checkpoint: here it
+/// stands still for a whole interval (the leak pauses), so the every-checkpoint rule
+/// cannot see it in the last checkpoints. Its samples are only ever born, though: the
+/// compare of the newest checkpoint with the oldest makes it a suspect, and the trend
+/// reports it growing, first, with that evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_leak_whose_estimate_pauses_is_a_growing_site_by_its_evidence() {
+    let _serial = SERIAL.lock().await;
+    heapwatch::memory::stop();
+    const CHECKPOINT_MS: u32 = 500;
+    let s = TestServer::start_with(
+        |st| {
+            fast_trend(st);
+            st.trend_checkpoint_interval_ms = CHECKPOINT_MS;
+            st.debug_memory = true;
+            st.debug_memory_mode = MemoryMode::Sampled;
+            st.debug_memory_sample_kib = 64;
+            st.debug_memory_seed = Some(17);
+        },
+        limits(),
+    )
+    .await;
+    assert_eq!(heapwatch::memory::status().seed, Some(17));
+
+    // 256-byte blocks at about 2 MiB/s: some 30 samples of 64 KiB a second.
+    let paused = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (paused2, stop2) = (paused.clone(), stop.clone());
+    let leaker = std::thread::spawn(move || {
+        let mut kept = Vec::with_capacity(1 << 16);
+        while !stop2.load(Ordering::Relaxed) {
+            if !paused2.load(Ordering::Relaxed) {
+                for _ in 0..80 {
+                    small_leak_step(&mut kept);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kept
+    });
+
+    // Leak across two checkpoints, pause across one whole interval, leak across two more.
+    let now = std::time::SystemTime::now;
+    checkpoints_after(&s, std::time::UNIX_EPOCH, 2).await;
+    checkpoints_after(&s, now(), 2).await;
+    paused.store(true, Ordering::Relaxed);
+    checkpoints_after(&s, now(), 2).await;
+    paused.store(false, Ordering::Relaxed);
+    checkpoints_after(&s, now(), 2).await;
+    let t = trend(&s).await;
+    stop.store(true, Ordering::Relaxed);
+    let kept = leaker.join().unwrap();
+
+    assert_eq!(t["tracking"]["mode"], "sampled", "{t}");
+    assert_eq!(t["tracking"]["seed"], 17, "{t}");
+    let sites = t["growing_sites"].as_array().unwrap();
+    let first = sites
+        .first()
+        .unwrap_or_else(|| panic!("no growing site: {t}"));
+    assert!(
+        first["traceback"][0]
+            .as_str()
+            .unwrap()
+            .contains("small_leak_step"),
+        "the leak ranks first: {t}"
+    );
+    let r = &first["retention"];
+    assert_eq!(r["suspect"], true, "{first}");
+    assert_eq!(r["old_freed"], 0, "a leak frees nothing: {first}");
+    assert_eq!(r["new_freed"], 0, "a leak frees nothing: {first}");
+    assert!(r["new_alive"].as_u64().unwrap() >= 9, "{first}");
+    assert!(r["leak_score"].as_f64().unwrap() >= 3.0, "{first}");
+    assert!(first["samples"].as_u64().unwrap() >= r["new_alive"].as_u64().unwrap());
+    assert!(first["std_error_bytes"].as_u64().unwrap() > 0, "{first}");
+    // Its estimate stood still in the paused interval, within the last four checkpoints.
+    assert!(first["grew_in"].as_u64().unwrap() < 3, "{first}");
+    let rate = first["growth_bytes_per_hour"].as_f64().unwrap();
+    assert!(rate > 0.0, "{first}");
+    drop(black_box(kept));
+    s.stop().await;
+    heapwatch::memory::stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -300,15 +300,25 @@ pub fn statistic_json(s: &Statistic) -> Value {
         "count": s.count,
         "count_diff": s.count_diff,
         "samples": e.samples,
-        "std_error_bytes": e.std_error_bytes.max(0.0).round() as u64,
-        "retention": e.retention.map(|r| json!({
-            "new_alive": r.new_alive,
-            "new_freed": r.new_freed,
-            "old_freed": r.old_freed,
-            "old_retained": r.old_retained,
-            "leak_score": (r.leak_score * 100.0).round() / 100.0,
-            "suspect": r.suspect,
-        })),
+        "std_error_bytes": std_error_json(e),
+        "retention": e.retention.as_ref().map(retention_json),
+    })
+}
+
+/// A row's standard error on the wire: whole bytes.
+pub fn std_error_json(e: &memory::Evidence) -> u64 {
+    e.std_error_bytes.max(0.0).round() as u64
+}
+
+/// A compare row's retention on the wire (`leak_score` to two decimals).
+pub fn retention_json(r: &memory::Retention) -> Value {
+    json!({
+        "new_alive": r.new_alive,
+        "new_freed": r.new_freed,
+        "old_freed": r.old_freed,
+        "old_retained": r.old_retained,
+        "leak_score": (r.leak_score * 100.0).round() / 100.0,
+        "suspect": r.suspect,
     })
 }
 

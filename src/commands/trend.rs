@@ -147,6 +147,9 @@ pub fn report_json(r: &TrendReport) -> Value {
             "size_bytes": s.size_bytes,
             "growth_bytes_per_hour": s.growth_bytes_per_hour,
             "grew_in": s.grew_in,
+            "samples": s.evidence.map(|e| e.samples),
+            "std_error_bytes": s.evidence.as_ref().map(super::debug::std_error_json),
+            "retention": s.evidence.and_then(|e| e.retention).as_ref().map(super::debug::retention_json),
         })).collect::<Vec<_>>(),
     })
 }
