@@ -42,6 +42,11 @@
     return n > 0 ? `+${n.toLocaleString()}` : `−${Math.abs(n).toLocaleString()}`;
   }
 
+  // `1 sample`, `2 samples`, `1,024 blocks`.
+  function plural(n, one, many) {
+    return `${n.toLocaleString()} ${n === 1 ? one : many || `${one}s`}`;
+  }
+
   function clock(iso) {
     const d = new Date(iso);
     return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString();
@@ -184,6 +189,7 @@
     snapshot: null,
     baselines: [],
     busy: false,
+    reorderPending: false,
   };
 
   function showBanner(id, text) {
@@ -203,7 +209,7 @@
       const max = /at most (\d+)/.exec(msg);
       return `Heapwatch keeps at most ${max ? max[1] : 8} baselines, and all are in use. Drop one you no longer need (its Drop button, below), then save again.`;
     }
-    if (code === 'not_found' && (action === 'compare' || action === 'drop')) {
+    if (code === 'not_found' && ['compare', 'reorder', 'drop'].includes(action)) {
       return 'That baseline is gone (the add-on restarted, or it was dropped elsewhere). Save a new one to compare with later.';
     }
     if (code === 'invalid_args') return `The add-on did not accept that: ${msg}`;
@@ -435,13 +441,22 @@
     select.replaceChildren(el('option', { value: '', text: 'No baseline' }));
     for (const b of state.baselines) select.append(el('option', { value: b.name, text: b.name }));
     select.value = state.baselines.some((b) => b.name === current) ? current : '';
+    showOrder();
     updateReportLink();
+  }
+
+  // The Order control applies to compares only: shown while a baseline is chosen.
+  function showOrder() {
+    $('order-label').hidden = !$('compare-with').value;
   }
 
   function updateReportLink() {
     const params = new URLSearchParams();
     const compare = $('compare-with').value;
-    if (compare) params.set('compare_with', compare);
+    if (compare) {
+      params.set('compare_with', compare);
+      params.set('order', $('order').value);
+    }
     params.set('group_by', $('group-by').value);
     $('report').setAttribute('href', `api/report?${params}`);
     // The exports: of the heap now, or against the baseline chosen under Compare with.
@@ -511,6 +526,94 @@
     return toggle;
   }
 
+  // ---- evidence: what the samples behind a row say ------------------------------------
+
+  // How a compare's rows are ordered, in the words of the Order control and the meta line.
+  const ORDER_TEXT = {
+    suspects: 'leak suspects first',
+    change: 'largest change first',
+    growth: 'only what grew, largest first',
+  };
+
+  // What the leak score is, for the Suspect badge and each score shown.
+  const SCORE_HELP = 'The leak score weighs the growth against how much this site’s memory came and went since the baseline: '
+    + 'a leak’s blocks are only added (its score grows with the square root of their number), '
+    + 'churn’s are added and freed in balance (score near 0). Growth with a score of 3 or more makes a suspect.';
+
+  // What became of the samples (blocks, in exact mode) since the baseline, in words:
+  // those born since and whether they were freed; the baseline's and whether they stayed.
+  function retentionWords(t) {
+    const born = t.new_alive + t.new_freed;
+    let fresh;
+    if (!born) fresh = 'none new';
+    else if (!t.new_freed) fresh = `${born.toLocaleString()} new, none freed`;
+    else if (!t.new_alive) fresh = born === 1 ? '1 new, already freed' : `${born.toLocaleString()} new, all freed`;
+    else fresh = `${born.toLocaleString()} new, ${t.new_freed.toLocaleString()} of them freed`;
+    const old = t.old_retained + t.old_freed;
+    let kept;
+    if (!old) kept = 'none in the baseline';
+    else if (!t.old_freed) kept = old === 1 ? 'baseline kept its 1' : `baseline kept all ${old.toLocaleString()}`;
+    else if (!t.old_retained) kept = old === 1 ? 'the 1 from the baseline freed' : `all ${old.toLocaleString()} from the baseline freed`;
+    else kept = `${t.old_freed.toLocaleString()} of the baseline’s ${old.toLocaleString()} freed`;
+    return [fresh, kept];
+  }
+
+  // A row's evidence line: `±1.1 MiB · 5 samples · 4 new, none freed · baseline kept all 3
+  // · leak score 2.0` (sampled), `5 blocks · …` (exact: the sizes are exact, no ±).
+  function evidenceText(r, exact) {
+    const parts = [];
+    if (!exact) parts.push(`±${bytes(r.std_error_bytes || 0)}`);
+    parts.push(plural(r.samples || 0, exact ? 'block' : 'sample'));
+    const t = r.retention;
+    if (t) {
+      parts.push(...retentionWords(t));
+      parts.push(`leak score ${t.leak_score.toFixed(1)}`);
+    }
+    return parts.join(' · ');
+  }
+
+  // The site cell's second line: the Suspect badge (words, not colour alone) and the
+  // evidence.
+  function evidenceLine(r, exact) {
+    if (r.samples === undefined) return null; // an add-on older than the evidence
+    const t = r.retention;
+    return el('div', { class: 'evidence-line' },
+      t && t.suspect ? el('span', { class: 'badge suspect', title: `Leak suspect. ${SCORE_HELP}`, text: 'Suspect' }) : null,
+      el('span', { class: 'evidence', title: t ? SCORE_HELP : null, text: evidenceText(r, exact) }));
+  }
+
+  // Under the table's controls: what the evidence means, and, in the suspects order, why
+  // there are none when there are none.
+  function renderEvidenceNotes(s, rows, compared, exact) {
+    const order = s.order || 'change';
+    const withRetention = rows.some((r) => r.retention);
+    const unit = exact ? 'blocks' : 'samples';
+    let help = '';
+    if (compared && withRetention) {
+      help = `Under each site: ${exact ? '' : 'the estimate’s uncertainty (±), '}how many ${unit} it rests on, and what became of them since “${s.compared_with}”. `
+        + `A leak’s ${unit} only accumulate: the new ones stay and so do the baseline’s. ${SCORE_HELP}`;
+    } else if (rows.length && rows[0].samples !== undefined) {
+      help = exact
+        ? 'Under each site: how many blocks it holds (exact mode counts every block).'
+        : 'Under each site: the estimate’s uncertainty (±, one standard error) and how many samples it rests on; few samples, wide margin.';
+    }
+    $('evidence-help').textContent = help;
+    $('evidence-help').hidden = !help;
+    let note = '';
+    if (compared && order === 'suspects') {
+      if (rows.length && !withRetention) {
+        note = `The leak-suspects order needs a baseline saved in this tracking session: “${s.compared_with}” is from before tracking last started, so what became of its samples is not known. `
+          + 'Below: what grew, largest first. Save a new baseline now and compare with it later.';
+      } else if (!rows.some((r) => r.retention && r.retention.suspect)) {
+        note = rows.length
+          ? `No leak suspects yet: no site’s ${unit} only accumulate. The sites below grew, but their ${unit} also came and went, or are still too few to tell. Let the add-on run longer and compare again.`
+          : `No leak suspects yet: nothing grew since “${s.compared_with}”.`;
+      }
+    }
+    $('suspects-note').textContent = note;
+    $('suspects-note').hidden = !note;
+  }
+
   // The note for the snapshot that turned tracking on, naming the panel's own controls.
   const STARTED_NOTE = 'Tracking is on: it sees memory allocated from now on. Save a baseline (Baselines → Save baseline), use the add-on as you usually do, then press Compare next to the baseline to see what grew.';
 
@@ -520,14 +623,20 @@
     renderBaselines(s.baselines || (s.baseline_names || []).map((name) => ({ name, taken_at: null })));
     const compared = s.compared_with !== null && s.compared_with !== undefined;
     if (compared) $('compare-with').value = s.compared_with;
+    if (compared && ORDER_TEXT[s.order]) $('order').value = s.order;
+    showOrder();
     updateReportLink();
+    // In the server's order: a compare's is the one asked for under Order.
     const rows = [...s.top_allocators];
-    if (compared) rows.sort((a, b) => b.size_diff_bytes - a.size_diff_bytes || b.size_bytes - a.size_bytes);
+    const exact = !!(s.tracking && s.tracking.mode === 'exact');
     const meta = compared
-      ? `Taken ${clock(s.taken_at)}, compared with “${s.compared_with}”: largest growth first.`
+      ? `Taken ${clock(s.taken_at)}, compared with “${s.compared_with}”: ${ORDER_TEXT[s.order] || ORDER_TEXT.change}.`
       : `Taken ${clock(s.taken_at)}, grouped by ${s.group_by}: largest first.`;
+    let none = '';
+    if (!rows.length) none = compared && s.order !== 'change' ? ` Nothing grew since “${s.compared_with}”.` : ' No allocations recorded yet.';
     $('snapshot-meta').textContent =
-      `${meta}${s.tracking && s.tracking.estimated ? ' Sizes are sampled estimates.' : ''}${rows.length ? '' : ' No allocations recorded yet.'}`;
+      `${meta}${s.tracking && s.tracking.estimated ? ' Sizes are sampled estimates.' : ''}${none}`;
+    renderEvidenceNotes(s, rows, compared, exact);
     const table = $('table');
     table.hidden = rows.length === 0;
     table.classList.toggle('compared', compared);
@@ -540,9 +649,10 @@
       const detail = el('tr', { class: 'detail', id: detailId, hidden: true },
         el('td', { colspan: '5' }, tracebackList(r.frames, {}, r.inner_frames)));
       const toggle = expandToggle(r.frames, detail);
+      const suspect = !!(r.retention && r.retention.suspect);
       body.append(
-        el('tr', { class: `row ${trend}` },
-          el('th', { scope: 'row' }, toggle),
+        el('tr', { class: `row ${trend}${suspect ? ' suspect' : ''}` },
+          el('th', { scope: 'row' }, toggle, evidenceLine(r, exact)),
           el('td', { class: 'num', text: bytes(r.size_bytes) }),
           el('td', { class: `num diff diff-col ${trend}`, text: signedBytes(r.size_diff_bytes) }),
           el('td', { class: 'num wide', text: r.count.toLocaleString() }),
@@ -921,7 +1031,10 @@
     const n = Number.parseInt($('top-n').value, 10);
     if (Number.isInteger(n)) args.top_n = Math.min(200, Math.max(1, n));
     const compare = $('compare-with').value;
-    if (compare) args.compare_with = compare;
+    if (compare) {
+      args.compare_with = compare;
+      args.order = $('order').value;
+    }
     return Object.assign(args, extra || {});
   }
 
@@ -932,11 +1045,16 @@
     compare: { button: 'take-snapshot', error: 'snapshot-error' },
     save: { button: 'save-baseline', error: 'baseline-error' },
     drop: { button: null, error: 'baseline-error' },
+    reorder: { button: null, error: 'snapshot-error' },
     start: { button: 'start-tracking', error: null },
   };
 
   async function snapshot(extra, action = 'snapshot', button = null) {
-    if (state.busy) return false;
+    if (state.busy) {
+      // A new order picked while a snapshot runs: asked for once that one is in.
+      if (action === 'reorder') state.reorderPending = true;
+      return false;
+    }
     state.busy = true;
     document.body.classList.add('busy');
     const where = ACTIONS[action] || ACTIONS.snapshot;
@@ -961,7 +1079,19 @@
       state.busy = false;
       document.body.classList.remove('busy');
       setWorking(pressed, false);
+      if (state.reorderPending) {
+        state.reorderPending = false;
+        reorder();
+      }
     }
+  }
+
+  // The Order control re-asks at once when the table shows a compare in another order.
+  function reorder() {
+    const s = state.snapshot;
+    const shown = s && s.compared_with !== null && s.compared_with !== undefined ? s.order : null;
+    if ($('compare-with').value && shown !== $('order').value) snapshot(undefined, 'reorder');
+    else updateReportLink();
   }
 
   function compareWith(name, button) {
@@ -1039,7 +1169,11 @@
     direct.port = '8100';
     $('metrics-address').textContent = direct.href;
     $('group-by').addEventListener('change', updateReportLink);
-    $('compare-with').addEventListener('change', updateReportLink);
+    $('compare-with').addEventListener('change', () => {
+      showOrder();
+      updateReportLink();
+    });
+    $('order').addEventListener('change', reorder);
     new ResizeObserver(() => renderChart()).observe($('chart'));
     for (const v of ['self', 'host']) {
       $(`tab-${v}`).addEventListener('click', () => showView(v));

@@ -135,6 +135,69 @@ async function tabTo(page, id, max = 40) {
   throw new Error(`#${id} cannot be reached with Tab`);
 }
 
+// "+1.5 MiB", "−512 B", "±0" as bytes.
+function toBytes(t) {
+  const m = /^([+−-]?)([\d.]+) (B|KiB|MiB|GiB|TiB)$/.exec(t.trim());
+  if (!m) return 0;
+  return (m[1] === '−' || m[1] === '-' ? -1 : 1) * Number(m[2]) * 1024 ** ['B', 'KiB', 'MiB', 'GiB', 'TiB'].indexOf(m[3]);
+}
+
+// What the page asked the add-on for: every `debug/memory_snapshot`'s arguments, in order,
+// on any socket the page opens from now on.
+function recordSnapshotArgs(page) {
+  const sent = [];
+  page.on('websocket', (ws) => ws.on('framesent', (f) => {
+    try {
+      const m = JSON.parse(f.payload);
+      if (m.command === 'debug/memory_snapshot') sent.push(m.args);
+    } catch {
+      // not JSON: not ours
+    }
+  }));
+  return sent;
+}
+
+// Each snapshot row as the user sees it: the evidence line, the Suspect badge, the
+// Blocks and Growth cells.
+async function evidenceRows(page) {
+  return page.locator('#rows tr.row').evaluateAll((rs) => rs.map((r) => {
+    const badge = r.querySelector('.badge.suspect');
+    return {
+      site: r.querySelector('.site .fn').textContent.trim(),
+      evidence: r.querySelector('.evidence') ? r.querySelector('.evidence').textContent : null,
+      badge: badge ? badge.textContent : null,
+      badgeTitle: badge ? badge.title : null,
+      marked: r.classList.contains('suspect'),
+      blocks: r.querySelectorAll('td.num')[2].textContent,
+      diff: r.querySelector('td.diff').textContent,
+    };
+  }));
+}
+
+// The retention words after the count: `4 new, none freed · baseline kept all 3 · leak
+// score 2.0`, every number's noun in the right number.
+const RETENTION = '(none new|1 new, (none freed|already freed)|[\\d,]+ new, (none freed|all freed|[\\d,]+ of them freed))'
+  + ' · (none in the baseline|baseline kept its 1|baseline kept all [\\d,]+|the 1 from the baseline freed|all [\\d,]+ from the baseline freed|[\\d,]+ of the baseline’s [\\d,]+ freed)'
+  + ' · leak score -?\\d+\\.\\d';
+
+// Checks each row's evidence line: the count's noun agrees with the number ("1 block",
+// "2 blocks"; "1 sample", "2 samples"), exact mode has no ±, sampled mode does; in a
+// compare of one session the retention words follow. Returns the counts seen.
+function checkEvidence(rows, { exact, compared }) {
+  const unit = exact ? 'block' : 'sample';
+  const count = `(1 ${unit}|(?!1 )[\\d,]+ ${unit}s)`;
+  const want = new RegExp(`^${exact ? '' : '±[\\d.]+ (B|KiB|MiB|GiB) · '}${count}${compared ? ` · ${RETENTION}` : ''}$`);
+  const seen = [];
+  for (const r of rows) {
+    check(r.evidence !== null && want.test(r.evidence), `${r.site}: the evidence line reads ${JSON.stringify(r.evidence)}, wanted ${want}`);
+    const n = r.evidence.replace(/^±[^·]*· /, '').split(' ')[0];
+    if (exact) check(n === r.blocks, `${r.site}: exact mode counts every block (${n} of ${r.blocks})`);
+    check(!/(^|\D)1 (blocks|samples)\b/.test(r.evidence), `${r.site}: singular for one: ${r.evidence}`);
+    seen.push(n);
+  }
+  return seen;
+}
+
 const scenarios = {
   // Through the ingress proxy, tracker not needed: header, cards, chart, report,
   // keyboard, themes, phone width, and reconnecting after the add-on restarts.
@@ -287,6 +350,7 @@ const scenarios = {
   // Through the ingress proxy with the tracker: start tracking, baseline, real growth,
   // compare, the table, keyboard expansion, the report with the diff.
   async tracking(page) {
+    const sent = recordSnapshotArgs(page);
     // The chart starts from the add-on's own history (a sample every 100 ms here), not
     // empty: a reload shows what the server kept.
     await page.waitForTimeout(1500);
@@ -357,16 +421,19 @@ const scenarios = {
     );
     await page.waitForSelector('#table:not([hidden]) tbody tr.row');
     check(/compared with “before”/.test(await text(page, '#snapshot-meta')), 'compared');
+    // A compare shows leak suspects first, unless asked otherwise.
+    check(await page.isVisible('#order'), 'the Order control shows once a baseline is chosen');
+    check((await page.inputValue('#order')) === 'suspects', 'leak suspects by default');
+    check((await text(page, '#order-label')).startsWith('Order'), 'the control is labelled');
+    const asked = sent[sent.length - 1];
+    check(asked.compare_with === 'before' && asked.order === 'suspects', `asked for suspects: ${JSON.stringify(asked)}`);
+    check(/leak suspects first/.test(await text(page, '#snapshot-meta')), `the order said: ${await text(page, '#snapshot-meta')}`);
     const first = page.locator('tbody tr.row').first();
     check(await first.evaluate((r) => r.classList.contains('growth')), 'the top row is growth, highlighted');
     check((await first.locator('td.diff').first().textContent()).startsWith('+'), 'growth is positive');
 
     // How much of the heap the table covers, in one line.
     check(/% of the heap/.test(await text(page, '#coverage')), `the coverage line: ${await text(page, '#coverage')}`);
-    // The site is the add-on's own code, its name qualified; library frames are folded.
-    const topSite = (await first.locator('.site .fn').textContent()).trim();
-    check(/^<?heapwatch::/.test(topSite), `the top site is in the add-on's own code: ${topSite}`);
-
     // Expand the top row by keyboard.
     await first.locator('button.expand').focus();
     await page.keyboard.press('Enter');
@@ -381,16 +448,58 @@ const scenarios = {
       check(/library frames? (inside|between)/.test(await folded.first().locator('summary').textContent()), 'said as library frames');
     }
 
+    // The evidence under each site, in exact mode: blocks (no ±, the sizes are exact) and
+    // what became of them since the baseline. The planted growth (the held sessions) only
+    // accumulates: it is a suspect, marked in words, with the score explained.
+    const suspects = await evidenceRows(page);
+    for (const r of suspects) console.log(`evidence: ${r.badge || '-'} ${r.site} ${r.diff} | ${r.evidence}`);
+    checkEvidence(suspects, { exact: true, compared: true });
+    check(await page.isVisible('#evidence-help'), 'the evidence is explained');
+    check(/leak score/.test(await text(page, '#evidence-help')) && /only accumulate/.test(await text(page, '#evidence-help')), `in words: ${await text(page, '#evidence-help')}`);
+    check(suspects.every((r) => r.diff.startsWith('+')), 'the suspects order shows only growth');
+    const marked = suspects.filter((r) => r.badge);
+    check(marked.length >= 1, 'the planted growth is a suspect');
+    check(marked.every((r) => r.badge === 'Suspect' && r.marked && /leak score/.test(r.badgeTitle)), 'a Suspect badge in words, its score explained');
+    check(suspects.findIndex((r) => !r.badge) === -1 || suspects.slice(suspects.findIndex((r) => !r.badge)).every((r) => !r.badge), 'suspects first');
+    check(marked.some((r) => / new, none freed · /.test(r.evidence)), `a suspect's new blocks are not freed: ${marked.map((r) => r.evidence).join(' | ')}`);
+    check(await page.isHidden('#suspects-note'), 'no "no suspects" note when there are some');
+    const held = marked.filter((r) => /^heapwatch::(http::upgrade|ws::session)::/.test(r.site));
+    check(held.length >= 1 && held.every((r) => /^[\d,]+ blocks · [\d,]+ new, none freed · /.test(r.evidence)),
+      `the held sessions' sites are suspects, their new blocks all alive: ${held.map((r) => `${r.site}: ${r.evidence}`).join(' | ')}`);
+
+    // Largest change, by keyboard: asked for at once, every row (growth and shrink) back.
+    await page.focus('#compare-with');
+    await tabTo(page, 'order', 3);
+    await page.keyboard.press('ArrowDown');
+    await page.waitForFunction(() => /largest change first/.test(document.getElementById('snapshot-meta').textContent), null, { timeout: 30000 });
+    check(sent[sent.length - 1].order === 'change' && sent[sent.length - 1].compare_with === 'before', `re-asked with order=change: ${JSON.stringify(sent[sent.length - 1])}`);
+    const byChange = await evidenceRows(page);
+    checkEvidence(byChange, { exact: true, compared: true });
+    const changes = byChange.map((r) => Math.abs(toBytes(r.diff)));
+    check(changes.every((v, i) => i === 0 || changes[i - 1] >= v * 0.999), `largest change first: ${byChange.map((r) => r.diff)}`);
+    check(byChange.some((r) => r.badge), 'suspects keep their badge in any order');
+    // The site that grew most is the add-on's own code, its name qualified.
+    const topGrowth = byChange.filter((r) => r.diff.startsWith('+')).sort((a, b) => toBytes(b.diff) - toBytes(a.diff))[0];
+    check(/^<?heapwatch::/.test(topGrowth.site), `the top growth is in the add-on's own code: ${topGrowth.site}`);
+    // Growth only.
+    await page.selectOption('#order', 'growth');
+    await page.waitForFunction(() => /only what grew/.test(document.getElementById('snapshot-meta').textContent), null, { timeout: 30000 });
+    check(sent[sent.length - 1].order === 'growth', 'asked for growth');
+    check((await evidenceRows(page)).every((r) => r.diff.startsWith('+')), 'growth only');
+    await page.selectOption('#order', 'suspects');
+    await page.waitForFunction(() => /leak suspects first/.test(document.getElementById('snapshot-meta').textContent), null, { timeout: 30000 });
+
     const report = await downloadReport(page);
     check(report.trend && Array.isArray(report.trend.windows) && report.trend.windows.length === 3, 'report carries the trend');
-    check(report.trend && report.trend.windows.length === 3, 'report carries the trend');
     check(report.snapshot && report.snapshot.compared_with === 'before', 'report carries the diff');
-    const grown = [...report.snapshot.top_allocators].sort((a, b) => b.size_diff_bytes - a.size_diff_bytes);
+    check(report.snapshot.order === 'suspects', `the report in the order shown: ${report.snapshot.order}`);
+    const grown = report.snapshot.top_allocators;
     check(grown[0].size_diff_bytes > 0, 'something grew');
-    // The report is a moment later than the table, so allow the top few to trade places.
+    // The report is a moment later than the table, so allow the top few (whose scores
+    // are close) to trade places.
     const site = (await first.locator('.fn').first().textContent()).trim();
-    const reportSites = grown.slice(0, 3).map((r) => r.traceback[0].replace(/ \([^()]*\)$/, ''));
-    check(reportSites.includes(site), `the table's top growth (${site}) is among the report's (${reportSites.join(', ')})`);
+    const reportSites = grown.slice(0, 5).map((r) => r.traceback[0].replace(/ \([^()]*\)$/, ''));
+    check(reportSites.includes(site), `the table's top suspect (${site}) is among the report's (${reportSites.join(', ')})`);
 
     // The exports, through the ingress prefix: a differential flame graph against the
     // chosen baseline, the pprof profile, folded stacks, the metrics.
