@@ -18,10 +18,11 @@ pub struct Checkpoints {
 }
 
 impl Default for Checkpoints {
+    /// An empty ring, allocated at its full size: the program's memory, attributed to the
+    /// caller (the snapshots pushed in are the tracker's).
     fn default() -> Self {
         Self {
-            // The tracker's memory, not the program's: never a site.
-            ring: crate::guard::untracked(|| VecDeque::with_capacity(Self::MAX)),
+            ring: VecDeque::with_capacity(Self::MAX),
         }
     }
 }

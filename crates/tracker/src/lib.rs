@@ -168,6 +168,13 @@ pub fn heap_at_start() -> Option<u64> {
         .filter(|&b| b != u64::MAX)
 }
 
+/// Runs `f` with recording suppressed on this thread: what it allocates is never a site
+/// (frees still end records). For a program's own diagnostics that should not show up in
+/// the reports they make, e.g. keeping a copy of a snapshot: `untracked(|| snap.clone())`.
+pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    guard::untracked(f)
+}
+
 /// Bytes the symbolizer's memo of resolved frames holds on the heap: the tracker's own
 /// memory (allocated untracked, never a site), freed by [`stop`].
 pub fn symbol_memo_bytes() -> u64 {

@@ -7,15 +7,16 @@
 //! born at ([`Cohort`]), and how many samples the stack ever recorded. Never per-block
 //! data: a snapshot of a large heap is kilobytes. It is filled by
 //! `recorder::snapshot` under the tracker lock; `stats` symbolizes and groups it (its
-//! methods on [`Snapshot`] are defined there: this module imports only `guard` and
-//! `sampler`).
+//! methods on [`Snapshot`] are defined there: this module imports only `sampler`).
 //!
-//! A snapshot is the tracker's own memory: it is made, cloned and dropped with recording
-//! suppressed, so baselines and checkpoints never show up as sites of their own.
+//! A snapshot the tracker makes is its own memory: it is made with recording suppressed,
+//! so baselines and checkpoints never show up as sites of their own. A copy the program
+//! makes (`clone`) is the program's: it is recorded like any allocation, and its site is
+//! the caller's line (the tracker's frames are library frames). Run the clone inside
+//! [`untracked`](crate::untracked) to keep it the tracker's.
 
 use std::time::SystemTime;
 
-use crate::guard::untracked;
 use crate::sampler::COUNT_ONE;
 
 /// A stack's live recorded blocks (samples, in sampled mode) born at the same snapshot
@@ -75,9 +76,10 @@ pub(crate) struct StackTotals {
 /// Cheap to clone (kilobytes: one entry per distinct allocation stack, no per-block
 /// data). Take one with [`take_snapshot`](crate::take_snapshot); turn it into rows with
 /// [`Snapshot::statistics`] or diff two with [`Snapshot::compare_to`] (both defined in
-/// `stats`, which reads snapshots; this module does not know statistics). A clone is
-/// never attributed to a site (it is the tracker's memory, not the program's).
-#[derive(Debug, Default)]
+/// `stats`, which reads snapshots; this module does not know statistics). A clone is the
+/// program's memory, attributed to the line that clones (inside
+/// [`untracked`](crate::untracked) it is not recorded).
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// When it was taken; `None` only for `Snapshot::default()`.
     pub taken_at: Option<SystemTime>,
@@ -94,24 +96,6 @@ pub struct Snapshot {
     pub(crate) mark: u64,
     /// The session's `frames` setting: tracebacks keep this many frames after trimming.
     pub(crate) frame_limit: u32,
-}
-
-impl Clone for Snapshot {
-    fn clone(&self) -> Self {
-        // Copies of the tracker's own data (a baseline handed out, a checkpoint kept) are
-        // not the program's allocations: never recorded as sites.
-        untracked(|| Snapshot {
-            taken_at: self.taken_at,
-            estimated: self.estimated,
-            tracking_since: self.tracking_since,
-            sample_interval_bytes: self.sample_interval_bytes,
-            stacks: self.stacks.clone(),
-            frames: self.frames.clone(),
-            cohorts: self.cohorts.clone(),
-            mark: self.mark,
-            frame_limit: self.frame_limit,
-        })
-    }
 }
 
 impl Snapshot {

@@ -317,12 +317,20 @@ fn totals_move_by_exact_amounts_with_tracking_off_and_on() {
     in_quiet_window(check_totals);
     assert_eq!(memory::totals().overhead_bytes, 0);
     assert_eq!(memory::start(EXACT), Ok(true));
-    // A second start keeps the running configuration.
+    // A second start with the same settings is a no-op; with others it says so and
+    // keeps the running configuration.
+    assert_eq!(memory::start(EXACT), Ok(false));
     let sampled = TrackingConfig {
         mode: Mode::Sampled,
         ..EXACT
     };
-    assert_eq!(memory::start(sampled), Ok(false));
+    match memory::start(sampled) {
+        Err(memory::MemoryError::RunningWithOtherSettings { running, requested }) => {
+            assert_eq!(running.mode, Mode::Exact);
+            assert_eq!(requested.mode, Mode::Sampled);
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(memory::status().mode, Mode::Exact);
     in_quiet_window(check_totals);
     let t = memory::totals();
@@ -369,8 +377,8 @@ fn statistic_frames_are_the_traceback_structured() {
 }
 
 /// The tracker's own structures are never sites: with a known site live, snapshots,
-/// their clones, eight saved baselines, checkpoints and symbolized reports (memo and
-/// debug-info caches included) leave the tracked heap exactly as it was.
+/// clones made inside `untracked`, eight saved baselines, checkpoints and symbolized
+/// reports (memo and debug-info caches included) leave the tracked heap exactly as it was.
 #[test]
 fn baselines_and_snapshots_add_nothing_to_the_sites_they_report() {
     let _serial = serial();
@@ -380,18 +388,18 @@ fn baselines_and_snapshots_add_nothing_to_the_sites_they_report() {
     in_quiet_window(|| {
         let before = memory::take_snapshot();
         let mut baselines = memory::Baselines::default();
-        let mut checkpoints = memory::Checkpoints::default();
+        let mut checkpoints = memory::untracked(memory::Checkpoints::default);
         for i in 0..memory::Baselines::MAX {
             let snap = memory::take_snapshot();
             // Reports symbolize (the memo and the debug-info caches fill) and clone.
             let _ = snap.statistics(GroupBy::Site, 50);
             let _ = snap.compare_to(&before, GroupBy::Traceback, 50);
-            checkpoints.push(snap.clone());
+            checkpoints.push(memory::untracked(|| snap.clone()));
             baselines
                 .save(&format!("b{i}"), snap)
                 .map_err(|e| e.to_string())?;
         }
-        let kept = baselines.get("b3").cloned();
+        let kept = memory::untracked(|| baselines.get("b3").cloned());
         let after = memory::take_snapshot();
         let result = check_unchanged(&before, &after);
         drop((baselines, checkpoints, kept));
@@ -403,6 +411,44 @@ fn baselines_and_snapshots_add_nothing_to_the_sites_they_report() {
         (PAGES * PAGE) as u64,
         "{rows:#?}"
     );
+    memory::stop();
+    drop(pages);
+}
+
+#[inline(never)]
+fn keep_a_copy(snap: &memory::Snapshot) -> memory::Snapshot {
+    snap.clone()
+}
+
+#[inline(never)]
+fn make_checkpoints() -> memory::Checkpoints {
+    memory::Checkpoints::default()
+}
+
+/// Copies the program makes of the tracker's objects are the program's memory: a clone of
+/// a snapshot and a checkpoint ring are attributed to the line that made them (not to the
+/// tracker's files), byte for byte.
+#[test]
+fn a_snapshot_the_program_clones_is_attributed_to_the_caller() {
+    let _serial = serial();
+    let mut pages: Vec<Vec<u8>> = Vec::with_capacity(PAGES);
+    assert_eq!(memory::start(EXACT), Ok(true));
+    alloc_pages(&mut pages);
+    let snap = memory::take_snapshot();
+    let copy = keep_a_copy(&snap);
+    let ring = make_checkpoints();
+    let rows = memory::take_snapshot().statistics(GroupBy::Site, 100);
+    assert_eq!(row(&rows, "keep_a_copy").size_bytes, copy.heap_bytes(), "{rows:#?}");
+    assert_eq!(
+        row(&rows, "make_checkpoints").size_bytes,
+        (memory::Checkpoints::MAX * std::mem::size_of::<memory::Snapshot>()) as u64,
+        "{rows:#?}"
+    );
+    for r in &rows {
+        let file = r.frames[0].file.as_deref().unwrap_or("");
+        assert!(!file.starts_with("crates/tracker/src/"), "{r:#?}");
+    }
+    drop((copy, ring, snap));
     memory::stop();
     drop(pages);
 }
