@@ -266,6 +266,13 @@ pub fn profile(snapshot: &Snapshot, stacks: &[ExportStack], binary: &BinaryInfo)
         ),
     };
     comment.push(strings.get(&note));
+    // The evidence the format has room for: how many recorded blocks the values rest on
+    // (per-stack counts and standard errors are in debug/memory_snapshot's rows).
+    let samples = format!(
+        "samples: {} recorded blocks behind these values",
+        snapshot.sample_count()
+    );
+    comment.push(strings.get(&samples));
 
     let mapping = Mapping {
         id: 1,
@@ -489,6 +496,8 @@ mod tests {
         assert_eq!(back.time_nanos, 100_000_000_000);
         assert_eq!(back.duration_nanos, 60_000_000_000);
         assert!(back.comment.iter().any(|&c| s(c).contains("estimates")));
+        assert!(back.comment.iter().any(|&c| s(c).starts_with("samples: ")
+            && s(c).ends_with(" recorded blocks behind these values")));
         assert_eq!(back.sample[0].value, [2, 4096]);
         assert_eq!(back.sample[0].location_id, [1, 2]);
         let leaf = &back.location[0];
