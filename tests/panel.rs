@@ -503,8 +503,10 @@ fn panel_through_ingress_proxy() {
 
 /// Start tracking, save a baseline, make the add-on allocate (forty more sessions, opened
 /// one by one), compare, find the growing site in the table, the trend card's growing
-/// sites, and the report. Needs the tracker installed as the
-/// binary's global allocator.
+/// sites, and the report. The compare opens on Leak suspects: the held sessions' sites
+/// carry the Suspect badge and evidence (`80 blocks · 80 new, none freed · …`); Largest
+/// change and Growth only re-ask the add-on in their order. Needs the tracker installed
+/// as the binary's global allocator.
 #[test]
 fn panel_tracks_growth_through_ingress_proxy() {
     // Exact mode: every allocation counts, so the growth is not a sampling accident. The
@@ -516,6 +518,22 @@ fn panel_tracks_growth_through_ingress_proxy() {
             "debug_memory_mode": "exact",
             "trend_sample_interval_ms": 100,
             "trend_checkpoint_interval_ms": 300,
+        })),
+        &mut no_hook,
+    );
+}
+
+/// Leak evidence in sampled mode (one sample per 64 KiB, seeded so a failure repeats):
+/// forty held sessions give sampled rows whose evidence reads `±… · N samples`, singular
+/// and plural right; a baseline and a compare straight after show the Leak suspects order
+/// by default and say plainly that there are no suspects yet. Light, dark and phone.
+#[test]
+fn panel_shows_sampled_leak_evidence_through_ingress_proxy() {
+    through_ingress(
+        "evidence",
+        Launch::new(json!({
+            "debug_memory_sample_kib": 64,
+            "debug_memory_seed": 17,
         })),
         &mut no_hook,
     );

@@ -632,8 +632,12 @@
     const meta = compared
       ? `Taken ${clock(s.taken_at)}, compared with “${s.compared_with}”: ${ORDER_TEXT[s.order] || ORDER_TEXT.change}.`
       : `Taken ${clock(s.taken_at)}, grouped by ${s.group_by}: largest first.`;
+    // Nothing to show, said in the meta line (for suspects, the note below says it).
     let none = '';
-    if (!rows.length) none = compared && s.order !== 'change' ? ` Nothing grew since “${s.compared_with}”.` : ' No allocations recorded yet.';
+    if (rows.length) none = '';
+    else if (!compared) none = ' No allocations recorded yet.';
+    else if (s.order === 'growth') none = ` Nothing grew since “${s.compared_with}”.`;
+    else if (s.order !== 'suspects') none = ` Nothing changed since “${s.compared_with}”.`;
     $('snapshot-meta').textContent =
       `${meta}${s.tracking && s.tracking.estimated ? ' Sizes are sampled estimates.' : ''}${none}`;
     renderEvidenceNotes(s, rows, compared, exact);

@@ -135,6 +135,32 @@ async function tabTo(page, id, max = 40) {
   throw new Error(`#${id} cannot be reached with Tab`);
 }
 
+// Makes the add-on allocate for real: opens `n` more sessions from the page, one every
+// 75 ms, each subscribed to the stream, and keeps them open. `window.opening` settles
+// once all are open.
+async function holdSessions(page, n) {
+  await page.evaluate((count) => {
+    const url = new URL('ws', document.baseURI);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    window.heldSockets = window.heldSockets || [];
+    window.opening = (async () => {
+      for (let i = 0; i < count; i += 1) {
+        await new Promise((resolve, reject) => {
+          const w = new WebSocket(url);
+          w.onmessage = () => {
+            w.onmessage = null;
+            w.send(JSON.stringify({ message_id: `held${i}`, command: 'debug/memory_subscribe', args: { interval_s: 60 } }));
+            resolve();
+          };
+          w.onerror = () => reject(new Error('extra socket failed'));
+          window.heldSockets.push(w);
+        });
+        await new Promise((r) => setTimeout(r, 75));
+      }
+    })();
+  }, n);
+}
+
 // "+1.5 MiB", "−512 B", "±0" as bytes.
 function toBytes(t) {
   const m = /^([+−-]?)([\d.]+) (B|KiB|MiB|GiB|TiB)$/.exec(t.trim());
@@ -380,26 +406,7 @@ const scenarios = {
     // Make the add-on allocate for real: hold a few dozen more sessions, each streaming.
     // One by one, 75 ms apart, so the trend's checkpoints (every 300 ms here) see steady
     // growth rather than one step.
-    await page.evaluate((n) => {
-      const url = new URL('ws', document.baseURI);
-      url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      window.heldSockets = [];
-      window.opening = (async () => {
-        for (let i = 0; i < n; i += 1) {
-          await new Promise((resolve, reject) => {
-            const w = new WebSocket(url);
-            w.onmessage = () => {
-              w.onmessage = null;
-              w.send(JSON.stringify({ message_id: `held${i}`, command: 'debug/memory_subscribe', args: { interval_s: 60 } }));
-              resolve();
-            };
-            w.onerror = () => reject(new Error('extra socket failed'));
-            window.heldSockets.push(w);
-          });
-          await new Promise((r) => setTimeout(r, 75));
-        }
-      })();
-    }, 40);
+    await holdSessions(page, 40);
     // While they are still opening, a snapshot refreshes the trend card: the sessions'
     // sites have grown at every recent checkpoint.
     await page.waitForTimeout(2400);
@@ -520,13 +527,15 @@ const scenarios = {
     check(/^# (HELP|TYPE) heapwatch_/m.test(exportsFound['export-metrics'].body.toString()), 'Prometheus text');
     check((await page.getAttribute('#export-flamegraph', 'target')) === '_blank', 'the flame graph opens in a new tab');
 
-    await page.mouse.move(0, 0);
+    await themesAndPhone(page, 'tracking');
+    // The snapshot card alone, suspects first, in both themes and at phone width.
+    const card = page.locator('section.snapshot');
+    for (const [scheme, width] of [['light', 1280], ['dark', 1280], ['dark', 390]]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.setViewportSize({ width, height: 900 });
+      await card.screenshot({ path: `${cfg.outDir}/tracking-suspects-${width === 390 ? 'phone-' : ''}${scheme}.png` });
+    }
     await page.emulateMedia({ colorScheme: 'light' });
-    await shoot(page, 'tracking-light');
-    await page.emulateMedia({ colorScheme: 'dark' });
-    await shoot(page, 'tracking-dark');
-    await page.setViewportSize({ width: 390, height: 844 });
-    await shoot(page, 'tracking-phone-dark');
 
     // Fill the eight baselines, then try a ninth, at phone width and at desktop width: the
     // error shows under the Save button, in view, in words that say what to do.
@@ -596,6 +605,52 @@ const scenarios = {
     const coverage = await text(page, '#coverage');
     check(/sampl/i.test(coverage) && /exact/.test(coverage), `the sampled-mode coverage line: ${coverage}`);
     await shoot(page, 'root-light');
+  },
+
+  // Sampled mode (one sample per 64 KiB, seeded) through the ingress proxy: the evidence
+  // under each site in words (± one standard error, the samples behind it, singular and
+  // plural right), and a compare with nothing accumulated yet: no suspects, said plainly.
+  async evidence(page) {
+    await page.click('#start-tracking');
+    await page.waitForFunction(() => /Tracking: sampled/.test(document.getElementById('tracking').textContent));
+    await holdSessions(page, 40);
+    await page.evaluate(() => window.opening);
+    // Sampled evidence under each site: ± one standard error, and the samples behind it
+    // (once something is sampled and still alive).
+    for (let i = 0; i < 30 && !(await page.locator('#rows tr.row').count()); i += 1) {
+      await page.waitForTimeout(500);
+      await page.click('#take-snapshot');
+      await page.waitForFunction(() => !document.body.classList.contains('busy'));
+    }
+    const plain = await evidenceRows(page);
+    check(plain.length > 0, 'something was sampled');
+    for (const r of plain) console.log(`evidence: ${r.site} | ${r.evidence}`);
+    checkEvidence(plain, { exact: false, compared: false });
+    // Forty sessions' sites hold from one sample to about ten: both forms are on screen.
+    check(plain.some((r) => /· 1 sample$/.test(r.evidence)) && plain.some((r) => /· \d+ samples$/.test(r.evidence)),
+      `"1 sample" and "N samples" both shown: ${plain.map((r) => r.evidence).join(' | ')}`);
+    check(/standard error/.test(await text(page, '#evidence-help')), 'the ± explained');
+    check(await page.isHidden('#order-label'), 'no Order control without a baseline');
+
+    // A baseline and a compare straight after: nothing has had time to accumulate (a
+    // suspect needs about nine samples born and kept, some 576 KiB here), so the suspects
+    // view says there are none, in words.
+    await page.fill('#baseline-name', 'now');
+    await page.click('#save-baseline');
+    await page.waitForSelector('.baseline-name:text-is("now")');
+    await page.click('button[aria-label="Compare with now"]');
+    await page.waitForFunction(() => /compared with “now”: leak suspects first/.test(document.getElementById('snapshot-meta').textContent), null, { timeout: 30000 });
+    check((await page.inputValue('#order')) === 'suspects', 'leak suspects by default');
+    await page.waitForSelector('#suspects-note', { state: 'visible' });
+    const none = await text(page, '#suspects-note');
+    check(/^No leak suspects yet: (no site’s samples only accumulate\. .*compare again\.|nothing grew since “now”\.)$/.test(none), `no suspects, said plainly: ${none}`);
+    const grown = await evidenceRows(page);
+    for (const r of grown) console.log(`evidence: ${r.site} ${r.diff} | ${r.evidence}`);
+    check(grown.every((r) => !r.badge && !r.marked), 'no Suspect badge');
+    checkEvidence(grown, { exact: false, compared: true });
+    check(grown.length === 0 || (await page.isVisible('#table')), 'what grew is still shown');
+    await shoot(page, 'evidence-no-suspects');
+    await themesAndPhone(page, 'evidence');
   },
 };
 
