@@ -60,13 +60,15 @@ impl Heap {
         self.exclusive.lock().await
     }
 
-    /// A copy of the baseline `name`.
+    /// A copy of the baseline `name`: made untracked, so it is the tracker's memory
+    /// (counted in `Coverage::tracker_bytes` while the baseline is saved), never a site.
     ///
     /// # Errors
     /// [`NoBaseline`] naming the baselines that do exist.
     pub fn baseline(&self, name: &str) -> Result<Snapshot, NoBaseline> {
         let baselines = self.baselines();
-        baselines.get(name).cloned().ok_or_else(|| NoBaseline {
+        let copy = crate::memory::untracked(|| baselines.get(name).cloned());
+        copy.ok_or_else(|| NoBaseline {
             name: name.to_owned(),
             saved: names_of(&baselines),
         })

@@ -618,7 +618,8 @@ impl Monitor {
         Self {
             settings,
             history: Mutex::new(History::default()),
-            checkpoints: Mutex::new(Checkpoints::default()),
+            // The ring of the server's own checkpoints: the tracker's memory, never a site.
+            checkpoints: Mutex::new(memory::untracked(Checkpoints::default)),
         }
     }
 
@@ -698,7 +699,8 @@ impl Monitor {
     /// checkpoints' per-stack totals), to report on later: a report that waits for the
     /// symbolizing lock still describes the moment it was asked for.
     pub fn freeze(&self) -> Frozen {
-        Frozen {
+        // Copies for the server's own report: never sites of the heap they report on.
+        memory::untracked(|| Frozen {
             settings: self.settings,
             history: self.history.lock().expect("trend lock poisoned").clone(),
             held: self
@@ -708,7 +710,7 @@ impl Monitor {
                 .iter()
                 .cloned()
                 .collect(),
-        }
+        })
     }
 }
 

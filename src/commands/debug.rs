@@ -457,7 +457,8 @@ pub async fn snapshot(
     let baseline = args
         .compare_with
         .as_ref()
-        .and_then(|c| heap.baselines().get(c).cloned());
+        // The server's copy of its own baseline: the tracker's memory, never a site.
+        .and_then(|c| memory::untracked(|| heap.baselines().get(c).cloned()));
     let system_sampler = services.system.clone();
     let (group_by, top_n, order) = (args.group_by, args.top_n, args.order());
     let (snapshot, rows, system, totals, memo_bytes) = blocking(move || {
