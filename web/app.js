@@ -552,8 +552,8 @@
     const old = t.old_retained + t.old_freed;
     let kept;
     if (!old) kept = 'none in the baseline';
-    else if (!t.old_freed) kept = old === 1 ? 'baseline kept its 1' : `baseline kept all ${old.toLocaleString()}`;
-    else if (!t.old_retained) kept = old === 1 ? 'the 1 from the baseline freed' : `all ${old.toLocaleString()} from the baseline freed`;
+    else if (!t.old_freed) kept = { 1: 'baseline kept its 1', 2: 'baseline kept both' }[old] || `baseline kept all ${old.toLocaleString()}`;
+    else if (!t.old_retained) kept = { 1: 'the 1 from the baseline freed', 2: 'both from the baseline freed' }[old] || `all ${old.toLocaleString()} from the baseline freed`;
     else kept = `${t.old_freed.toLocaleString()} of the baseline’s ${old.toLocaleString()} freed`;
     return [fresh, kept];
   }
@@ -590,8 +590,8 @@
     const unit = exact ? 'blocks' : 'samples';
     let help = '';
     if (compared && withRetention) {
-      help = `Under each site: ${exact ? '' : 'the estimate’s uncertainty (±), '}how many ${unit} it rests on, and what became of them since “${s.compared_with}”. `
-        + `A leak’s ${unit} only accumulate: the new ones stay and so do the baseline’s. ${SCORE_HELP}`;
+      help = `Under each site: ${exact ? 'the blocks it holds' : 'the estimate’s uncertainty (±, one standard error), the samples it rests on'} and what became of them since “${s.compared_with}”. `
+        + `A leak’s ${unit} only accumulate: the new ones stay, and so do the baseline’s. ${SCORE_HELP}`;
     } else if (rows.length && rows[0].samples !== undefined) {
       help = exact
         ? 'Under each site: how many blocks it holds (exact mode counts every block).'
@@ -602,7 +602,7 @@
     let note = '';
     if (compared && order === 'suspects') {
       if (rows.length && !withRetention) {
-        note = `The leak-suspects order needs a baseline saved in this tracking session: “${s.compared_with}” is from before tracking last started, so what became of its samples is not known. `
+        note = `The leak-suspects order needs a baseline saved in this tracking session: “${s.compared_with}” is from an earlier one, so what became of its ${unit} is not known. `
           + 'Below: what grew, largest first. Save a new baseline now and compare with it later.';
       } else if (!rows.some((r) => r.retention && r.retention.suspect)) {
         note = rows.length
