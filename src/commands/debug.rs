@@ -27,7 +27,7 @@ pub const TOP_N_DEFAULT: i64 = 25;
 /// `debug/memory_snapshot`.
 pub const MEMORY_SNAPSHOT: Command = Command {
     name: "debug/memory_snapshot",
-    summary: "Top-N allocation sites, optionally compared with a saved baseline; starts tracking if it is off.",
+    summary: "Top-N allocation sites with the samples behind each, optionally compared with a saved baseline (by change, growth or leak suspects); starts tracking if it is off.",
     run: |ctx, args| {
         Box::pin(async move {
             let args = SnapshotArgs::checked(args.parse()?)?;
