@@ -20,17 +20,27 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heapwatch::host::history::History;
-use heapwatch_bench::procfs;
 use heapwatch::host::store::{FILE_NAME, Store, Write};
+use heapwatch_bench::procfs;
 
 const ADDONS: usize = 100;
-const FIXED: [&str; 7] = ["core", "supervisor", "dns", "audio", "cli", "multicast", "observer"];
+const FIXED: [&str; 7] = [
+    "core",
+    "supervisor",
+    "dns",
+    "audio",
+    "cli",
+    "multicast",
+    "observer",
+];
 const MINUTE: i64 = 60_000;
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const POLLS: u32 = 60;
 
 fn slugs() -> Vec<(String, &'static str)> {
-    let mut v: Vec<(String, &'static str)> = (0..ADDONS).map(|i| (format!("a{i:03}_addon"), "addon")).collect();
+    let mut v: Vec<(String, &'static str)> = (0..ADDONS)
+        .map(|i| (format!("a{i:03}_addon"), "addon"))
+        .collect();
     v.extend(FIXED.iter().map(|s| {
         let kind = match *s {
             "core" => "core",
@@ -47,7 +57,11 @@ fn memory(i: usize, at_ms: i64) -> u64 {
     let hours = at_ms as f64 / 3.6e6;
     let base = 50e6 + i as f64 * 3e6;
     let wobble = ((hours * 977.0 + i as f64).sin()) * 0.3e6;
-    let cycle = if i % 10 == 0 { (hours / 24.0 * std::f64::consts::TAU).sin() * 20e6 } else { 0.0 };
+    let cycle = if i % 10 == 0 {
+        (hours / 24.0 * std::f64::consts::TAU).sin() * 20e6
+    } else {
+        0.0
+    };
     (base + wobble + cycle) as u64
 }
 
@@ -99,7 +113,10 @@ fn fill(path: &Path, now_ms: i64) -> (Duration, u64) {
     drop(store);
     // Reopened and closed: the WAL is checkpointed into the file.
     drop(Store::open(path).expect("reopen"));
-    (took / times.len() as u32, std::fs::metadata(path).unwrap().len())
+    (
+        took / times.len() as u32,
+        std::fs::metadata(path).unwrap().len(),
+    )
 }
 
 /// The stand-in: `/addons` and every `/…/stats` in the Supervisor's envelope, at once.
@@ -144,7 +161,11 @@ fn answer(mut stream: TcpStream, now_ms: i64) {
     } else if path.starts_with("/core/api/") {
         serde_json::json!([])
     } else {
-        let target = path.trim_end_matches("/stats").rsplit('/').next().unwrap_or("");
+        let target = path
+            .trim_end_matches("/stats")
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
         let i = slugs().iter().position(|(s, _)| s == target).unwrap_or(0);
         let bytes = memory(i, now_ms);
         serde_json::json!({"cpu_percent": 0.4, "memory_usage": bytes, "memory_limit": 4_000_000_000u64,
@@ -160,7 +181,10 @@ fn answer(mut stream: TcpStream, now_ms: i64) {
 
 fn release_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.join(format!("target/{}-unknown-linux-gnu/release/heapwatch", std::env::consts::ARCH))
+    root.join(format!(
+        "target/{}-unknown-linux-gnu/release/heapwatch",
+        std::env::consts::ARCH
+    ))
 }
 
 fn main() {
@@ -168,7 +192,10 @@ fn main() {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let db = data.join(FILE_NAME);
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let (per_write, size) = fill(&db, now_ms);
     let containers = slugs().len();
 
@@ -198,7 +225,9 @@ fn main() {
     let pid = child.id();
     let out = BufReader::new(child.stdout.take().unwrap());
     let mut lines = out.lines().map_while(Result::ok);
-    let loaded = lines.find(|l| l.contains("memory history loaded")).expect("history loaded");
+    let loaded = lines
+        .find(|l| l.contains("memory history loaded"))
+        .expect("history loaded");
     std::thread::spawn(move || for _ in lines {});
     // Two polls to settle, then 60 polls measured.
     std::thread::sleep(Duration::from_secs(2));
@@ -212,10 +241,23 @@ fn main() {
     println!("loaded: {loaded}");
     println!("| | |\n|---|---|");
     println!("| containers | {containers} |");
-    println!("| history database after 90 simulated days | {:.1} MB ({:.0} KB per container) |", size as f64 / 1e6, size as f64 / 1e3 / containers as f64);
-    println!("| one poll's transaction ({containers} containers) | {:.2} ms |", per_write.as_secs_f64() * 1e3);
-    println!("| add-on CPU per poll (list, {containers} stats calls, record, judge, write) | {:.1} ms |", (cpu1 - cpu0) * 1e3 / polls);
-    println!("| add-on resident memory with that history loaded | {:.1} MiB |", rss as f64 / 1048576.0);
+    println!(
+        "| history database after 90 simulated days | {:.1} MB ({:.0} KB per container) |",
+        size as f64 / 1e6,
+        size as f64 / 1e3 / containers as f64
+    );
+    println!(
+        "| one poll's transaction ({containers} containers) | {:.2} ms |",
+        per_write.as_secs_f64() * 1e3
+    );
+    println!(
+        "| add-on CPU per poll (list, {containers} stats calls, record, judge, write) | {:.1} ms |",
+        (cpu1 - cpu0) * 1e3 / polls
+    );
+    println!(
+        "| add-on resident memory with that history loaded | {:.1} MiB |",
+        rss as f64 / 1048576.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
