@@ -50,7 +50,7 @@ use crate::guard::{Guard, GuardLevel, guard_level};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::region::{self, Area};
 use crate::sampler;
-use crate::snapshot::{Cohort, MAX_COHORTS, Snapshot, StackTotals};
+use crate::snapshot::{Cohort, CohortWords, MAX_COHORTS, Snapshot, StackTotals};
 use crate::stacks::{self, Interned, OVERFLOW, StackTable};
 use crate::sysmem::RawBuf;
 use crate::table::{self, BlockTable};
@@ -144,12 +144,40 @@ struct Shard {
     totals: RawBuf<StackCounters>,
     /// The generation of the ids this shard's records use.
     generation: u64,
+    weights: Weights,
+}
+
+/// Weights by block size, with the recent ones cached (sampled mode): each costs an
+/// `expm1`, a division and two roundings, ~25 ns, paid twice per sampled block (record and
+/// retire) without this. Same size, same integers, so totals stay exact.
+struct Weights {
     /// `None` in exact mode.
     interval: Option<u64>,
-    /// Recent weights by block size (sampled mode): each costs an `expm1`, a division and
-    /// two roundings, ~25 ns, paid twice per sampled block (record and retire) without
-    /// this. Same size, same integers, so totals stay exact.
-    weights: [Weight; WEIGHT_CACHE],
+    cache: [Weight; WEIGHT_CACHE],
+}
+
+impl Weights {
+    fn new(interval: Option<u64>) -> Self {
+        Weights {
+            interval,
+            cache: [NO_WEIGHT; WEIGHT_CACHE],
+        }
+    }
+
+    /// (estimated bytes, estimated count × 65536) of one recorded block of `size` bytes.
+    fn of(&mut self, size: u64) -> (u64, u64) {
+        if self.interval.is_none() {
+            return sampler::weigh(size, None);
+        }
+        let slot = (size.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % WEIGHT_CACHE;
+        let (key, bytes, count) = self.cache[slot];
+        if key == size {
+            return (bytes, count);
+        }
+        let (bytes, count) = sampler::weigh(size, self.interval);
+        self.cache[slot] = (size, bytes, count);
+        (bytes, count)
+    }
 }
 
 /// A cached weight: (size, estimated bytes, estimated count × 65536).
@@ -160,20 +188,6 @@ const WEIGHT_CACHE: usize = 16;
 const NO_WEIGHT: Weight = (u64::MAX, 0, 0);
 
 impl Shard {
-    fn weigh(&mut self, size: u64) -> (u64, u64) {
-        if self.interval.is_none() {
-            return sampler::weigh(size, None);
-        }
-        let slot = (size.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % WEIGHT_CACHE;
-        let (key, bytes, count) = self.weights[slot];
-        if key == size {
-            return (bytes, count);
-        }
-        let (bytes, count) = sampler::weigh(size, self.interval);
-        self.weights[slot] = (size, bytes, count);
-        (bytes, count)
-    }
-
     /// Records a block (the shard lock is held and `id` is of this shard's generation).
     fn record(&mut self, addr: usize, size: usize, id: u16) {
         let birth = MARK.load(Relaxed);
@@ -223,7 +237,7 @@ impl Shard {
     /// Adds (or with `sign` false, takes) one block's weight to its stack's totals.
     fn weigh_in(&mut self, packed: u64, add: bool) {
         let (size, id) = table::unpack(packed);
-        let (bytes, count) = self.weigh(size);
+        let (bytes, count) = self.weights.of(size);
         if let Some(t) = self.totals.as_mut_slice().get_mut(usize::from(id)) {
             if add {
                 t[0] = t[0].wrapping_add(bytes);
@@ -626,8 +640,7 @@ pub(crate) fn start(config: TrackingConfig) -> Started {
             blocks,
             totals,
             generation,
-            interval: estimated,
-            weights: [NO_WEIGHT; WEIGHT_CACHE],
+            weights: Weights::new(estimated),
         });
     }
     *stacks = Some(Stacks { table, generation });
@@ -761,11 +774,16 @@ pub(crate) fn tracked_blocks() -> usize {
         .sum()
 }
 
-/// Copies per-stack totals, summed over the shards, and every record's (stack, birth,
-/// size), then bumps the mark. Buffers are allocated before taking the locks (retrying
-/// if the tables grew meanwhile), so nothing allocates while they are held; every lock is
-/// held for the copy, so it is consistent. The records are grouped into cohorts after the
-/// locks are released.
+/// Copies per-stack totals, summed over the shards, and sums every live record into its
+/// stack's cohort (see `snapshot::Cohort`), then bumps the mark. Buffers are allocated
+/// before taking the locks (retrying if the tables grew meanwhile), so nothing allocates
+/// while they are held; every lock is held for the copy, so it is consistent.
+///
+/// The records are summed as they are read: per stack id, the cohort of the birth mark
+/// last seen (blocks of one stack and mark mostly come together); a record of another
+/// mark sets that one aside in `spill`, whose room (one entry per live record at most) is
+/// reserved from `System` (not counted in the heap totals, its pages touched only as
+/// used). So a snapshot never copies records.
 pub(crate) fn snapshot() -> Snapshot {
     let _untracked = Guard::enter(GuardLevel::Untracked);
     let taken_at = Some(SystemTime::now());
@@ -788,8 +806,12 @@ pub(crate) fn snapshot() -> Snapshot {
         let rcap = records_cap + records_cap / 8 + 256;
         let mut out: Vec<StackTotals> = Vec::with_capacity(cap);
         let mut frames: Vec<u64> = Vec::with_capacity(cap * stride);
-        // (stack id << 32 | birth mark truncated to 32 bits, size)
-        let mut records: Vec<(u64, u64)> = Vec::with_capacity(rcap);
+        // Per stack id (ids are below MAX_STACKS + 1): the cohort being summed, and the
+        // ones set aside (stack id first). Empty (None) only if System is out of memory:
+        // the snapshot then has no cohorts.
+        let mut current = RawBuf::<CohortWords>::zeroed(stacks::MAX_STACKS + 1);
+        let mut spill = RawBuf::<[u64; 7]>::zeroed(rcap);
+        let mut spilled = 0usize;
         let state = STATE.lock();
         let stacks = STACKS.lock();
         let (Some(session), Some(s)) = (state.session.as_ref(), stacks.as_ref()) else {
@@ -848,22 +870,47 @@ pub(crate) fn snapshot() -> Snapshot {
             frames.extend_from_slice(v.frames);
         });
         let mark = MARK.load(Relaxed);
-        for guard in all.shards.iter_mut() {
-            let cell = &mut **guard;
-            if cell.session.is_none() {
-                continue;
-            }
-            let push = |records: &mut Vec<(u64, u64)>, packed: u64, birth: u64| {
-                let (size, id) = table::unpack(packed);
-                records.push(((u64::from(id) << 32) | (birth & 0xFFFF_FFFF), size));
+        let interval = (session.mode == Mode::Sampled).then_some(session.interval);
+        let mut weights = Weights::new(interval);
+        let mut add = |packed: u64, birth: u64| {
+            let (Some(current), Some(spill)) = (current.as_mut(), spill.as_mut()) else {
+                return;
             };
-            if let Some(sh) = cell.session.as_ref() {
-                sh.blocks
-                    .for_each(|packed, birth| push(&mut records, packed, birth));
+            let (size, id) = table::unpack(packed);
+            let (bytes, count) = weights.of(size);
+            let Some(words) = current.as_mut_slice().get_mut(usize::from(id)) else {
+                return;
+            };
+            let mut c = Cohort::from_words(words);
+            if c.samples != 0 && c.mark != birth {
+                // One entry per record at most: within the room reserved.
+                if let Some(slot) = spill.as_mut_slice().get_mut(spilled) {
+                    let w = c.to_words();
+                    *slot = [u64::from(id), w[0], w[1], w[2], w[3], w[4], w[5]];
+                    spilled += 1;
+                }
+                c = Cohort::default();
             }
-            cell.area.for_each_record(|record| {
+            // w = count / 65536; a sample's variance S²(1 − p)/p² is b·S·(w − 1).
+            let b = bytes as f64;
+            let w = count as f64 / sampler::COUNT_ONE as f64;
+            c.first = birth;
+            c.mark = birth;
+            c.samples += 1;
+            c.bytes = c.bytes.wrapping_add(bytes);
+            c.variance += (b * size as f64 * (w - 1.0)).max(0.0);
+            c.square += b * b;
+            *words = c.to_words();
+        };
+        for guard in all.shards.iter_mut() {
+            let ShardCell { session, area } = &mut **guard;
+            let Some(sh) = session.as_ref() else {
+                continue;
+            };
+            sh.blocks.for_each(&mut add);
+            area.for_each_record(|record| {
                 let (packed, birth) = split_region_record(record);
-                push(&mut records, packed, birth);
+                add(packed, birth);
             });
         }
         // Blocks recorded from now on are born after this snapshot.
@@ -872,10 +919,22 @@ pub(crate) fn snapshot() -> Snapshot {
         let estimated = session.mode == Mode::Sampled;
         let frame_limit = session.frames;
         let tracking_since = Some(session.since);
-        let sample_interval_bytes = estimated.then_some(session.interval);
+        let sample_interval_bytes = interval;
         drop(stacks);
         drop(state);
-        let cohorts = cohorts(&mut out, &mut records, sample_interval_bytes, mark);
+        let set_aside: Vec<(u16, Cohort)> = spill.as_ref().map_or_else(Vec::new, |sp| {
+            sp.as_slice()[..spilled]
+                .iter()
+                .map(|e| {
+                    let words = [e[1], e[2], e[3], e[4], e[5], e[6]];
+                    (e[0] as u16, Cohort::from_words(&words))
+                })
+                .collect()
+        });
+        drop(spill);
+        let last = current.as_ref().map_or(&[][..], RawBuf::as_slice);
+        let cohorts = cohorts(&mut out, last, set_aside, mark);
+        drop(current);
         return Snapshot {
             taken_at,
             estimated,
@@ -890,98 +949,87 @@ pub(crate) fn snapshot() -> Snapshot {
     }
 }
 
-/// Groups `records` ((stack id << 32 | birth, size)) into each stack's cohorts, newest
-/// [`MAX_COHORTS`] marks apart and older ones merged, and points each of `stacks` at its
-/// own. Births are kept modulo 2^28 in the region: they are put back next to `mark`.
+/// Each stack's cohorts from the sums made under the locks (`current`: the last per id;
+/// `spill`: the ones set aside), by mark, equal marks merged, the oldest merged beyond
+/// [`MAX_COHORTS`]; points each of `stacks` at its own. Region births are kept modulo
+/// 2^28: they are put back next to `mark`.
 fn cohorts(
     stacks: &mut [StackTotals],
-    records: &mut [(u64, u64)],
-    interval: Option<u64>,
+    current: &[CohortWords],
+    mut spill: Vec<(u16, Cohort)>,
     mark: u64,
 ) -> Vec<Cohort> {
-    records.sort_unstable_by_key(|r| r.0);
     let unwrap = |b: u64| {
-        // The birth's low bits (28 of them for region blocks, 32 here) and `mark` agree on
-        // every higher bit, or the birth is one period earlier.
-        let period = if b <= REGION_BIRTH_MASK {
-            1u64 << 28
-        } else {
-            1u64 << 32
-        };
-        let candidate = (mark & !(period - 1)) | (b & (period - 1));
+        let period = 1u64 << 28;
+        if b >= period || mark < period {
+            return b;
+        }
+        let candidate = (mark & !(period - 1)) | b;
         if candidate > mark {
-            candidate.saturating_sub(period)
+            candidate - period
         } else {
             candidate
         }
     };
+    for (_, c) in spill.iter_mut() {
+        c.mark = unwrap(c.mark);
+        c.first = c.mark;
+    }
+    spill.sort_unstable_by_key(|(id, c)| (*id, c.mark));
     let mut out: Vec<Cohort> = Vec::new();
-    let mut weights: Vec<(u64, (u64, f64, f64))> = Vec::new();
-    let mut weigh = |size: u64| -> (u64, f64, f64) {
-        if let Some(&(_, w)) = weights.iter().find(|(s, _)| *s == size) {
-            return w;
-        }
-        let w = match interval {
-            None => (size, 0.0, (size as f64) * (size as f64)),
-            Some(r) => {
-                let (bytes, _) = sampler::weigh(size, Some(r));
-                let s = size.max(1) as f64;
-                let p = -(-s / r as f64).exp_m1();
-                let b = bytes as f64;
-                (bytes, s * s * (1.0 - p) / (p * p), b * b)
-            }
-        };
-        if weights.len() < 64 {
-            weights.push((size, w));
-        }
-        w
-    };
+    let mut mine: Vec<Cohort> = Vec::new();
     let mut i = 0;
     for stack in stacks.iter_mut() {
-        let id = u64::from(stack.id);
-        // Records are sorted by id: skip those of stacks the snapshot left out.
-        while i < records.len() && records[i].0 >> 32 < id {
+        let id = stack.id;
+        mine.clear();
+        while i < spill.len() && spill[i].0 < id {
             i += 1;
         }
-        let start = out.len();
-        let mut mine: Vec<Cohort> = Vec::new();
-        while i < records.len() && records[i].0 >> 32 == id {
-            let birth = unwrap(records[i].0 & 0xFFFF_FFFF);
-            let (bytes, variance, square) = weigh(records[i].1);
-            match mine.iter_mut().find(|c| c.mark == birth) {
-                Some(c) => {
-                    c.samples += 1;
-                    c.bytes = c.bytes.wrapping_add(bytes);
-                    c.variance += variance;
-                    c.square += square;
-                }
-                None => mine.push(Cohort {
-                    first: birth,
-                    mark: birth,
-                    samples: 1,
-                    bytes,
-                    variance,
-                    square,
-                }),
-            }
+        while i < spill.len() && spill[i].0 == id {
+            mine.push(spill[i].1);
             i += 1;
+        }
+        if let Some(c) = current
+            .get(usize::from(id))
+            .map(Cohort::from_words)
+            .filter(|c| c.samples > 0)
+        {
+            let m = unwrap(c.mark);
+            mine.push(Cohort {
+                first: m,
+                mark: m,
+                ..c
+            });
         }
         mine.sort_unstable_by_key(|c| c.mark);
-        if mine.len() > MAX_COHORTS {
-            let merged = mine.len() - MAX_COHORTS + 1;
-            let mut oldest = mine[0];
-            for c in &mine[1..merged] {
+        let mut merged: Vec<Cohort> = Vec::with_capacity(mine.len());
+        for c in &mine {
+            match merged.last_mut() {
+                Some(last) if last.mark == c.mark => {
+                    last.samples += c.samples;
+                    last.bytes = last.bytes.wrapping_add(c.bytes);
+                    last.variance += c.variance;
+                    last.square += c.square;
+                }
+                _ => merged.push(*c),
+            }
+        }
+        if merged.len() > MAX_COHORTS {
+            let extra = merged.len() - MAX_COHORTS + 1;
+            let mut oldest = merged[0];
+            for c in &merged[1..extra] {
                 oldest.mark = c.mark;
                 oldest.samples += c.samples;
                 oldest.bytes = oldest.bytes.wrapping_add(c.bytes);
                 oldest.variance += c.variance;
                 oldest.square += c.square;
             }
-            mine.drain(..merged);
-            mine.insert(0, oldest);
+            merged.drain(..extra);
+            merged.insert(0, oldest);
         }
-        out.extend_from_slice(&mine);
-        stack.cohorts = (start as u32, (out.len() - start) as u32);
+        let start = out.len();
+        out.extend_from_slice(&merged);
+        stack.cohorts = (start as u32, merged.len() as u32);
     }
     out
 }

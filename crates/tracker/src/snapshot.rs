@@ -39,6 +39,34 @@ pub(crate) struct Cohort {
     pub square: f64,
 }
 
+/// A [`Cohort`] as six plain words (the floats by their bits), for buffers allocated
+/// from `System`.
+pub(crate) type CohortWords = [u64; 6];
+
+impl Cohort {
+    pub(crate) fn to_words(self) -> CohortWords {
+        [
+            self.first,
+            self.mark,
+            self.samples,
+            self.bytes,
+            self.variance.to_bits(),
+            self.square.to_bits(),
+        ]
+    }
+
+    pub(crate) fn from_words(w: &CohortWords) -> Cohort {
+        Cohort {
+            first: w[0],
+            mark: w[1],
+            samples: w[2],
+            bytes: w[3],
+            variance: f64::from_bits(w[4]),
+            square: f64::from_bits(w[5]),
+        }
+    }
+}
+
 /// Most cohorts kept per stack (the oldest are merged beyond this). A sampled stack has
 /// at most as many as it has live samples; an exact one, one per snapshot taken while
 /// its blocks were born.

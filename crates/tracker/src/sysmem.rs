@@ -22,11 +22,7 @@ unsafe impl Zeroable for u16 {}
 // SAFETY: as above.
 unsafe impl Zeroable for u64 {}
 // SAFETY: as above.
-unsafe impl Zeroable for [u64; 2] {}
-// SAFETY: as above.
-unsafe impl Zeroable for [u64; 3] {}
-// SAFETY: as above.
-unsafe impl Zeroable for [u64; 4] {}
+unsafe impl<const N: usize> Zeroable for [u64; N] {}
 
 /// A zero-initialised `[T]` of fixed length allocated with `System` (like a `Box<[T]>`
 /// that bypasses the global allocator).
