@@ -1005,12 +1005,7 @@ fn cohorts(
         let mut merged: Vec<Cohort> = Vec::with_capacity(mine.len());
         for c in &mine {
             match merged.last_mut() {
-                Some(last) if last.mark == c.mark => {
-                    last.samples += c.samples;
-                    last.bytes = last.bytes.wrapping_add(c.bytes);
-                    last.variance += c.variance;
-                    last.square += c.square;
-                }
+                Some(last) if last.mark == c.mark => last.absorb(c),
                 _ => merged.push(*c),
             }
         }
@@ -1018,11 +1013,7 @@ fn cohorts(
             let extra = merged.len() - MAX_COHORTS + 1;
             let mut oldest = merged[0];
             for c in &merged[1..extra] {
-                oldest.mark = c.mark;
-                oldest.samples += c.samples;
-                oldest.bytes = oldest.bytes.wrapping_add(c.bytes);
-                oldest.variance += c.variance;
-                oldest.square += c.square;
+                oldest.absorb(c);
             }
             merged.drain(..extra);
             merged.insert(0, oldest);

@@ -44,6 +44,15 @@ pub(crate) struct Cohort {
 pub(crate) type CohortWords = [u64; 6];
 
 impl Cohort {
+    /// Adds `newer`'s samples (born at the same or a later mark) to this cohort.
+    pub(crate) fn absorb(&mut self, newer: &Cohort) {
+        self.mark = self.mark.max(newer.mark);
+        self.samples += newer.samples;
+        self.bytes = self.bytes.wrapping_add(newer.bytes);
+        self.variance += newer.variance;
+        self.square += newer.square;
+    }
+
     pub(crate) fn to_words(self) -> CohortWords {
         [
             self.first,

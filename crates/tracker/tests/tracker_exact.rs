@@ -438,7 +438,11 @@ fn a_snapshot_the_program_clones_is_attributed_to_the_caller() {
     let copy = keep_a_copy(&snap);
     let ring = make_checkpoints();
     let rows = memory::take_snapshot().statistics(GroupBy::Site, 100);
-    assert_eq!(row(&rows, "keep_a_copy").size_bytes, copy.heap_bytes(), "{rows:#?}");
+    assert_eq!(
+        row(&rows, "keep_a_copy").size_bytes,
+        copy.heap_bytes(),
+        "{rows:#?}"
+    );
     assert_eq!(
         row(&rows, "make_checkpoints").size_bytes,
         (memory::Checkpoints::MAX * std::mem::size_of::<memory::Snapshot>()) as u64,
