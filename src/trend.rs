@@ -969,16 +969,25 @@ mod tests {
         assert!(History::restored(4, &[]).is_empty());
     }
 
-    #[test]
-    fn growing_sites_need_three_growths_and_rank_by_rate() {
+    /// Five checkpoints ten minutes apart.
+    fn checkpoint_times() -> Vec<SystemTime> {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let times: Vec<_> = (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect();
-        let site = |name: &str, bytes: [u64; 5]| SiteHistory {
+        (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect()
+    }
+
+    /// A site's history over [`checkpoint_times`].
+    fn site(name: &str, bytes: [u64; 5]) -> SiteHistory {
+        SiteHistory {
             traceback: vec![name.to_owned()],
             frames: vec![memory::Frame::new(name, None, None)],
             inner_frames: Vec::new(),
             bytes: bytes.to_vec(),
-        };
+        }
+    }
+
+    #[test]
+    fn growing_sites_need_three_growths_and_rank_by_rate() {
+        let times = checkpoint_times();
         let found = growing_sites(
             &times,
             vec![
@@ -999,14 +1008,7 @@ mod tests {
 
     #[test]
     fn suspects_are_growing_sites_once_and_a_single_rise_is_not() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let times: Vec<_> = (0..5).map(|i| t0 + Duration::from_secs(600 * i)).collect();
-        let site = |name: &str, bytes: [u64; 5]| SiteHistory {
-            traceback: vec![name.to_owned()],
-            frames: vec![memory::Frame::new(name, None, None)],
-            inner_frames: Vec::new(),
-            bytes: bytes.to_vec(),
-        };
+        let times = checkpoint_times();
         let row = |name: &str, size: u64, diff: i64, suspect: bool| Statistic {
             traceback: vec![name.to_owned()],
             frames: vec![memory::Frame::new(name, None, None)],

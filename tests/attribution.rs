@@ -36,12 +36,6 @@ fn hold_in_dependency(held: &mut Vec<tokio::io::BufReader<tokio::io::Empty>>) {
     }
 }
 
-fn rows(reply: &Value) -> &Vec<Value> {
-    reply["result"]["top_allocators"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rows: {reply}"))
-}
-
 /// Every frame of every row (site frames and the library frames above them).
 fn all_frames(reply: &Value) -> Vec<&Value> {
     rows(reply)

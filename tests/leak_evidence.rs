@@ -22,12 +22,6 @@ static GLOBAL: memory::Tracker = memory::Tracker::new();
 /// Async-aware: each test holds it across its awaits.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn rows(reply: &Value) -> &Vec<Value> {
-    reply["result"]["top_allocators"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rows: {reply}"))
-}
-
 /// The largest row whose site is in `function` (a function may have more than one
 /// allocating line: the blocks, and the `Vec` that holds them).
 fn row_for<'a>(reply: &'a Value, function: &str) -> &'a Value {

@@ -24,12 +24,6 @@ fn grow_known_site(n: usize) -> Vec<Box<[u8]>> {
     std::hint::black_box(held)
 }
 
-fn rows(reply: &Value) -> &Vec<Value> {
-    reply["result"]["top_allocators"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rows: {reply}"))
-}
-
 fn row_for<'a>(reply: &'a Value, function: &str) -> Option<&'a Value> {
     rows(reply).iter().find(|r| {
         r["traceback"][0]

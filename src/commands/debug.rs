@@ -223,6 +223,14 @@ pub struct TrackingJson {
     pub since: Option<String>,
 }
 
+/// A tracking mode as the wire spells it.
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Sampled => "sampled",
+        Mode::Exact => "exact",
+    }
+}
+
 /// The tracking state now.
 pub fn tracking() -> TrackingJson {
     let s = memory::status();
@@ -230,10 +238,7 @@ pub fn tracking() -> TrackingJson {
         enabled: s.enabled,
         estimated: s.enabled && s.mode == Mode::Sampled,
         frames: s.frames,
-        mode: match s.mode {
-            Mode::Sampled => "sampled",
-            Mode::Exact => "exact",
-        },
+        mode: mode_name(s.mode),
         sample_interval_bytes: s.sample_interval_bytes,
         seed: s.seed,
         since: s.since.map(rfc3339),
@@ -326,7 +331,7 @@ pub fn retention_json(r: &memory::Retention) -> Value {
 fn config_json(c: &TrackingConfig) -> Value {
     let sampled = c.mode == Mode::Sampled;
     json!({
-        "mode": if sampled { "sampled" } else { "exact" },
+        "mode": mode_name(c.mode),
         "frames": c.frames,
         "sample_interval_bytes": sampled.then_some(c.sample_interval_bytes),
         "seed": c.seed,

@@ -28,6 +28,14 @@ pub const TOKEN: &str = "test-token-0123456789abcdef-0123456789";
 /// How long any single test wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The rows (`top_allocators`) of a `debug/memory_snapshot` reply; panics with the reply
+/// when it has none.
+pub fn rows(reply: &Value) -> &Vec<Value> {
+    reply["result"]["top_allocators"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows: {reply}"))
+}
+
 /// An in-process server.
 pub struct TestServer {
     /// The server's services, for tests that need to hold one of their locks.

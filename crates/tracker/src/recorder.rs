@@ -312,6 +312,13 @@ struct ShardCell {
 }
 
 impl ShardCell {
+    /// Live records of the running session in this shard (its table's and its area's).
+    fn live_records(&self) -> usize {
+        self.session
+            .as_ref()
+            .map_or(0, |s| s.blocks.len() + self.area.recorded())
+    }
+
     const fn new(index: usize) -> Self {
         ShardCell {
             session: None,
@@ -763,15 +770,7 @@ pub(crate) fn is_tracked(addr: usize) -> bool {
 
 /// Live tracked blocks (table entries) of the current session.
 pub(crate) fn tracked_blocks() -> usize {
-    SHARDS
-        .iter()
-        .map(|shard| {
-            let cell = shard.lock();
-            cell.session
-                .as_ref()
-                .map_or(0, |s| s.blocks.len() + cell.area.recorded())
-        })
-        .sum()
+    SHARDS.iter().map(|shard| shard.lock().live_records()).sum()
 }
 
 /// Copies per-stack totals, summed over the shards, and sums every live record into its
@@ -826,15 +825,7 @@ pub(crate) fn snapshot() -> Snapshot {
             continue;
         }
         let mut all = lock_all_shards();
-        let live: usize = all
-            .shards
-            .iter()
-            .map(|g| {
-                g.session
-                    .as_ref()
-                    .map_or(0, |sh| sh.blocks.len() + g.area.recorded())
-            })
-            .sum();
+        let live: usize = all.shards.iter().map(|g| g.live_records()).sum();
         if live > rcap {
             records_cap = live;
             continue;
