@@ -72,56 +72,37 @@ pub(crate) struct StackTable {
     drops_since_collect: u64,
 }
 
-/// The stack hash, fed one frame at a time so the walk can hash as it goes (the walk is
-/// bound by the latency of following frame pointers; the multiplies overlap with it).
-/// Four independent lanes, rotated every frame (frames i, i+4, … meet in one lane): one
-/// serial multiply chain over 40 frames cost ~50 ns per tracked allocation.
-#[derive(Clone, Copy)]
-pub(crate) struct StackHasher {
-    lanes: [u64; 4],
-    len: u64,
+/// The hash of a whole stack. Four independent lanes (frames i, i+4, … meet in one), so
+/// four multiply chains run side by side: one serial chain over 40 frames cost ~50 ns per
+/// tracked allocation. The walk records the frames first and hashes them here, in a loop
+/// that does nothing else.
+pub(crate) fn hash(frames: &[usize]) -> u64 {
+    #[inline(always)]
+    fn mix(lane: u64, frame: usize) -> u64 {
+        (lane ^ frame as u64).wrapping_mul(HASH_K).rotate_left(23)
+    }
+    let mut lanes: [u64; 4] = [
+        0xCBF2_9CE4_8422_2325,
+        0x8422_2325_CBF2_9CE4,
+        0x2545_F491_4F6C_DD1D,
+        0x1B87_3593_85EB_CA6B,
+    ];
+    let mut quads = frames.chunks_exact(4);
+    for quad in &mut quads {
+        for (lane, &frame) in lanes.iter_mut().zip(quad) {
+            *lane = mix(*lane, frame);
+        }
+    }
+    for (lane, &frame) in lanes.iter_mut().zip(quads.remainder()) {
+        *lane = mix(*lane, frame);
+    }
+    let [a, b, c, d] = lanes;
+    let h = a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ frames.len() as u64;
+    let h = (h ^ (h >> 29)).wrapping_mul(HASH_K);
+    h ^ (h >> 32)
 }
 
 const HASH_K: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl StackHasher {
-    pub(crate) const fn new() -> Self {
-        StackHasher {
-            lanes: [
-                0xCBF2_9CE4_8422_2325,
-                0x8422_2325_CBF2_9CE4,
-                0x2545_F491_4F6C_DD1D,
-                0x1B87_3593_85EB_CA6B,
-            ],
-            len: 0,
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn push(&mut self, frame: usize) {
-        let [a, b, c, d] = self.lanes;
-        let a = (a ^ frame as u64).wrapping_mul(HASH_K).rotate_left(23);
-        self.lanes = [b, c, d, a];
-        self.len += 1;
-    }
-
-    #[inline(always)]
-    pub(crate) fn finish(self) -> u64 {
-        let [a, b, c, d] = self.lanes;
-        let h = a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ self.len;
-        let h = (h ^ (h >> 29)).wrapping_mul(HASH_K);
-        h ^ (h >> 32)
-    }
-}
-
-/// The hash of a whole stack: what [`StackHasher`] gives for the same frames.
-pub(crate) fn hash(frames: &[usize]) -> u64 {
-    let mut h = StackHasher::new();
-    for &f in frames {
-        h.push(f);
-    }
-    h.finish()
-}
 
 impl StackTable {
     /// A table for stacks of up to `stride` frames; `None` when `System` has no memory.

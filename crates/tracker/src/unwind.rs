@@ -17,8 +17,6 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
-use crate::stacks::StackHasher;
-
 /// Frames counted (not recorded) when measuring the true depth of a stack. Deeper stacks
 /// report this depth; 128 is beyond any useful traceback and keeps the walk bounded.
 pub(crate) const MAX_DEPTH: usize = 128;
@@ -134,68 +132,86 @@ fn frame_pointer() -> usize {
     0
 }
 
+/// The frame record at `fp`: (saved frame pointer, return address). Reads are volatile:
+/// this is foreign memory the compiler knows nothing about.
+///
+/// # Safety
+/// `[fp, fp + 16)` must be mapped, readable memory aligned for `usize`.
+#[inline(always)]
+unsafe fn read_record(fp: usize) -> (usize, usize) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        (
+            std::ptr::read_volatile(fp as *const usize),
+            std::ptr::read_volatile((fp + std::mem::size_of::<usize>()) as *const usize),
+        )
+    }
+}
+
+/// Whether a walk may go from the record at `fp` to the one at `next`: above this one (so
+/// above the bottom), a whole record below the top (`top` is the highest address one may
+/// start at), aligned. One compare for the range: `next − fp − 1 < top − fp` holds exactly
+/// when `fp < next ≤ top` (`fp ≤ top` always holds here).
+#[inline(always)]
+fn may_follow(next: usize, fp: usize, top: usize) -> bool {
+    next.wrapping_sub(fp).wrapping_sub(1) < top - fp && next.is_multiple_of(FP_ALIGN)
+}
+
 /// Walks this thread's stack from the caller of `capture`, recording at most `keep`
-/// return addresses (innermost first) into `out`, hashing them as it goes, and counting
-/// the depth up to [`MAX_DEPTH`].
+/// return addresses (innermost first) into `out`, hashing them, and counting the depth up
+/// to [`MAX_DEPTH`].
 ///
 /// The first frame pointer is checked against the stack's bounds and alignment; each
 /// next one must be aligned, strictly above the last (which keeps it above the bottom)
 /// and leave a whole record below the top. Past `keep` frames the walk only counts.
 ///
+/// The walk does as little per frame as it can (it runs on every tracked allocation, and
+/// its cost is the instructions per frame, not waiting for memory): two loads, the end
+/// test, one store, the checks on the next record. The frames are hashed afterwards, in a
+/// loop of their own.
+///
 /// Must run with the reentrancy guard raised (it may fill the bounds cache).
 #[inline(never)]
 pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk {
-    let (low, high) = bounds();
-    let mut hasher = StackHasher::new();
     out.len = 0;
+    let (low, high) = bounds();
     let Some(top) = high.checked_sub(RECORD_BYTES) else {
         return Walk {
             depth: 0,
-            hash: hasher.finish(),
+            hash: crate::stacks::hash(&[]),
         };
     };
     let fp = frame_pointer();
-    // The frame record to read next; 0 ends the walk (no valid record is at 0).
-    let mut fp = if fp >= low && fp <= top && fp.is_multiple_of(FP_ALIGN) {
-        fp
-    } else {
-        0
-    };
     let keep = keep.min(N).min(MAX_DEPTH);
     let mut len = 0;
     let mut depth = 0;
-    while fp != 0 && depth < MAX_DEPTH {
+    if fp >= low && fp <= top && fp.is_multiple_of(FP_ALIGN) {
         // SAFETY: fp is aligned and the record [fp, fp + 16) lies inside this thread's
-        // stack, between our own frame (the first fp, checked in full) and the stack's
-        // top: that range is mapped. Reads are volatile: this is foreign memory the
-        // compiler knows nothing about.
-        let (next, ret) = unsafe {
-            (
-                std::ptr::read_volatile(fp as *const usize),
-                std::ptr::read_volatile((fp + std::mem::size_of::<usize>()) as *const usize),
-            )
-        };
-        if ret == 0 {
-            break;
+        // stack, between our own frame (this first fp) and the stack's top (each next
+        // one checked by `may_follow`): that range is mapped.
+        let mut at = fp;
+        loop {
+            // SAFETY: as above.
+            let (next, ret) = unsafe { read_record(at) };
+            if ret == 0 {
+                break;
+            }
+            if len < keep {
+                out.buf[len] = MaybeUninit::new(ret);
+                len += 1;
+            }
+            depth += 1;
+            // Past `keep` frames, only counted.
+            if depth == MAX_DEPTH || !may_follow(next, at, top) {
+                break;
+            }
+            at = next;
         }
-        if len < keep {
-            out.buf[len] = MaybeUninit::new(ret);
-            hasher.push(ret);
-            len += 1;
-        }
-        depth += 1;
-        // The next record must be above this one (so above the bottom), leave a whole
-        // record below the top, and be aligned.
-        fp = if next > fp && next <= top && next.is_multiple_of(FP_ALIGN) {
-            next
-        } else {
-            0
-        };
     }
     out.len = len;
     Walk {
         depth,
-        hash: hasher.finish(),
+        hash: crate::stacks::hash(out.as_slice()),
     }
 }
 
