@@ -190,23 +190,41 @@ pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk 
         // stack, between our own frame (this first fp) and the stack's top (each next
         // one checked by `may_follow`): that range is mapped.
         let mut at = fp;
-        loop {
-            // SAFETY: as above.
-            let (next, ret) = unsafe { read_record(at) };
-            if ret == 0 {
-                break;
+        'walk: {
+            if keep > 0 {
+                loop {
+                    // SAFETY: as above.
+                    let (next, ret) = unsafe { read_record(at) };
+                    if ret == 0 {
+                        break 'walk;
+                    }
+                    out.buf[len] = MaybeUninit::new(ret);
+                    len += 1;
+                    if !may_follow(next, at, top) {
+                        break 'walk;
+                    }
+                    at = next;
+                    if len == keep {
+                        break;
+                    }
+                }
             }
-            if len < keep {
-                out.buf[len] = MaybeUninit::new(ret);
-                len += 1;
-            }
-            depth += 1;
             // Past `keep` frames, only counted.
-            if depth == MAX_DEPTH || !may_follow(next, at, top) {
-                break;
+            depth = len;
+            while depth < MAX_DEPTH {
+                // SAFETY: as above.
+                let (next, ret) = unsafe { read_record(at) };
+                if ret == 0 {
+                    break;
+                }
+                depth += 1;
+                if !may_follow(next, at, top) {
+                    break;
+                }
+                at = next;
             }
-            at = next;
         }
+        depth = depth.max(len);
     }
     out.len = len;
     Walk {
