@@ -15,8 +15,13 @@
 //!
 //! The methods and the owned-slot updates they call are `#[inline]`/`#[inline(always)]`:
 //! the `#[global_allocator]` shim that calls them lives in the embedding crate, so without
-//! that they would be a call across the crate boundary. Every branch off the common path
-//! is one out-of-line call.
+//! that they would be a call across the crate boundary. The inline part of `alloc` and of
+//! `dealloc` settles only the common case and checks everything before it changes
+//! anything; every other case is one out-of-line call that starts afresh
+//! ([`alloc_slow`], [`dealloc_slow`]). With a single call target the shims stay small
+//! enough that the compiler inlines them where memory is allocated and freed, as it does
+//! `System`'s: no call, return and frame of their own (measured: ~0.6 ns a pair, off and
+//! sampled).
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -165,12 +170,53 @@ unsafe fn alloc_plain_large(slot: &Slot, layout: Layout, zeroed: bool) -> *mut u
     ptr
 }
 
-/// `alloc` and `alloc_zeroed`.
+/// `alloc` and `alloc_zeroed`: the inline path. It settles only the common case, a
+/// block that is not recorded and needs nothing but counting and `malloc`: every check
+/// comes before anything is changed, and any other case is one out-of-line call,
+/// [`alloc_slow`], that starts afresh. One call target keeps the `__rust_alloc` shim small
+/// enough for the compiler to inline it where memory is allocated, as it does with
+/// `System`'s (a call, a return and a frame less for each allocation).
 ///
 /// # Safety
 /// As `GlobalAlloc::alloc`.
 #[inline(always)]
 unsafe fn alloc_with(layout: Layout, zeroed: bool) -> *mut u8 {
+    let size = layout.size();
+    if let Some(slot) = OWNED.get()
+        && size <= COUNT_FIRST_MAX
+        && malloc_aligned(layout)
+        && let Some(now) = slot.bytes_after_alloc(size as i64)
+    {
+        let word = slot.word.load(Relaxed);
+        if word == WORD_OFF || plain_by_countdown(slot, word, size) {
+            slot.commit_alloc(now);
+            // SAFETY: plain C allocation calls with a size; both return null on failure.
+            return unsafe {
+                if zeroed {
+                    libc::calloc(size, 1).cast()
+                } else {
+                    libc::malloc(size).cast()
+                }
+            };
+        }
+    }
+    // SAFETY: the caller's layout.
+    unsafe { alloc_slow(layout, zeroed) }
+}
+
+/// Whether `malloc`'s own alignment serves `layout` (what `System` checks before calling
+/// `malloc` or `calloc`).
+#[inline(always)]
+fn malloc_aligned(layout: Layout) -> bool {
+    cfg!(unix) && layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size()
+}
+
+/// Every allocation [`alloc_with`] does not settle inline.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc`.
+#[inline(never)]
+unsafe fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
     let Some(slot) = OWNED.get() else {
         // SAFETY: the caller's layout.
         return unsafe { alloc_unowned(layout, zeroed) };
@@ -333,6 +379,22 @@ unsafe fn dealloc_unowned(ptr: *mut u8, layout: Layout) {
     unsafe { release(ptr, layout, WORD.load(Relaxed)) }
 }
 
+/// Every `dealloc` the inline path does not settle: a block that may have a record, or
+/// a thread without a slot.
+///
+/// # Safety
+/// As `GlobalAlloc::dealloc`.
+#[inline(never)]
+unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let Some(slot) = OWNED.get() else {
+        // SAFETY: the caller's arguments.
+        return unsafe { dealloc_unowned(ptr, layout) };
+    };
+    slot.shrink_owned(layout.size() as i64, &slot.frees);
+    // SAFETY: the caller's arguments.
+    unsafe { release(ptr, layout, slot.word.load(Relaxed)) }
+}
+
 impl Tracker {
     /// `realloc` while the word is not [`WORD_OFF`]: the block may be in the region, or
     /// tracked, or the new one may have to be.
@@ -440,15 +502,21 @@ unsafe impl GlobalAlloc for Tracker {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Counted first, so that handing the block back is the last thing done (a tail
-        // call, no frame kept around it); so is every branch off the common path.
-        let Some(slot) = OWNED.get() else {
-            // SAFETY: forwarded unchanged.
-            return unsafe { dealloc_unowned(ptr, layout) };
-        };
-        slot.shrink_owned(layout.size() as i64, &slot.frees);
+        // Inline only the common case, a block with no record: counted, then handed to
+        // `free` as the last thing done (a tail call). Everything else is one call, as
+        // in `alloc_with`.
+        if let Some(slot) = OWNED.get() {
+            let word = slot.word.load(Relaxed);
+            if word == WORD_OFF
+                || (!region::contains(ptr as usize) && !may_be_in_table(word, layout))
+            {
+                slot.shrink_owned(layout.size() as i64, &slot.frees);
+                // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
+                return unsafe { System.dealloc(ptr, layout) };
+            }
+        }
         // SAFETY: forwarded unchanged.
-        unsafe { release(ptr, layout, slot.word.load(Relaxed)) }
+        unsafe { dealloc_slow(ptr, layout) }
     }
 
     #[inline]

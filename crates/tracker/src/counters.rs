@@ -231,6 +231,24 @@ impl Slot {
         now > self.check_at.load(Relaxed)
     }
 
+    /// The owned slot's bytes after an allocation of `by` more, if that does not pass the
+    /// mark (nothing is counted yet: see [`Slot::commit_alloc`]); `None` when the peak is
+    /// due, for a caller that then takes its slow path.
+    #[inline(always)]
+    pub(crate) fn bytes_after_alloc(&self, by: i64) -> Option<i64> {
+        let now = self.bytes.load(Relaxed).wrapping_add(by);
+        (now <= self.check_at.load(Relaxed)).then_some(now)
+    }
+
+    /// Counts the allocation [`Slot::bytes_after_alloc`] allowed: `now` bytes, one more
+    /// allocation. Owner only, with nothing counted in between.
+    #[inline(always)]
+    pub(crate) fn commit_alloc(&self, now: i64) {
+        self.bytes.store(now, Relaxed);
+        self.allocs
+            .store(self.allocs.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
     /// Takes `by` bytes and counts one event in `field` of an owned slot, keeping the
     /// mark at most one step above the bytes (see the peak's notes).
     #[inline(always)]
