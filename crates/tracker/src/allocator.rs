@@ -502,13 +502,14 @@ unsafe impl GlobalAlloc for Tracker {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Inline only the common case, a block with no record: counted, then handed to
-        // `free` as the last thing done (a tail call). Everything else is one call, as
-        // in `alloc_with`.
+        // Inline only the common case, a block with no record (told by the mode and size,
+        // or by the counting filter): counted, then handed to `free` as the last thing
+        // done (a tail call). Everything else is one call, as in `alloc_with`.
         if let Some(slot) = OWNED.get() {
             let word = slot.word.load(Relaxed);
             if word == WORD_OFF
-                || (!region::contains(ptr as usize) && !may_be_in_table(word, layout))
+                || (!region::contains(ptr as usize)
+                    && (!may_be_in_table(word, layout) || !recorder::may_have_record(ptr as usize)))
             {
                 slot.shrink_owned(layout.size() as i64, &slot.frees);
                 // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.

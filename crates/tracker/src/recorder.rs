@@ -580,6 +580,13 @@ pub(crate) fn free_region(addr: usize) {
     }
 }
 
+/// Whether the block at `addr` (outside the region) may have a record: one load of the
+/// counting filter, for the allocator's inline `dealloc`.
+#[inline(always)]
+pub(crate) fn may_have_record(addr: usize) -> bool {
+    filter::may_contain(addr)
+}
+
 /// The tracked path of `dealloc`/`realloc` for a block outside the region.
 #[inline]
 pub(crate) fn on_free(addr: usize) {
