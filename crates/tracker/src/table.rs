@@ -137,9 +137,11 @@ impl BlockTable {
             if k == 0 {
                 break;
             }
-            let home = Self::home(k, cap);
-            let dist_home = (j + cap - home) % cap;
-            let dist_hole = (j + cap - hole) % cap;
+            // Cyclic distances back from j (all three are below cap: a compare, not a
+            // division, which cost ~40 cycles each here).
+            let back = |from: usize| if j >= from { j - from } else { j + cap - from };
+            let dist_home = back(Self::home(k, cap));
+            let dist_hole = back(hole);
             if dist_home >= dist_hole {
                 slots[hole] = slots[j];
                 hole = j;
