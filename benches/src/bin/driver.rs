@@ -1012,7 +1012,7 @@ fn size_section() -> Result<String, String> {
     let stripped = size_after("--strip-all")?;
     Ok(format!(
         "| `target/<host>/release/heapwatch` (`.ci/build-static`) | size |\n|---|---|\n\
-         | as shipped (static, own line tables, debug sections zlib-compressed) | {} |\n\
+         | as shipped (static, own line tables, debug sections zstd-compressed) | {} |\n\
          | as shipped, gzipped (about the image layer's download) | {} |\n\
          | without line tables (`strip --strip-debug` of a copy) | {} |\n\
          | without line tables or symbols (`strip --strip-all`; snapshots would show only addresses) | {} |\n\n\

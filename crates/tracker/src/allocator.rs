@@ -15,13 +15,16 @@
 //!
 //! The methods and the owned-slot updates they call are `#[inline]`/`#[inline(always)]`:
 //! the `#[global_allocator]` shim that calls them lives in the embedding crate, so without
-//! that they would be a call across the crate boundary. The inline part of `alloc` and of
-//! `dealloc` settles only the common case and checks everything before it changes
-//! anything; every other case is one out-of-line call that starts afresh
-//! ([`alloc_slow`], [`dealloc_slow`]). With a single call target the shims stay small
-//! enough that the compiler inlines them where memory is allocated and freed, as it does
-//! `System`'s: no call, return and frame of their own (measured: ~0.6 ns a pair, off and
-//! sampled).
+//! that they would be a call across the crate boundary. The common case of `alloc` and of
+//! `dealloc` checks everything before it changes anything; every other case is one
+//! out-of-line call that starts afresh ([`alloc_slow`], [`dealloc_slow`]).
+//!
+//! `alloc`, `alloc_zeroed` and `dealloc` themselves are `#[inline(never)]`: one call from
+//! each place memory is allocated or freed, as before. Left to the compiler, their common
+//! cases were small enough to be inlined at every call site, as `System`'s are: that saved
+//! 0.6–1 ns a pair off and sampled, but put ~100 bytes at each of the add-on's ~7,600
+//! allocation and free sites (binary 9.1 → 10.4 MB, image 5.6 → 6.28 MB of its 6 MiB
+//! limit; BENCHMARKS.md, issue 18's third round).
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -170,12 +173,10 @@ unsafe fn alloc_plain_large(slot: &Slot, layout: Layout, zeroed: bool) -> *mut u
     ptr
 }
 
-/// `alloc` and `alloc_zeroed`: the inline path. It settles only the common case, a
-/// block that is not recorded and needs nothing but counting and `malloc`: every check
-/// comes before anything is changed, and any other case is one out-of-line call,
-/// [`alloc_slow`], that starts afresh. One call target keeps the `__rust_alloc` shim small
-/// enough for the compiler to inline it where memory is allocated, as it does with
-/// `System`'s (a call, a return and a frame less for each allocation).
+/// `alloc` and `alloc_zeroed`. The common case, a block that is not recorded and needs
+/// nothing but counting and `malloc`, is settled here: every check comes before anything
+/// is changed, and any other case is one out-of-line call, [`alloc_slow`], that starts
+/// afresh.
 ///
 /// # Safety
 /// As `GlobalAlloc::alloc`.
@@ -488,23 +489,23 @@ impl Tracker {
 // the blocks' memory (except zeroing a reused region slot for alloc_zeroed, and copying
 // in realloc) and never allocates through the global allocator.
 unsafe impl GlobalAlloc for Tracker {
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged.
         unsafe { alloc_with(layout, false) }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged.
         unsafe { alloc_with(layout, true) }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // Inline only the common case, a block with no record (told by the mode and size,
-        // or by the counting filter): counted, then handed to `free` as the last thing
-        // done (a tail call). Everything else is one call, as in `alloc_with`.
+        // The common case, a block with no record (told by the mode and size, or by the
+        // counting filter): counted, then handed to `free` as the last thing done (a tail
+        // call). Everything else is one call, as in `alloc_with`.
         if let Some(slot) = OWNED.get() {
             let word = slot.word.load(Relaxed);
             if word == WORD_OFF
