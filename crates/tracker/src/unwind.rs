@@ -2,11 +2,11 @@
 //!
 //! Reads the frame-pointer register (`rbp` on x86-64, `x29` on aarch64) and follows the
 //! chain of frame records: `[fp]` is the caller's frame pointer, `[fp + 8]` the return
-//! address. No DWARF unwinding, no allocation, no locks: about 2 ns a frame, hash included. Each step
-//! is guarded: the frame pointer must be aligned, inside this thread's stack and strictly
-//! above the previous one; the walk stops at the first that is not (code built without
-//! frame pointers, C entry points, a signal handler on an alternate stack). Other
-//! architectures record no frames.
+//! address. No DWARF unwinding, no allocation, no locks: about 2 ns a frame, hash
+//! included. Each step is guarded: the frame pointer must be aligned, inside this thread's
+//! stack and strictly above the previous one; the walk stops at the first that is not
+//! (code built without frame pointers, C entry points, a signal handler on an alternate
+//! stack). Other architectures record no frames.
 //!
 //! Stack bounds come from `pthread_getattr_np` once per thread and are cached in a
 //! const thread-local. The caller (`recorder`) holds the reentrancy guard while
