@@ -15,9 +15,10 @@
 //!
 //! The methods and the owned-slot updates they call are `#[inline]`/`#[inline(always)]`:
 //! the `#[global_allocator]` shim that calls them lives in the embedding crate, so without
-//! that they would be a call across the crate boundary. The common case of `alloc` and of
-//! `dealloc` checks everything before it changes anything; every other case is one
-//! out-of-line call that starts afresh ([`alloc_slow`], [`dealloc_slow`]).
+//! that they would be a call across the crate boundary. The common case of `alloc` checks
+//! everything before it changes anything; every other case is one out-of-line call that
+//! starts afresh ([`alloc_slow`]). `dealloc` counts, then `release` decides by the word,
+//! the region and the counting filter, each branch off the common path one call.
 //!
 //! `alloc`, `alloc_zeroed` and `dealloc` themselves are `#[inline(never)]`: one call from
 //! each place memory is allocated or freed, as before. Left to the compiler, their common
@@ -76,7 +77,7 @@ impl Default for Tracker {
 #[inline(always)]
 unsafe fn system_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     #[cfg(unix)]
-    if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
+    if malloc_aligned(layout) {
         // SAFETY: plain C allocation calls with a size; both return null on failure.
         return unsafe {
             if zeroed {
@@ -93,6 +94,16 @@ unsafe fn system_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 /// The alignment every `malloc` result has (what `System` relies on too).
 #[cfg(unix)]
 const MALLOC_ALIGN: usize = std::mem::align_of::<libc::max_align_t>();
+
+/// Whether `malloc`'s own alignment serves `layout` (what `System` checks before calling
+/// `malloc` or `calloc`).
+#[inline(always)]
+fn malloc_aligned(layout: Layout) -> bool {
+    #[cfg(unix)]
+    return layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size();
+    #[cfg(not(unix))]
+    false
+}
 
 /// [`system_alloc`] for what needs `System`'s own handling (over-aligned layouts).
 ///
@@ -191,25 +202,12 @@ unsafe fn alloc_with(layout: Layout, zeroed: bool) -> *mut u8 {
         let word = slot.word.load(Relaxed);
         if word == WORD_OFF || plain_by_countdown(slot, word, size) {
             slot.commit_alloc(now);
-            // SAFETY: plain C allocation calls with a size; both return null on failure.
-            return unsafe {
-                if zeroed {
-                    libc::calloc(size, 1).cast()
-                } else {
-                    libc::malloc(size).cast()
-                }
-            };
+            // SAFETY: the caller's layout (malloc's own alignment serves it: checked above).
+            return unsafe { system_alloc(layout, zeroed) };
         }
     }
     // SAFETY: the caller's layout.
     unsafe { alloc_slow(layout, zeroed) }
-}
-
-/// Whether `malloc`'s own alignment serves `layout` (what `System` checks before calling
-/// `malloc` or `calloc`).
-#[inline(always)]
-fn malloc_aligned(layout: Layout) -> bool {
-    cfg!(unix) && layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size()
 }
 
 /// Every allocation [`alloc_with`] does not settle inline.
@@ -336,15 +334,15 @@ fn region_dealloc(ptr: *mut u8) {
     recorder::free_region(ptr as usize);
 }
 
-/// `dealloc` of a block that may be in the block table: untracks it, then releases it.
-/// Untrack first: once System has the block back, another thread may receive the same
-/// address and record it.
+/// `dealloc` of a block the counting filter says may be in the block table: untracks it,
+/// then releases it. Untrack first: once System has the block back, another thread may
+/// receive the same address and record it.
 ///
 /// # Safety
 /// As `GlobalAlloc::dealloc`.
 #[inline(never)]
 unsafe fn tracked_dealloc(ptr: *mut u8, layout: Layout) {
-    recorder::on_free(ptr as usize);
+    recorder::forget(ptr as usize);
     // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
     unsafe { System.dealloc(ptr, layout) }
 }
@@ -359,7 +357,9 @@ unsafe fn release(ptr: *mut u8, layout: Layout, word: u64) {
         if region::contains(ptr as usize) {
             return region_dealloc(ptr);
         }
-        if may_be_in_table(word, layout) {
+        // The filter's one load settles most frees of blocks that could be in the table
+        // (bigger blocks while sampling) without a call.
+        if may_be_in_table(word, layout) && recorder::may_have_record(ptr as usize) {
             // SAFETY: the caller's arguments.
             return unsafe { tracked_dealloc(ptr, layout) };
         }
@@ -378,22 +378,6 @@ unsafe fn dealloc_unowned(ptr: *mut u8, layout: Layout) {
     count_elsewhere(Event::Free(layout.size() as u64));
     // SAFETY: the caller's arguments.
     unsafe { release(ptr, layout, WORD.load(Relaxed)) }
-}
-
-/// Every `dealloc` the inline path does not settle: a block that may have a record, or
-/// a thread without a slot.
-///
-/// # Safety
-/// As `GlobalAlloc::dealloc`.
-#[inline(never)]
-unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
-    let Some(slot) = OWNED.get() else {
-        // SAFETY: the caller's arguments.
-        return unsafe { dealloc_unowned(ptr, layout) };
-    };
-    slot.shrink_owned(layout.size() as i64, &slot.frees);
-    // SAFETY: the caller's arguments.
-    unsafe { release(ptr, layout, slot.word.load(Relaxed)) }
 }
 
 impl Tracker {
@@ -503,22 +487,15 @@ unsafe impl GlobalAlloc for Tracker {
 
     #[inline(never)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The common case, a block with no record (told by the mode and size, or by the
-        // counting filter): counted, then handed to `free` as the last thing done (a tail
-        // call). Everything else is one call, as in `alloc_with`.
-        if let Some(slot) = OWNED.get() {
-            let word = slot.word.load(Relaxed);
-            if word == WORD_OFF
-                || (!region::contains(ptr as usize)
-                    && (!may_be_in_table(word, layout) || !recorder::may_have_record(ptr as usize)))
-            {
-                slot.shrink_owned(layout.size() as i64, &slot.frees);
-                // SAFETY: the caller's arguments, as GlobalAlloc::dealloc requires.
-                return unsafe { System.dealloc(ptr, layout) };
-            }
-        }
+        // Counted first, so that handing the block back is the last thing done (a tail
+        // call, no frame kept around it); so is every branch off the common path.
+        let Some(slot) = OWNED.get() else {
+            // SAFETY: forwarded unchanged.
+            return unsafe { dealloc_unowned(ptr, layout) };
+        };
+        slot.shrink_owned(layout.size() as i64, &slot.frees);
         // SAFETY: forwarded unchanged.
-        unsafe { dealloc_slow(ptr, layout) }
+        unsafe { release(ptr, layout, slot.word.load(Relaxed)) }
     }
 
     #[inline]

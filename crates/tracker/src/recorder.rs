@@ -581,7 +581,7 @@ pub(crate) fn free_region(addr: usize) {
 }
 
 /// Whether the block at `addr` (outside the region) may have a record: one load of the
-/// counting filter, for the allocator's inline `dealloc`.
+/// counting filter, for the allocator's `dealloc` (then [`forget`]).
 #[inline(always)]
 pub(crate) fn may_have_record(addr: usize) -> bool {
     filter::may_contain(addr)
@@ -593,11 +593,13 @@ pub(crate) fn on_free(addr: usize) {
     if !filter::may_contain(addr) {
         return;
     }
-    forget_slow(addr);
+    forget(addr);
 }
 
+/// Ends the record of the block at `addr` (outside the region), if it has one: the
+/// shard lock and a block-table lookup. Callers ask the filter first.
 #[inline(never)]
-fn forget_slow(addr: usize) {
+pub(crate) fn forget(addr: usize) {
     if guard_level() == GuardLevel::Inside {
         return;
     }
