@@ -8,10 +8,11 @@
 //! Sampling, an allocation also takes its size off the slot's countdown (a load, a
 //! subtract and a store on the same line); only when the countdown runs out, one in
 //! thousands of small blocks, is it recorded: served from the [`region`], out of line. A
-//! free checks whether the block lies in the region (a subtract and a shift); outside it,
-//! a block of up to `region::MAX_BLOCK` bytes cannot have a record while sampling, so it
-//! goes straight to `System`. Bigger blocks, and every block in exact mode, are looked up
-//! in the counting filter (one load unless the block may be tracked).
+//! free checks whether the block lies in the region (a subtract and a shift); outside
+//! it, one compare against the slot's lookup threshold (written with the word: none while
+//! off, `region::SAMPLED_MAX_BLOCK` while sampling, 0 in exact mode or after a spill)
+//! settles the blocks that cannot have a record, which go straight to `System`. The rest
+//! are looked up in the counting filter (one load unless the block may be tracked).
 //!
 //! The methods and the owned-slot updates they call are `#[inline]`/`#[inline(always)]`:
 //! the `#[global_allocator]` shim that calls them lives in the embedding crate, so without
@@ -25,14 +26,15 @@
 //! cases were small enough to be inlined at every call site, as `System`'s are: that saved
 //! 0.6–1 ns a pair off and sampled, but put ~100 bytes at each of the add-on's ~7,600
 //! allocation and free sites (binary 9.1 → 10.4 MB, image 5.6 → 6.28 MB of its 6 MiB
-//! limit; BENCHMARKS.md, issue 18's third round).
+//! limit; BENCHMARKS.md, issue 18's third round). Measured again in the fourth round,
+//! inlining no longer paid at all: sampled pairs got 0.3–1.9 ns slower.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::counters::{
-    Event, MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, OWNED, Slot, WORD, WORD_OFF, check_peak,
+    Event, LOOKUP_ABOVE, MODE_EXACT, MODE_MASK, MODE_OFF, OWNED, Slot, WORD, WORD_OFF, check_peak,
     count, count_elsewhere,
 };
 use crate::recorder;
@@ -315,18 +317,6 @@ fn records(word: u64, size: usize) -> bool {
     }
 }
 
-/// Whether a block outside the region may have a record in the block table under
-/// `word`: not while off, nor while sampling unspilled if the block would have gone to the
-/// region.
-#[inline(always)]
-fn may_be_in_table(word: u64, layout: Layout) -> bool {
-    match word & MODE_MASK {
-        MODE_OFF => false,
-        MODE_SAMPLED => !region::eligible(layout.size(), layout.align(), false),
-        _ => true,
-    }
-}
-
 /// `dealloc` of a block in the region: its record ends and its slot is freed. Counted by
 /// the caller.
 #[inline(never)]
@@ -347,19 +337,23 @@ unsafe fn tracked_dealloc(ptr: *mut u8, layout: Layout) {
     unsafe { System.dealloc(ptr, layout) }
 }
 
-/// `dealloc` after counting, by the tracking word.
+/// `dealloc` after counting, by the tracking word and the lookup threshold that goes with
+/// it ([`LOOKUP_ABOVE`]).
 ///
 /// # Safety
 /// As `GlobalAlloc::dealloc`.
 #[inline(always)]
-unsafe fn release(ptr: *mut u8, layout: Layout, word: u64) {
+unsafe fn release(ptr: *mut u8, layout: Layout, word: u64, lookup_above: usize) {
     if word != WORD_OFF {
         if region::contains(ptr as usize) {
             return region_dealloc(ptr);
         }
-        // The filter's one load settles most frees of blocks that could be in the table
-        // (bigger blocks while sampling) without a call.
-        if may_be_in_table(word, layout) && recorder::may_have_record(ptr as usize) {
+        // One compare settles every free that cannot have a record in the block table
+        // (small blocks while sampling, any while off); the filter's one load most of the
+        // rest, without a call.
+        if layout.size().max(layout.align()) > lookup_above
+            && recorder::may_have_record(ptr as usize)
+        {
             // SAFETY: the caller's arguments.
             return unsafe { tracked_dealloc(ptr, layout) };
         }
@@ -377,7 +371,7 @@ unsafe fn release(ptr: *mut u8, layout: Layout, word: u64) {
 unsafe fn dealloc_unowned(ptr: *mut u8, layout: Layout) {
     count_elsewhere(Event::Free(layout.size() as u64));
     // SAFETY: the caller's arguments.
-    unsafe { release(ptr, layout, WORD.load(Relaxed)) }
+    unsafe { release(ptr, layout, WORD.load(Relaxed), LOOKUP_ABOVE.load(Relaxed)) }
 }
 
 impl Tracker {
@@ -495,7 +489,14 @@ unsafe impl GlobalAlloc for Tracker {
         };
         slot.shrink_owned(layout.size() as i64, &slot.frees);
         // SAFETY: forwarded unchanged.
-        unsafe { release(ptr, layout, slot.word.load(Relaxed)) }
+        unsafe {
+            release(
+                ptr,
+                layout,
+                slot.word.load(Relaxed),
+                slot.lookup_above.load(Relaxed),
+            )
+        }
     }
 
     #[inline]

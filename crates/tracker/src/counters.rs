@@ -59,6 +59,9 @@ pub(crate) struct Slot {
     /// A copy of [`WORD`] on the owner's own line, which the hot path reads instead of
     /// the global; [`set_word`] writes every slot's copy (the only field others write).
     pub(crate) word: AtomicU64,
+    /// A copy of [`LOOKUP_ABOVE`], written with `word`: the free of a block outside the
+    /// region whose size or alignment exceeds it may have to end a record.
+    pub(crate) lookup_above: AtomicUsize,
     /// The word the owner's sampling countdown was drawn for: while it equals `word`,
     /// `countdown` is valid (a new session, or a change of word, forces a redraw).
     /// Owner only.
@@ -81,6 +84,7 @@ impl Slot {
             frees: AtomicU64::new(0),
             check_at: AtomicI64::new(i64::MIN),
             word: AtomicU64::new(WORD_OFF),
+            lookup_above: AtomicUsize::new(usize::MAX),
             drawn: AtomicU64::new(WORD_OFF),
             countdown: AtomicI64::new(0),
             reallocs: AtomicU64::new(0),
@@ -359,11 +363,21 @@ const AREAS: usize = 8;
 /// runs.
 pub(crate) static WORD: AtomicU64 = AtomicU64::new(WORD_OFF);
 
-/// Sets the word the allocator reads: the global and every slot's copy.
-pub(crate) fn set_word(word: u64) {
+/// Blocks outside the region whose size or alignment exceeds this may have a record in
+/// the block table (so their free looks it up): none while off (`usize::MAX`), those too
+/// big for the region while sampling, all of them (0) in exact mode or after a spill.
+/// Set with [`WORD`], by [`set_word`].
+pub(crate) static LOOKUP_ABOVE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Sets the word the allocator reads and the lookup threshold that goes with it: the
+/// globals and every slot's copies. Written before the blocks the new word concerns exist,
+/// so a thread that frees one of them (handed over, which orders it after this) sees them.
+pub(crate) fn set_word(word: u64, lookup_above: usize) {
     WORD.store(word, Relaxed);
+    LOOKUP_ABOVE.store(lookup_above, Relaxed);
     for slot in &SLOT_TABLE {
         slot.word.store(word, Relaxed);
+        slot.lookup_above.store(lookup_above, Relaxed);
     }
 }
 

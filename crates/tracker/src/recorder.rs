@@ -42,8 +42,8 @@ use std::time::SystemTime;
 
 use crate::config::{Mode, Totals, TrackingConfig, TrackingStatus};
 use crate::counters::{
-    MODE_EXACT, MODE_MASK, MODE_SAMPLED, MODE_SAMPLED_SPILL, WORD, WORD_OFF, current_bytes,
-    live_blocks, peak_bytes, set_word, total_allocations,
+    MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, MODE_SAMPLED_SPILL, WORD, WORD_OFF,
+    current_bytes, live_blocks, peak_bytes, set_word, total_allocations,
 };
 use crate::filter;
 use crate::guard::{Guard, GuardLevel, guard_level};
@@ -553,13 +553,31 @@ pub(crate) fn record_system(addr: usize, size: usize) {
     );
 }
 
+/// Sets the tracking word, with the size above which a free outside the region may have
+/// to end a record: never while off; blocks the region does not take while sampling
+/// (every small sampled block is in the region); every block in exact mode or spilled.
+fn publish(word: u64) {
+    let lookup_above = match word & MODE_MASK {
+        MODE_OFF => usize::MAX,
+        MODE_SAMPLED => region::SAMPLED_MAX_BLOCK,
+        _ => 0,
+    };
+    set_word(word, lookup_above);
+}
+
+/// Serialises [`spill`]s: a second spill (under another shard lock) waits until the
+/// first has written every slot's word, so the block it records cannot reach a thread
+/// whose slot still says "sampling, small frees need no lookup".
+static SPILLING: SpinLock<()> = SpinLock::new(());
+
 /// Sampling continues with every free outside the region looked up (a small recorded
 /// block is in `System` memory). Called with a shard lock held, which orders it against
 /// `start` and `stop` (they set the word holding every shard lock).
 fn spill() {
+    let _one_at_a_time = SPILLING.lock();
     let word = WORD.load(Relaxed);
     if word & MODE_MASK == MODE_SAMPLED {
-        set_word((word & !MODE_MASK) | MODE_SAMPLED_SPILL);
+        publish((word & !MODE_MASK) | MODE_SAMPLED_SPILL);
     }
 }
 
@@ -682,7 +700,7 @@ pub(crate) fn start(config: TrackingConfig) -> Started {
         }
     };
     let session = SESSIONS.fetch_add(1, Relaxed) + 1;
-    set_word((session << 2) | mode);
+    publish((session << 2) | mode);
     state.last = (config.mode, frames);
     Started::Now
 }
@@ -701,7 +719,7 @@ pub(crate) fn stop() {
     // Off, under every shard lock (so no spill can follow it). Once the region was used,
     // the off word stays non-zero: frees must keep checking for region blocks.
     let word = WORD.load(Relaxed);
-    set_word(if region::available() {
+    publish(if region::available() {
         word & !MODE_MASK
     } else {
         WORD_OFF

@@ -150,11 +150,12 @@ unsafe fn read_record(fp: usize) -> (usize, usize) {
 
 /// Whether a walk may go from the record at `fp` to the one at `next`: above this one (so
 /// above the bottom), a whole record below the top (`top` is the highest address one may
-/// start at), aligned. One compare for the range: `next − fp − 1 < top − fp` holds exactly
-/// when `fp < next ≤ top` (`fp ≤ top` always holds here).
+/// start at), aligned. Three compares, each a compare-and-branch the CPU fuses into one
+/// operation (one range compare, `next − fp − 1 < top − fp`, took four instructions more
+/// per frame).
 #[inline(always)]
 fn may_follow(next: usize, fp: usize, top: usize) -> bool {
-    next.wrapping_sub(fp).wrapping_sub(1) < top - fp && next.is_multiple_of(FP_ALIGN)
+    next > fp && next <= top && next.is_multiple_of(FP_ALIGN)
 }
 
 /// Walks this thread's stack from the caller of `capture`, recording at most `keep`
