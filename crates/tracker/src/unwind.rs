@@ -150,9 +150,9 @@ unsafe fn read_record(fp: usize) -> (usize, usize) {
 
 /// Whether a walk may go from the record at `fp` to the one at `next`: above this one (so
 /// above the bottom), a whole record below the top (`top` is the highest address one may
-/// start at), aligned. Three compares, each a compare-and-branch the CPU fuses into one
-/// operation (one range compare, `next − fp − 1 < top − fp`, took four instructions more
-/// per frame).
+/// start at), aligned. Three compares, each fused with its branch into one operation: one
+/// range compare, `next − fp − 1 < top − fp`, took two instructions more a frame and
+/// ~3 ns more an exact pair.
 #[inline(always)]
 fn may_follow(next: usize, fp: usize, top: usize) -> bool {
     next > fp && next <= top && next.is_multiple_of(FP_ALIGN)
