@@ -40,6 +40,7 @@ use crate::counters::{
 use crate::recorder;
 use crate::region;
 use crate::sampler;
+use crate::unwind;
 
 /// Largest allocation counted before `System` is asked for it. For these the call to
 /// `System.alloc` is the last thing done (a tail call: measured ~0.3 ns a pair less than
@@ -218,6 +219,9 @@ unsafe fn alloc_with(layout: Layout, zeroed: bool) -> *mut u8 {
 /// As `GlobalAlloc::alloc`.
 #[inline(never)]
 unsafe fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
+    // `alloc` tail-calls this, so this frame's record holds the caller's frame pointer and
+    // return address: a walk from here skips the tracker's own frames below.
+    let from = unwind::frame_pointer();
     let Some(slot) = OWNED.get() else {
         // SAFETY: the caller's layout.
         return unsafe { alloc_unowned(layout, zeroed) };
@@ -225,7 +229,7 @@ unsafe fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
     let word = slot.word.load(Relaxed);
     if word != WORD_OFF && !plain_by_countdown(slot, word, layout.size()) {
         // SAFETY: the caller's layout.
-        return unsafe { alloc_tracking(slot, layout, zeroed) };
+        return unsafe { alloc_tracking(slot, layout, zeroed, from) };
     }
     // SAFETY: the caller's layout.
     unsafe { alloc_plain(slot, layout, zeroed) }
@@ -237,7 +241,7 @@ unsafe fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
 /// # Safety
 /// As `GlobalAlloc::alloc`.
 #[inline(never)]
-unsafe fn alloc_tracking(slot: &Slot, layout: Layout, zeroed: bool) -> *mut u8 {
+unsafe fn alloc_tracking(slot: &Slot, layout: Layout, zeroed: bool, from: usize) -> *mut u8 {
     let word = slot.word.load(Relaxed);
     let size = layout.size();
     match word & MODE_MASK {
@@ -265,7 +269,7 @@ unsafe fn alloc_tracking(slot: &Slot, layout: Layout, zeroed: bool) -> *mut u8 {
         }
     }
     // SAFETY: the caller's layout.
-    let ptr = unsafe { alloc_recorded(layout, zeroed, usize::from(slot.area.load(Relaxed))) };
+    let ptr = unsafe { alloc_recorded(layout, zeroed, usize::from(slot.area.load(Relaxed)), from) };
     if !ptr.is_null() && slot.grow_owned(size as i64, &slot.allocs) {
         check_peak(slot);
     }
@@ -273,12 +277,13 @@ unsafe fn alloc_tracking(slot: &Slot, layout: Layout, zeroed: bool) -> *mut u8 {
 }
 
 /// A block to record: from the region area `area` when it fits there, else from `System`
-/// (recorded in the block table). Not counted here.
+/// (recorded in the block table). Its stack is walked from the frame record `from` (0:
+/// from here). Not counted here.
 ///
 /// # Safety
 /// As `GlobalAlloc::alloc`.
-unsafe fn alloc_recorded(layout: Layout, zeroed: bool, area: usize) -> *mut u8 {
-    let addr = recorder::alloc_recorded(layout.size(), layout.align(), area, zeroed, || {
+unsafe fn alloc_recorded(layout: Layout, zeroed: bool, area: usize, from: usize) -> *mut u8 {
+    let addr = recorder::alloc_recorded(layout.size(), layout.align(), area, zeroed, from, || {
         // SAFETY: the caller's layout.
         unsafe { system_alloc(layout, zeroed) as usize }
     });
@@ -296,7 +301,7 @@ unsafe fn alloc_unowned(layout: Layout, zeroed: bool) -> *mut u8 {
     let word = WORD.load(Relaxed);
     let ptr = if records(word, layout.size()) {
         // SAFETY: the caller's layout.
-        unsafe { alloc_recorded(layout, zeroed, 0) }
+        unsafe { alloc_recorded(layout, zeroed, 0, 0) }
     } else {
         // SAFETY: the caller's layout.
         unsafe { system_alloc(layout, zeroed) }
@@ -406,7 +411,7 @@ impl Tracker {
             // The new block is to be recorded: it goes to the region (a move).
             let area = OWNED.get().map_or(0, |s| usize::from(s.area.load(Relaxed)));
             // SAFETY: a valid non-zero-size layout (GlobalAlloc::realloc's contract).
-            let new = unsafe { alloc_recorded(new_layout, false, area) };
+            let new = unsafe { alloc_recorded(new_layout, false, area, 0) };
             if new.is_null() {
                 return new;
             }

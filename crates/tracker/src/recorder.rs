@@ -487,7 +487,7 @@ fn with_stack_id<R>(
 }
 
 /// A new block chosen for recording (sampled, or any block in exact mode): walks the
-/// stack and serves the block from the region area `area` with its record, or, when the
+/// stack (from the frame record `from`, see `unwind::capture`) and serves the block from the region area `area` with its record, or, when the
 /// region cannot hold it, takes it from `alloc_system` (an address, 0 if out of memory) and
 /// records it in its shard's block table. Returns the block's address (0: out of memory).
 /// Blocks the tracker itself asks for (reentrancy guard raised) are plain `System`
@@ -497,6 +497,7 @@ pub(crate) fn alloc_recorded(
     align: usize,
     area: usize,
     zeroed: bool,
+    from: usize,
     alloc_system: impl FnOnce() -> usize,
 ) -> usize {
     if guard_level() != GuardLevel::None {
@@ -504,7 +505,7 @@ pub(crate) fn alloc_recorded(
     }
     let _inside = Guard::enter(GuardLevel::Inside);
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
-    let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed));
+    let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed), from);
     let frames = raw.as_slice();
     if region::eligible(size, align, WORD.load(Relaxed) & MODE_MASK == MODE_EXACT)
         && region::available()
@@ -543,7 +544,7 @@ pub(crate) fn record_system(addr: usize, size: usize) {
     }
     let _inside = Guard::enter(GuardLevel::Inside);
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
-    let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed));
+    let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed), 0);
     with_stack_id(
         shard_of(addr),
         walk.hash,

@@ -104,9 +104,11 @@ fn query_bounds() -> Option<(usize, usize)> {
     None
 }
 
+/// The frame pointer of the function this is inlined into (always inlined): the address of
+/// its frame record, where a walk can start. 0 on architectures without a walk.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn frame_pointer() -> usize {
+pub(crate) fn frame_pointer() -> usize {
     let fp: usize;
     // SAFETY: copies a register; touches no memory, stack or flags.
     unsafe {
@@ -117,7 +119,7 @@ fn frame_pointer() -> usize {
 
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
-fn frame_pointer() -> usize {
+pub(crate) fn frame_pointer() -> usize {
     let fp: usize;
     // SAFETY: copies a register; touches no memory, stack or flags.
     unsafe {
@@ -128,7 +130,7 @@ fn frame_pointer() -> usize {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[inline(always)]
-fn frame_pointer() -> usize {
+pub(crate) fn frame_pointer() -> usize {
     0
 }
 
@@ -158,10 +160,13 @@ fn may_follow(next: usize, fp: usize, top: usize) -> bool {
     next > fp && next <= top && next.is_multiple_of(FP_ALIGN)
 }
 
-/// Walks this thread's stack from the caller of `capture`, recording at most `keep`
+/// Walks this thread's stack from the frame record at `from`, recording at most `keep`
 /// return addresses (innermost first) into `out`, hashing them, and counting the depth up
 /// to [`MAX_DEPTH`].
 ///
+/// `from` is a [`frame_pointer`] read further up this stack (the allocator reads its own
+/// at its entry, so the tracker's frames below it are not walked), or 0: a `from` below
+/// `capture`'s own frame, or not a record at all, starts the walk at `capture`'s caller.
 /// The first frame pointer is checked against the stack's bounds and alignment; each
 /// next one must be aligned, strictly above the last (which keeps it above the bottom)
 /// and leave a whole record below the top. Past `keep` frames the walk only counts.
@@ -173,7 +178,7 @@ fn may_follow(next: usize, fp: usize, top: usize) -> bool {
 ///
 /// Must run with the reentrancy guard raised (it may fill the bounds cache).
 #[inline(never)]
-pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk {
+pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize, from: usize) -> Walk {
     out.len = 0;
     let (low, high) = bounds();
     let Some(top) = high.checked_sub(RECORD_BYTES) else {
@@ -182,14 +187,21 @@ pub(crate) fn capture<const N: usize>(out: &mut Frames<N>, keep: usize) -> Walk 
             hash: crate::stacks::hash(&[]),
         };
     };
-    let fp = frame_pointer();
+    let here = frame_pointer();
+    // Only a record between this frame and the top: the stack below the current frame
+    // need not be mapped.
+    let fp = if from >= here && from <= top && from.is_multiple_of(FP_ALIGN) {
+        from
+    } else {
+        here
+    };
     let keep = keep.min(N).min(MAX_DEPTH);
     let mut len = 0;
     let mut depth = 0;
     if fp >= low && fp <= top && fp.is_multiple_of(FP_ALIGN) {
         // SAFETY: fp is aligned and the record [fp, fp + 16) lies inside this thread's
-        // stack, between our own frame (this first fp) and the stack's top (each next
-        // one checked by `may_follow`): that range is mapped.
+        // stack, between our own frame (at or below this first fp) and the stack's top
+        // (each next one checked by `may_follow`): that range is mapped.
         let mut at = fp;
         'walk: {
             if keep > 0 {
@@ -245,11 +257,50 @@ mod tests {
         let _inside = Guard::enter(GuardLevel::Inside);
         for keep in [1, 3, 72] {
             let mut out = Frames::<72>::new();
-            let walk = capture(&mut out, keep);
+            let walk = capture(&mut out, keep, 0);
             let frames = out.as_slice();
             assert!(!frames.is_empty() && frames.len() <= keep, "{frames:?}");
             assert!(walk.depth >= frames.len());
             assert_eq!(walk.hash, hash(frames));
         }
+    }
+
+    /// Walks twice from inside `inner`: from `capture`'s caller, and from `outer`'s frame.
+    #[inline(never)]
+    fn inner(from: usize) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        let mut here = Frames::<72>::new();
+        let mut there = Frames::<72>::new();
+        let mut below = Frames::<72>::new();
+        capture(&mut here, 72, 0);
+        capture(&mut there, 72, from);
+        // A record below capture's own frame is not a valid start: the walk starts here.
+        capture(&mut below, 72, 8);
+        let v = |f: &Frames<72>| f.as_slice().to_vec();
+        std::hint::black_box((v(&here), v(&there), v(&below)))
+    }
+
+    #[inline(never)]
+    fn outer() -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        let r = inner(frame_pointer());
+        std::hint::black_box(r)
+    }
+
+    #[test]
+    fn a_walk_from_a_frame_further_up_skips_the_frames_below_it() {
+        let _inside = Guard::enter(GuardLevel::Inside);
+        let (here, there, below) = outer();
+        assert!(there.len() < here.len(), "{here:x?} / {there:x?}");
+        assert_eq!(
+            here[here.len() - there.len()..],
+            there[..],
+            "the same outer frames"
+        );
+        // `here` starts with inner's call into capture, then outer's call into inner;
+        // `there` with the test's call into outer.
+        assert_eq!(here.len() - there.len(), 2, "{here:x?} / {there:x?}");
+        // From another call in inner: only the first return address differs.
+        assert_eq!(below.len(), here.len());
+        assert_eq!(below[1..], here[1..]);
+        assert_ne!(below[0], here[0]);
     }
 }
