@@ -99,8 +99,9 @@ fn next_random() -> u64 {
 /// A distance to the next sampling point: floor(−ln(U)·R), U uniform in (0, 1].
 fn draw(interval: u64) -> u64 {
     // 53 random bits, shifted to (0, 1]: never 0, so the logarithm is finite (≤ 36.8).
-    // (At U = 1 it may come out a hair below 0: the cast saturates that to 0.)
-    (neg_ln_unit((next_random() >> 11) + 1) * interval as f64) as u64
+    // (At U = 1 it may come out a hair below 0.) The signed cast is one instruction and
+    // saturates, at 0 and at i64::MAX, which no countdown reaches.
+    (neg_ln_unit((next_random() >> 11) + 1) * interval as f64).max(0.0) as i64 as u64
 }
 
 /// −ln(x / 2^53) for an integer x in [1, 2^53], within 1e-14 (absolute: a distance off
@@ -118,7 +119,9 @@ fn neg_ln_unit(x: u64) -> f64 {
     let (inv, ln_c) = LN_TABLE[i];
     // m · inv is within 1/256 of 1; ln(m) = ln(m · inv) + ln(1 / inv).
     let r = m * inv - 1.0;
-    let ln_1p = r * (1.0 - r * (0.5 - r * (1.0 / 3.0 - r * (0.25 - r * 0.2))));
+    // r − r²/2 + r³/3 − r⁴/4 + r⁵/5, grouped so the multiplies do not wait in one chain.
+    let r2 = r * r;
+    let ln_1p = (r - 0.5 * r2) + r2 * r * ((1.0 / 3.0 - 0.25 * r) + 0.2 * r2);
     // x = m · 2^(63 − lz), so −ln(x / 2^53) = (lz − 10) · ln 2 − ln m.
     f64::from(lz - 10) * std::f64::consts::LN_2 - (ln_c + ln_1p)
 }
@@ -164,7 +167,7 @@ const fn ln_series(y: f64) -> f64 {
 /// memorylessness, drawing afresh at any moment is exactly as good as continuing an old
 /// draw of the same interval.
 pub(crate) fn next_distance() -> i64 {
-    draw(INTERVAL.load(Relaxed)).min(i64::MAX as u64) as i64
+    draw(INTERVAL.load(Relaxed)) as i64
 }
 
 /// Advances this thread's countdown by a block of `size` bytes; true if the block holds
