@@ -57,8 +57,10 @@ use crate::table::{self, BlockTable};
 use crate::unwind;
 
 /// Raw frames recorded beyond the user's `frames`: the tracker's own frames (this
-/// module, the `GlobalAlloc` impl, `__rg_alloc`/`__rust_alloc`) sit at the top of every
-/// walk and are trimmed at symbolization. Measured: 3 in release, up to 5 in debug.
+/// module, the `GlobalAlloc` impl, `__rg_alloc`/`__rust_alloc`) that sit at the top of a
+/// walk, trimmed at symbolization. An allocation's walk starts at the allocator's entry
+/// frame (none of them in release); `realloc`'s and a slotless thread's start here (3 in
+/// release, up to 5 in debug).
 pub(crate) const OWN_FRAMES_ALLOWANCE: usize = 8;
 /// Largest `frames` a config may ask for (the contract's 1..=64).
 pub(crate) const MAX_FRAMES: u32 = 64;
