@@ -264,7 +264,16 @@ mod tests {
             let err = (got - want).abs();
             assert!(err <= 1e-14, "x {x}: {got} vs {want}");
         };
-        for x in [1, 2, 3, 1 << 20, (1 << 52) - 1, 1 << 52, (1 << 53) - 1, 1 << 53] {
+        for x in [
+            1,
+            2,
+            3,
+            1 << 20,
+            (1 << 52) - 1,
+            1 << 52,
+            (1 << 53) - 1,
+            1 << 53,
+        ] {
             check(x);
         }
         // Every table interval at every exponent, and a spread of random points.
