@@ -34,8 +34,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::counters::{
-    Event, LOOKUP_ABOVE, MODE_EXACT, MODE_MASK, MODE_OFF, OWNED, Slot, WORD, WORD_OFF, check_peak,
-    count, count_elsewhere,
+    Event, MODE_EXACT, MODE_MASK, MODE_OFF, OWNED, Slot, WORD, WORD_OFF, check_peak, count,
+    count_elsewhere,
 };
 use crate::recorder;
 use crate::region;
@@ -343,7 +343,7 @@ unsafe fn tracked_dealloc(ptr: *mut u8, layout: Layout) {
 }
 
 /// `dealloc` after counting, by the tracking word and the lookup threshold that goes with
-/// it ([`LOOKUP_ABOVE`]).
+/// it (`recorder::lookup_above`; owned slots keep a copy).
 ///
 /// # Safety
 /// As `GlobalAlloc::dealloc`.
@@ -375,8 +375,9 @@ unsafe fn release(ptr: *mut u8, layout: Layout, word: u64, lookup_above: usize) 
 #[inline(never)]
 unsafe fn dealloc_unowned(ptr: *mut u8, layout: Layout) {
     count_elsewhere(Event::Free(layout.size() as u64));
+    let word = WORD.load(Relaxed);
     // SAFETY: the caller's arguments.
-    unsafe { release(ptr, layout, WORD.load(Relaxed), LOOKUP_ABOVE.load(Relaxed)) }
+    unsafe { release(ptr, layout, word, recorder::lookup_above(word)) }
 }
 
 impl Tracker {

@@ -59,8 +59,8 @@ pub(crate) struct Slot {
     /// A copy of [`WORD`] on the owner's own line, which the hot path reads instead of
     /// the global; [`set_word`] writes every slot's copy (the only field others write).
     pub(crate) word: AtomicU64,
-    /// A copy of [`LOOKUP_ABOVE`], written with `word`: the free of a block outside the
-    /// region whose size or alignment exceeds it may have to end a record.
+    /// The lookup threshold that goes with `word` (see [`set_word`]): the free of a block
+    /// outside the region whose size or alignment exceeds it may have to end a record.
     pub(crate) lookup_above: AtomicUsize,
     /// The word the owner's sampling countdown was drawn for: while it equals `word`,
     /// `countdown` is valid (a new session, or a change of word, forces a redraw).
@@ -363,22 +363,19 @@ const AREAS: usize = 8;
 /// runs.
 pub(crate) static WORD: AtomicU64 = AtomicU64::new(WORD_OFF);
 
-/// Blocks outside the region whose size or alignment exceeds this may have a record in
-/// the block table (so their free looks it up): none while off (`usize::MAX`), those too
-/// big for the region while sampling, all of them (0) in exact mode or after a spill.
-/// Set with [`WORD`], by [`set_word`].
-pub(crate) static LOOKUP_ABOVE: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-/// Sets the word the allocator reads and the lookup threshold that goes with it: the
-/// globals and every slot's copies. Written before the blocks the new word concerns exist,
-/// so a thread that frees one of them (handed over, which orders it after this) sees them.
+/// Sets the word the allocator reads: every slot's copy, with the lookup threshold that
+/// goes with it (blocks outside the region whose size or alignment exceeds it may have a
+/// record, so their free looks it up), then the global, last and with release. So whoever
+/// reads the new global word with acquire also sees every slot's copies: a second spill
+/// that finds the word already spilled records its block only after every thread's slot
+/// says "look frees up". Written before the blocks the new word concerns exist, so a
+/// thread that frees one of them (handed over, which orders it after this) sees them.
 pub(crate) fn set_word(word: u64, lookup_above: usize) {
-    WORD.store(word, Relaxed);
-    LOOKUP_ABOVE.store(lookup_above, Relaxed);
     for slot in &SLOT_TABLE {
         slot.word.store(word, Relaxed);
         slot.lookup_above.store(lookup_above, Relaxed);
     }
+    WORD.store(word, Release);
 }
 
 /// Whether the tracker is the global allocator: makes one real allocation through the

@@ -37,7 +37,10 @@
 //! generation its id came from knows the id still names its stack.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed},
+};
 use std::time::SystemTime;
 
 use crate::config::{Mode, Totals, TrackingConfig, TrackingStatus};
@@ -489,9 +492,10 @@ fn with_stack_id<R>(
 }
 
 /// A new block chosen for recording (sampled, or any block in exact mode): walks the
-/// stack (from the frame record `from`, see `unwind::capture`) and serves the block from the region area `area` with its record, or, when the
-/// region cannot hold it, takes it from `alloc_system` (an address, 0 if out of memory) and
-/// records it in its shard's block table. Returns the block's address (0: out of memory).
+/// stack (from the frame record `from`, see `unwind::capture`) and serves the block from
+/// the region area `area` with its record, or, when the region cannot hold it, takes it
+/// from `alloc_system` (an address, 0 if out of memory) and records it in its shard's
+/// block table. Returns the block's address (0: out of memory).
 /// Blocks the tracker itself asks for (reentrancy guard raised) are plain `System`
 /// blocks.
 pub(crate) fn alloc_recorded(
@@ -556,29 +560,29 @@ pub(crate) fn record_system(addr: usize, size: usize) {
     );
 }
 
-/// Sets the tracking word, with the size above which a free outside the region may have
-/// to end a record: never while off; blocks the region does not take while sampling
-/// (every small sampled block is in the region); every block in exact mode or spilled.
-fn publish(word: u64) {
-    let lookup_above = match word & MODE_MASK {
+/// The size above which a free outside the region may have to end a record under
+/// `word`: never while off; blocks the region does not take while sampling (every small
+/// sampled block is in the region); every block in exact mode or spilled.
+pub(crate) fn lookup_above(word: u64) -> usize {
+    match word & MODE_MASK {
         MODE_OFF => usize::MAX,
         MODE_SAMPLED => region::SAMPLED_MAX_BLOCK,
         _ => 0,
-    };
-    set_word(word, lookup_above);
+    }
 }
 
-/// Serialises [`spill`]s: a second spill (under another shard lock) waits until the
-/// first has written every slot's word, so the block it records cannot reach a thread
-/// whose slot still says "sampling, small frees need no lookup".
-static SPILLING: SpinLock<()> = SpinLock::new(());
+/// Sets the tracking word, with its lookup threshold.
+fn publish(word: u64) {
+    set_word(word, lookup_above(word));
+}
 
 /// Sampling continues with every free outside the region looked up (a small recorded
 /// block is in `System` memory). Called with a shard lock held, which orders it against
-/// `start` and `stop` (they set the word holding every shard lock).
+/// `start` and `stop` (they set the word holding every shard lock). Another shard's spill
+/// may run at once: both publish the same word, and the acquire load makes one that finds
+/// the word already spilled see every slot's copy of it (see `set_word`).
 fn spill() {
-    let _one_at_a_time = SPILLING.lock();
-    let word = WORD.load(Relaxed);
+    let word = WORD.load(Acquire);
     if word & MODE_MASK == MODE_SAMPLED {
         publish((word & !MODE_MASK) | MODE_SAMPLED_SPILL);
     }

@@ -99,15 +99,16 @@ fn next_random() -> u64 {
 /// A distance to the next sampling point: floor(−ln(U)·R), U uniform in (0, 1].
 fn draw(interval: u64) -> u64 {
     // 53 random bits, shifted to (0, 1]: never 0, so the logarithm is finite (≤ 36.8).
-    // (At U = 1 it may come out a hair below 0.) The signed cast is one instruction and
-    // saturates, at 0 and at i64::MAX, which no countdown reaches.
-    (neg_ln_unit((next_random() >> 11) + 1) * interval as f64).max(0.0) as i64 as u64
+    // At U = 1 it may come out a hair below 0, which the cast truncates to 0; the signed
+    // cast is one instruction and saturates at i64::MAX, which no countdown reaches.
+    (neg_ln_unit((next_random() >> 11) + 1) * interval as f64) as i64 as u64
 }
 
 /// −ln(x / 2^53) for an integer x in [1, 2^53], within 1e-14 (absolute: a distance off
 /// by 1e-14 · R bytes): the binary exponent from the leading zeros, then ln of the
-/// mantissa m ∈ [1, 2) from a table of 128 points and five terms of ln(1 + r), |r| < 1/256. It replaces `f64::ln` (libm's `log`, a call
-/// and its error handling): a draw is made for every sample.
+/// mantissa m ∈ [1, 2) from a table of 128 points and five terms of ln(1 + r),
+/// |r| < 1/256. It replaces `f64::ln` (libm's `log`, a call and its error handling): a draw
+/// is made for every sample.
 #[inline]
 fn neg_ln_unit(x: u64) -> f64 {
     debug_assert!((1..=1 << 53).contains(&x));

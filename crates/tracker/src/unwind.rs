@@ -265,7 +265,8 @@ mod tests {
         }
     }
 
-    /// Walks twice from inside `inner`: from `capture`'s caller, and from `outer`'s frame.
+    /// Walks three times from inside `inner`: from `capture`'s caller, from `outer`'s
+    /// frame, and from an address below the stack's frames (which falls back to the first).
     #[inline(never)]
     fn inner(from: usize) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         let mut here = Frames::<72>::new();
