@@ -98,50 +98,10 @@ fn next_random() -> u64 {
 
 /// A distance to the next sampling point: floor(−ln(U)·R), U uniform in (0, 1].
 fn draw(interval: u64) -> u64 {
-    // At U = 1 −ln(U) may come out a hair below 0, which the cast truncates to 0; the
-    // signed cast is one instruction and saturates at i64::MAX, which no countdown reaches.
-    (next_exponential() * interval as f64) as i64 as u64
-}
-
-/// Exponential draws (mean 1) made ahead, [`AHEAD`] at a time.
-const AHEAD: usize = 8;
-
-thread_local! {
-    /// This thread's draws made ahead, taken in order.
-    static DRAWN: [Cell<f64>; AHEAD] = const { [const { Cell::new(0.0) }; AHEAD] };
-    /// The index of the next one to take; [`AHEAD`]: none left.
-    static NEXT_DRAWN: Cell<usize> = const { Cell::new(AHEAD) };
-    /// The SEED_EPOCH they were made in: a new session does not take an old one's.
-    static DRAWN_FOR: Cell<u32> = const { Cell::new(0) };
-}
-
-/// The next exponential draw of this thread, −ln(U) with U uniform in (0, 1]: the same
-/// sequence as drawing each when needed, made [`AHEAD`] at a time. A draw is one chain of
-/// ~15 dependent operations (~30 ns here, paid by every sample); made side by side, the
-/// chains of a batch overlap, and a draw costs a load.
-fn next_exponential() -> f64 {
-    let epoch = SEED_EPOCH.load(Relaxed);
-    let mut next = NEXT_DRAWN.get();
-    if next == AHEAD || DRAWN_FOR.get() != epoch {
-        draw_ahead();
-        DRAWN_FOR.set(epoch);
-        next = 0;
-    }
-    NEXT_DRAWN.set(next + 1);
-    DRAWN.with(|d| d[next].get())
-}
-
-/// Makes [`AHEAD`] draws: the random numbers first (one short chain), then the
-/// logarithms, which do not wait for each other.
-#[inline(never)]
-fn draw_ahead() {
     // 53 random bits, shifted to (0, 1]: never 0, so the logarithm is finite (≤ 36.8).
-    let units: [u64; AHEAD] = std::array::from_fn(|_| (next_random() >> 11) + 1);
-    DRAWN.with(|d| {
-        for (slot, unit) in d.iter().zip(units) {
-            slot.set(neg_ln_unit(unit));
-        }
-    });
+    // At U = 1 it may come out a hair below 0, which the cast truncates to 0; the signed
+    // cast is one instruction and saturates at i64::MAX, which no countdown reaches.
+    (neg_ln_unit((next_random() >> 11) + 1) * interval as f64) as i64 as u64
 }
 
 /// −ln(x / 2^53) for an integer x in [1, 2^53], within 1e-14 (absolute: a distance off
@@ -294,20 +254,6 @@ mod tests {
         assert!(a.iter().filter(|&&s| s).count() > 50, "some samples");
         assert_eq!(a, run(7));
         assert_ne!(a, run(8));
-    }
-
-    #[test]
-    fn draws_made_ahead_come_in_the_order_they_would_be_drawn_one_at_a_time() {
-        // 20 draws span three batches; the second session's start discards the 4 left.
-        configure(4096, Some(11));
-        let ahead: Vec<f64> = (0..20).map(|_| next_exponential()).collect();
-        configure(4096, Some(11));
-        let one_at_a_time: Vec<f64> = (0..20)
-            .map(|_| neg_ln_unit((next_random() >> 11) + 1))
-            .collect();
-        assert_eq!(ahead, one_at_a_time);
-        configure(4096, Some(11));
-        assert_eq!(next_exponential(), ahead[0], "a new session draws afresh");
     }
 
     #[test]
