@@ -45,7 +45,7 @@ use std::time::SystemTime;
 
 use crate::config::{Mode, Totals, TrackingConfig, TrackingStatus};
 use crate::counters::{
-    MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, MODE_SAMPLED_SPILL, WORD, WORD_OFF,
+    MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, MODE_SAMPLED_SPILL, OWNED, WORD, WORD_OFF,
     current_bytes, live_blocks, peak_bytes, set_word, total_allocations,
 };
 use crate::filter;
@@ -134,8 +134,7 @@ static STACKS: SpinLock<Option<Stacks>> = SpinLock::new(None);
 
 /// Shards of the live blocks: a power of two, a few times the cores of the boxes Home
 /// Assistant runs on, so two threads rarely want the same one.
-const SHARDS_LOG2: u32 = 3;
-const SHARD_COUNT: usize = 1 << SHARDS_LOG2;
+const SHARD_COUNT: usize = 8;
 
 /// Per stack id in a shard: estimated bytes and count (in 1/65536 units) of the shard's
 /// live blocks, blocks ever recorded, and the sum of their squared estimated bytes (`f64`
@@ -144,6 +143,8 @@ type StackCounters = [u64; 4];
 
 /// One shard: its blocks, and per stack id the totals of those blocks.
 struct Shard {
+    /// Its index in [`SHARDS`] (its counters in the filter).
+    index: usize,
     blocks: BlockTable,
     /// Per stack id ([`StackCounters`]). Grown on demand up to `MAX_STACKS + 1` entries.
     totals: RawBuf<StackCounters>,
@@ -212,19 +213,22 @@ impl Shard {
                 self.retire(addr, stale);
             }
             self.weigh_in(table::pack(size, id), true);
-            filter::add(addr);
+            filter::add(addr, self.index);
         }
     }
 
     fn retire(&mut self, addr: usize, packed: u64) {
         self.weigh_in(packed, false);
-        filter::remove(addr);
+        filter::remove(addr, self.index);
     }
 
-    fn forget(&mut self, addr: usize) {
-        if let Some(packed) = self.blocks.remove(addr as u64) {
-            self.retire(addr, packed);
-        }
+    /// Ends the record of `addr` if this shard holds it; whether it did.
+    fn forget(&mut self, addr: usize) -> bool {
+        let Some(packed) = self.blocks.remove(addr as u64) else {
+            return false;
+        };
+        self.retire(addr, packed);
+        true
     }
 
     /// Grows the per-stack totals to hold `id`; false if `System` is out of memory.
@@ -346,10 +350,33 @@ static SHARDS: [SpinLock<ShardCell>; SHARD_COUNT] = [
     SpinLock::new(ShardCell::new(7)),
 ];
 
-/// The shard of a block: taken from the same hash bits as its filter slot, so each filter
-/// slot is only ever written under one shard's lock.
-fn shard_of(addr: usize) -> usize {
-    filter::index(addr) >> (filter::SLOTS_LOG2 - SHARDS_LOG2)
+// The filter keeps a counter per shard.
+const _: () = assert!(SHARD_COUNT == filter::SHARDS);
+
+/// The shard a thread records `System` blocks in: the one of its region area (its counter
+/// slot's), so each thread keeps to its own shard's lines; threads without a slot of their
+/// own share shard 0.
+fn own_shard() -> usize {
+    OWNED
+        .get()
+        .map_or(0, |slot| usize::from(slot.area.load(Relaxed)))
+        % SHARD_COUNT
+}
+
+/// Runs `f` on each shard that may hold a record of the block at `addr` (outside the
+/// region), as the filter says, with its lock held, until `f` returns true; whether one
+/// did.
+fn in_shards_of(addr: usize, mut f: impl FnMut(&mut Shard) -> bool) -> bool {
+    let mut candidates = filter::shards(addr);
+    while candidates != 0 {
+        let index = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        let mut cell = SHARDS[index].lock();
+        if cell.session.as_mut().is_some_and(&mut f) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Every shard lock, taken in order (after `STATE` and `STACKS` if those are needed).
@@ -494,8 +521,8 @@ fn with_stack_id<R>(
 /// A new block chosen for recording (sampled, or any block in exact mode): walks the
 /// stack (from the frame record `from`, see `unwind::capture`) and serves the block from
 /// the region area `area` with its record, or, when the region cannot hold it, takes it
-/// from `alloc_system` (an address, 0 if out of memory) and records it in its shard's
-/// block table. Returns the block's address (0: out of memory).
+/// from `alloc_system` (an address, 0 if out of memory) and records it in the block
+/// table of the area's shard. Returns the block's address (0: out of memory).
 /// Blocks the tracker itself asks for (reentrancy guard raised) are plain `System`
 /// blocks.
 pub(crate) fn alloc_recorded(
@@ -535,7 +562,7 @@ pub(crate) fn alloc_recorded(
     }
     let addr = alloc_system();
     if addr != 0 {
-        with_stack_id(shard_of(addr), walk.hash, frames, walk, |s, _, id| {
+        with_stack_id(area % SHARD_COUNT, walk.hash, frames, walk, |s, _, id| {
             s.record(addr, size, id)
         });
     }
@@ -543,7 +570,7 @@ pub(crate) fn alloc_recorded(
 }
 
 /// Records a `System` block that was already chosen for recording (`realloc`'s new
-/// block when it stays out of the region) in its shard's block table.
+/// block when it stays out of the region) in the block table of this thread's shard.
 pub(crate) fn record_system(addr: usize, size: usize) {
     if guard_level() != GuardLevel::None {
         return;
@@ -551,13 +578,9 @@ pub(crate) fn record_system(addr: usize, size: usize) {
     let _inside = Guard::enter(GuardLevel::Inside);
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
     let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed), 0);
-    with_stack_id(
-        shard_of(addr),
-        walk.hash,
-        raw.as_slice(),
-        walk,
-        |s, _, id| s.record(addr, size, id),
-    );
+    with_stack_id(own_shard(), walk.hash, raw.as_slice(), walk, |s, _, id| {
+        s.record(addr, size, id)
+    });
 }
 
 /// The size above which a free outside the region may have to end a record under
@@ -621,17 +644,15 @@ pub(crate) fn on_free(addr: usize) {
     forget(addr);
 }
 
-/// Ends the record of the block at `addr` (outside the region), if it has one: the
-/// shard lock and a block-table lookup. Callers ask the filter first.
+/// Ends the record of the block at `addr` (outside the region), if it has one: the lock
+/// and a block-table lookup of the shard the filter names (of each, after a collision).
+/// Callers ask the filter first.
 #[inline(never)]
 pub(crate) fn forget(addr: usize) {
     if guard_level() == GuardLevel::Inside {
         return;
     }
-    let mut shard = SHARDS[shard_of(addr)].lock();
-    if let Some(s) = shard.session.as_mut() {
-        s.forget(addr);
-    }
+    in_shards_of(addr, |s| s.forget(addr));
 }
 
 /// What [`start`] did.
@@ -669,7 +690,7 @@ pub(crate) fn start(config: TrackingConfig) -> Started {
     let mut all = lock_all_shards();
     let generation = next_generation();
     let estimated = (config.mode == Mode::Sampled).then_some(interval);
-    for guard in &mut all.shards {
+    for (index, guard) in all.shards.iter_mut().enumerate() {
         let (Some(blocks), Some(totals)) = (BlockTable::new(), RawBuf::zeroed(INITIAL_TOTALS))
         else {
             for guard in &mut all.shards {
@@ -678,6 +699,7 @@ pub(crate) fn start(config: TrackingConfig) -> Started {
             return Started::OutOfMemory;
         };
         guard.session = Some(Shard {
+            index,
             blocks,
             totals,
             generation,
@@ -795,11 +817,7 @@ pub(crate) fn is_tracked(addr: usize) -> bool {
         let mut cell = SHARDS[region::area_of(addr)].lock();
         return cell.session.is_some() && cell.area.record(addr).is_some();
     }
-    let shard = SHARDS[shard_of(addr)].lock();
-    shard
-        .session
-        .as_ref()
-        .is_some_and(|s| s.blocks.get(addr as u64).is_some())
+    in_shards_of(addr, |s| s.blocks.get(addr as u64).is_some())
 }
 
 /// Live tracked blocks (table entries) of the current session.

@@ -60,9 +60,8 @@ impl BlockTable {
     }
 
     fn home(key: u64, cap: usize) -> usize {
-        // Its own mix, not the Fibonacci hash of the address filter: the recorder shards
-        // blocks by the top bits of that one, so within a shard they would all be equal
-        // and every key would crowd into one eighth of the table.
+        // Its own mix, not the Fibonacci hash of the address filter: keys that share a
+        // filter row (or the top bits of its index) must not crowd one part of the table.
         let h = (key ^ (key >> 32)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         ((u128::from(h) * cap as u128) >> 64) as usize
     }
@@ -236,13 +235,13 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_one_recorder_shard_spread_over_the_whole_table() {
-        // The recorder's shards hold addresses whose filter hash shares its top bits;
-        // the table's own hash must not crowd them together (it once did: probes grew
-        // with the table and a 1M-block snapshot benchmark never finished).
+    fn keys_whose_filter_hash_shares_its_top_bits_spread_over_the_whole_table() {
+        // The table's own hash must not crowd keys that the address filter's Fibonacci
+        // hash puts together (a table hashed the same way once did: probes grew with the
+        // table and a 1M-block snapshot benchmark never finished).
         let shard_keys = (1..)
             .map(|i: u64| i * 16)
-            .filter(|&a| crate::filter::index(a as usize) >> 13 == 5);
+            .filter(|&a| crate::filter::index(a as usize) >> (crate::filter::ROWS_LOG2 - 3) == 5);
         let mut t = BlockTable::new().expect("memory");
         for k in shard_keys.take(100_000) {
             t.insert(k, pack(16, 1), 0).expect("memory");

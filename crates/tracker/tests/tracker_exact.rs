@@ -488,3 +488,36 @@ fn check_unchanged(before: &memory::Snapshot, after: &memory::Snapshot) -> Resul
     }
     Ok(())
 }
+
+/// Blocks above the region's 64 KiB are `System` blocks in the block table of the shard of
+/// the thread that allocated them; a free on any other thread must still find that shard.
+#[test]
+fn big_blocks_freed_on_other_threads_end_their_records() {
+    let _serial = serial();
+    const BLOCKS: usize = 24;
+    memory::start(EXACT).expect("tracking starts");
+    let before = memory::tracked_blocks();
+    // Each of three threads allocates its blocks (recorded in its own shard); the main
+    // thread frees them all.
+    let made: Vec<Vec<Vec<u8>>> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                (0..BLOCKS / 3)
+                    .map(|_| black_box(vec![7u8; 100 * 1024]))
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .expect("allocating thread")
+        })
+        .collect();
+    let addrs: Vec<*const u8> = made.iter().flatten().map(|b| b.as_ptr()).collect();
+    assert!(
+        addrs.iter().all(|&a| memory::is_tracked(a)),
+        "every big block is recorded"
+    );
+    assert!(memory::tracked_blocks() >= before + BLOCKS);
+    drop(made);
+    let still: Vec<_> = addrs.iter().filter(|&&a| memory::is_tracked(a)).collect();
+    memory::stop();
+    assert!(still.is_empty(), "records left after the frees: {still:?}");
+}
