@@ -108,8 +108,8 @@ pub(crate) fn clear() {
 mod tests {
     use super::*;
 
-    // These tests share the static filter with nothing else: each test binary process
-    // runs one test under nextest, and addresses here are ones no allocation returns.
+    // No other test of the library touches the filter (none starts a session, and the
+    // library's tests do not install the tracker), and the two use different rows.
 
     #[test]
     fn each_shard_counts_its_own_records_in_the_row() {
