@@ -405,12 +405,14 @@ impl Tracker {
             unsafe { return self.move_block(ptr, layout, new_layout) };
         }
         let record = records(word, new_size);
+        // This thread's region area, whose shard records the new block (0 without a slot).
+        let own_area = || OWNED.get().map_or(0, |s| usize::from(s.area.load(Relaxed)));
         if record
             && region::eligible(new_size, layout.align(), word & MODE_MASK == MODE_EXACT)
             && region::available()
         {
             // The new block is to be recorded: it goes to the region (a move).
-            let area = OWNED.get().map_or(0, |s| usize::from(s.area.load(Relaxed)));
+            let area = own_area();
             // SAFETY: a valid non-zero-size layout (GlobalAlloc::realloc's contract).
             let new = unsafe { alloc_recorded(new_layout, false, area, 0) };
             if new.is_null() {
@@ -440,7 +442,7 @@ impl Tracker {
             (new_size as i64).wrapping_sub(layout.size() as i64),
         ));
         if record {
-            recorder::record_system(new as usize, new_size);
+            recorder::record_system(new as usize, new_size, own_area());
         }
         new
     }

@@ -45,7 +45,7 @@ use std::time::SystemTime;
 
 use crate::config::{Mode, Totals, TrackingConfig, TrackingStatus};
 use crate::counters::{
-    MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, MODE_SAMPLED_SPILL, OWNED, WORD, WORD_OFF,
+    MODE_EXACT, MODE_MASK, MODE_OFF, MODE_SAMPLED, MODE_SAMPLED_SPILL, WORD, WORD_OFF,
     current_bytes, live_blocks, peak_bytes, set_word, total_allocations,
 };
 use crate::filter;
@@ -336,8 +336,8 @@ impl ShardCell {
     }
 }
 
-// Each shard owns the region area of its index.
-const _: () = assert!(SHARD_COUNT == region::AREAS && SHARD_COUNT == 8);
+// Each shard owns the region area of its index, and has a counter in each filter row.
+const _: () = assert!(SHARD_COUNT == region::AREAS && SHARD_COUNT == filter::SHARDS);
 
 static SHARDS: [SpinLock<ShardCell>; SHARD_COUNT] = [
     SpinLock::new(ShardCell::new(0)),
@@ -349,19 +349,6 @@ static SHARDS: [SpinLock<ShardCell>; SHARD_COUNT] = [
     SpinLock::new(ShardCell::new(6)),
     SpinLock::new(ShardCell::new(7)),
 ];
-
-// The filter keeps a counter per shard.
-const _: () = assert!(SHARD_COUNT == filter::SHARDS);
-
-/// The shard a thread records `System` blocks in: the one of its region area (its counter
-/// slot's), so each thread keeps to its own shard's lines; threads without a slot of their
-/// own share shard 0.
-fn own_shard() -> usize {
-    OWNED
-        .get()
-        .map_or(0, |slot| usize::from(slot.area.load(Relaxed)))
-        % SHARD_COUNT
-}
 
 /// Runs `f` on each shard that may hold a record of the block at `addr` (outside the
 /// region), as the filter says, with its lock held, until `f` returns true; whether one
@@ -570,17 +557,22 @@ pub(crate) fn alloc_recorded(
 }
 
 /// Records a `System` block that was already chosen for recording (`realloc`'s new
-/// block when it stays out of the region) in the block table of this thread's shard.
-pub(crate) fn record_system(addr: usize, size: usize) {
+/// block when it stays out of the region) in the block table of the region area `area`'s
+/// shard (the allocating thread's, as in [`alloc_recorded`]).
+pub(crate) fn record_system(addr: usize, size: usize, area: usize) {
     if guard_level() != GuardLevel::None {
         return;
     }
     let _inside = Guard::enter(GuardLevel::Inside);
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
     let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed), 0);
-    with_stack_id(own_shard(), walk.hash, raw.as_slice(), walk, |s, _, id| {
-        s.record(addr, size, id)
-    });
+    with_stack_id(
+        area % SHARD_COUNT,
+        walk.hash,
+        raw.as_slice(),
+        walk,
+        |s, _, id| s.record(addr, size, id),
+    );
 }
 
 /// The size above which a free outside the region may have to end a record under
