@@ -527,10 +527,12 @@ pub(crate) fn alloc_recorded(
     let mut raw = unwind::Frames::<MAX_RAW_FRAMES>::new();
     let walk = unwind::capture(&mut raw, KEEP_FRAMES.load(Relaxed), from);
     let frames = raw.as_slice();
+    // The area's shard records the block, in the region or in its block table.
+    let shard = area % SHARD_COUNT;
     if region::eligible(size, align, WORD.load(Relaxed) & MODE_MASK == MODE_EXACT)
         && region::available()
     {
-        let placed = with_stack_id(area % SHARD_COUNT, walk.hash, frames, walk, |s, a, id| {
+        let placed = with_stack_id(shard, walk.hash, frames, walk, |s, a, id| {
             let Some(addr) = a.alloc(size, align, zeroed) else {
                 // The area's span of this class is full: this block goes to System and
                 // into the table, so small frees must look there from now on.
@@ -549,7 +551,7 @@ pub(crate) fn alloc_recorded(
     }
     let addr = alloc_system();
     if addr != 0 {
-        with_stack_id(area % SHARD_COUNT, walk.hash, frames, walk, |s, _, id| {
+        with_stack_id(shard, walk.hash, frames, walk, |s, _, id| {
             s.record(addr, size, id)
         });
     }
